@@ -1,0 +1,61 @@
+//! A connected, signed-in client for one command: to the configured server, or to
+//! the embedded one.
+
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+use loft_remote::RemoteClient;
+use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
+
+use crate::config::{ClientConfig, load_token};
+use crate::embedded::{self, EmbeddedServer};
+use crate::home::LoftHome;
+
+/// What commands work with.
+pub struct Session {
+    pub home: LoftHome,
+    pub config: ClientConfig,
+    pub client: Arc<dyn RemoteClient>,
+    /// Set when this process runs the embedded server (kept alive for the command).
+    pub _embedded: Option<EmbeddedServer>,
+    pub address: ServerAddress,
+}
+
+/// This device's name: from the config, else `hostname-xxxx`.
+pub fn device_name(config: &ClientConfig) -> String {
+    config.device.clone().unwrap_or_else(default_device_name)
+}
+
+/// `hostname` plus a short random id, so two devices on one host differ.
+pub fn default_device_name() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    format!("{host}-{:04x}", rand::random::<u16>())
+}
+
+impl Session {
+    /// Connects as the signed-in user of `home`.
+    pub async fn open(home: LoftHome) -> Result<Session> {
+        let config = ClientConfig::load(&home)?;
+        let options = ConnectOptions { ca_cert: config.ca_cert.clone(), ..Default::default() };
+        let (address, embedded) = match config.servers.first() {
+            Some(server) => (server.parse::<ServerAddress>().map_err(anyhow::Error::msg)?, None),
+            None => {
+                let mut config = config.clone();
+                if config.device.is_none() {
+                    // The embedded server's device is named once and remembered.
+                    config.device = Some(default_device_name());
+                    config.save(&home)?;
+                }
+                let server = embedded::ensure(&home, &device_name(&config)).await?;
+                (ServerAddress::Unix(home.embedded_socket()), server)
+            }
+        };
+        let token = load_token(&home)?.ok_or_else(|| {
+            anyhow!("not signed in: run `loft login --server URL --user NAME --password-file F`")
+        })?;
+        let client = GrpcClient::connect(&address, &options)?;
+        client.set_token(Some(token));
+        let config = ClientConfig::load(&home)?;
+        Ok(Session { home, config, client: Arc::new(client), _embedded: embedded, address })
+    }
+}

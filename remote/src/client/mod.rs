@@ -1,0 +1,97 @@
+//! The typed client: [`RemoteClient`] is what the rest of the client side talks to;
+//! [`GrpcClient`] implements it over tonic. Tests wrap it to inject faults.
+
+mod address;
+mod grpc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::content::ChunkId;
+use crate::errors::{ErrorKind, kind_of};
+use crate::proto;
+
+pub use address::ServerAddress;
+pub use grpc::{ConnectOptions, GrpcClient};
+
+/// An error from the server or the connection to it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RemoteError { kind, message: message.into() }
+    }
+
+    /// True when the server could not be reached (retry later, work offline).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+}
+
+impl From<tonic::Status> for RemoteError {
+    fn from(status: tonic::Status) -> Self {
+        let kind = kind_of(&status);
+        let message = match status.message() {
+            "" => format!("{:?}", status.code()),
+            text => text.to_string(),
+        };
+        RemoteError { kind, message }
+    }
+}
+
+impl From<tonic::transport::Error> for RemoteError {
+    fn from(error: tonic::transport::Error) -> Self {
+        RemoteError::new(ErrorKind::Unavailable, format!("cannot reach the server: {error}"))
+    }
+}
+
+/// Result of remote calls.
+pub type RemoteResult<T> = Result<T, RemoteError>;
+
+/// Every call Loft's client side makes to a server.
+#[async_trait]
+pub trait RemoteClient: Send + Sync + 'static {
+    async fn login(&self, user: &str, password: &str, device: &str) -> RemoteResult<proto::LoginReply>;
+    async fn logout(&self) -> RemoteResult<()>;
+    async fn who_am_i(&self) -> RemoteResult<proto::Session>;
+    async fn list_devices(&self) -> RemoteResult<Vec<proto::Device>>;
+    async fn revoke_device(&self, request: proto::RevokeDeviceRequest) -> RemoteResult<()>;
+
+    async fn lookup(&self, parent: u64, name: &[u8]) -> RemoteResult<proto::Node>;
+    async fn resolve(&self, path: &[u8]) -> RemoteResult<proto::Node>;
+    async fn stat(&self, id: u64) -> RemoteResult<proto::Node>;
+    async fn list(&self, dir: u64, after: &[u8], limit: u32) -> RemoteResult<proto::ListReply>;
+    async fn create(&self, request: proto::CreateRequest) -> RemoteResult<proto::Node>;
+    async fn link(&self, node: u64, new_parent: u64, new_name: &[u8]) -> RemoteResult<proto::Node>;
+    async fn rename(&self, request: proto::RenameRequest) -> RemoteResult<proto::RenameReply>;
+    async fn remove(&self, request: proto::RemoveRequest) -> RemoteResult<()>;
+    async fn set_attr(&self, request: proto::SetAttrRequest) -> RemoteResult<proto::Node>;
+    async fn get_xattr(&self, id: u64, name: &[u8]) -> RemoteResult<Vec<u8>>;
+    async fn set_xattr(&self, id: u64, name: &[u8], value: &[u8], flags: u32) -> RemoteResult<()>;
+    async fn list_xattr(&self, id: u64) -> RemoteResult<Vec<Vec<u8>>>;
+    async fn remove_xattr(&self, id: u64, name: &[u8]) -> RemoteResult<()>;
+
+    /// Which of `ids` the server holds and the caller may use.
+    async fn have_chunks(&self, ids: &[ChunkId]) -> RemoteResult<Vec<bool>>;
+    /// Uploads a stream of encoded chunks; each is stored as soon as it arrives, so an
+    /// interrupted upload keeps what got through.
+    /// The producer sends into a channel, so it can chunk on another thread while the
+    /// upload runs, with the channel's capacity bounding memory.
+    async fn put_chunks(&self, chunks: tokio::sync::mpsc::Receiver<proto::ChunkUpload>) -> RemoteResult<proto::PutChunksReply>;
+    /// Downloads chunk ranges, in request order.
+    async fn get_chunks(
+        &self,
+        ranges: Vec<proto::ChunkRange>,
+    ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::ChunkData>>>;
+    async fn get_manifest(&self, node: u64, version: u64) -> RemoteResult<proto::Manifest>;
+    async fn commit(&self, request: proto::CommitRequest) -> RemoteResult<proto::CommitReply>;
+    async fn list_versions(&self, node: u64) -> RemoteResult<Vec<proto::Version>>;
+
+    /// Follows a namespace's journal from `cursor`.
+    async fn watch(&self, namespace: u64, cursor: u64) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>>;
+}

@@ -1,0 +1,159 @@
+//! Error kinds that cross the wire.
+//!
+//! A gRPC status code alone cannot tell ENOTEMPTY from EISDIR, so every error status
+//! Loft sends carries its [`ErrorKind`] in the `loft-error` metadata entry. The server
+//! builds statuses with [`status`]; clients read them back with [`kind_of`].
+
+use tonic::{Code, Status};
+
+/// Metadata key holding the [`ErrorKind`] of an error status.
+pub const ERROR_KIND_KEY: &str = "loft-error";
+
+/// What went wrong, precisely enough for a client to pick the POSIX errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    NotFound,
+    /// An extended attribute that does not exist (ENODATA).
+    NoAttribute,
+    AlreadyExists,
+    NotEmpty,
+    NotADirectory,
+    IsADirectory,
+    InvalidName,
+    NameTooLong,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    /// The request names something the caller may not use (e.g. a chunk it never
+    /// uploaded and cannot read).
+    FailedPrecondition,
+    QuotaExceeded,
+    RateLimited,
+    CrossNamespace,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The stable text sent in the `loft-error` metadata entry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::NoAttribute => "no-attribute",
+            ErrorKind::AlreadyExists => "already-exists",
+            ErrorKind::NotEmpty => "not-empty",
+            ErrorKind::NotADirectory => "not-a-directory",
+            ErrorKind::IsADirectory => "is-a-directory",
+            ErrorKind::InvalidName => "invalid-name",
+            ErrorKind::NameTooLong => "name-too-long",
+            ErrorKind::InvalidArgument => "invalid-argument",
+            ErrorKind::PermissionDenied => "permission-denied",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::FailedPrecondition => "failed-precondition",
+            ErrorKind::QuotaExceeded => "quota-exceeded",
+            ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::CrossNamespace => "cross-namespace",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            NotFound,
+            NoAttribute,
+            AlreadyExists,
+            NotEmpty,
+            NotADirectory,
+            IsADirectory,
+            InvalidName,
+            NameTooLong,
+            InvalidArgument,
+            PermissionDenied,
+            Unauthenticated,
+            FailedPrecondition,
+            QuotaExceeded,
+            RateLimited,
+            CrossNamespace,
+            Unavailable,
+            Internal,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
+    }
+
+    /// The gRPC code that carries this kind.
+    pub fn code(self) -> Code {
+        match self {
+            ErrorKind::NotFound | ErrorKind::NoAttribute => Code::NotFound,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::NotEmpty
+            | ErrorKind::NotADirectory
+            | ErrorKind::IsADirectory
+            | ErrorKind::FailedPrecondition
+            | ErrorKind::CrossNamespace => Code::FailedPrecondition,
+            ErrorKind::InvalidName | ErrorKind::NameTooLong | ErrorKind::InvalidArgument => {
+                Code::InvalidArgument
+            }
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::QuotaExceeded | ErrorKind::RateLimited => Code::ResourceExhausted,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    /// The kind implied by a bare gRPC code (a status from something other than Loft).
+    fn from_code(code: Code) -> ErrorKind {
+        match code {
+            Code::NotFound => ErrorKind::NotFound,
+            Code::AlreadyExists => ErrorKind::AlreadyExists,
+            Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+            Code::PermissionDenied => ErrorKind::PermissionDenied,
+            Code::Unauthenticated => ErrorKind::Unauthenticated,
+            Code::FailedPrecondition | Code::Aborted => ErrorKind::FailedPrecondition,
+            Code::ResourceExhausted => ErrorKind::RateLimited,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Builds an error status that carries `kind`.
+pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
+    let mut status = Status::new(kind.code(), message);
+    status.metadata_mut().insert(
+        ERROR_KIND_KEY,
+        tonic::metadata::MetadataValue::from_static(kind.as_str()),
+    );
+    status
+}
+
+/// Reads the kind of an error status, falling back to its gRPC code.
+pub fn kind_of(status: &Status) -> ErrorKind {
+    status
+        .metadata()
+        .get(ERROR_KIND_KEY)
+        .and_then(|value| value.to_str().ok())
+        .and_then(ErrorKind::parse)
+        .unwrap_or_else(|| ErrorKind::from_code(status.code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_survives_a_status_round_trip() {
+        for kind in [ErrorKind::NotEmpty, ErrorKind::NameTooLong, ErrorKind::QuotaExceeded] {
+            assert_eq!(kind_of(&status(kind, "x")), kind);
+        }
+    }
+
+    #[test]
+    fn foreign_status_maps_by_code() {
+        assert_eq!(kind_of(&Status::unavailable("down")), ErrorKind::Unavailable);
+        assert_eq!(kind_of(&Status::not_found("x")), ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,230 @@
+//! Moving whole files: upload (chunk, ask which chunks the server lacks, send only
+//! those) and download (fetch chunks in order, check each, write). Both are pipelines
+//! with bounded memory, whatever the file size.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::client::{RemoteClient, RemoteError, RemoteResult};
+use crate::content::{ChunkId, Chunker, Manifest, ManifestBuilder, decode, encode_owned, verify};
+use crate::errors::ErrorKind;
+use crate::proto;
+
+/// Chunks asked about in one HaveChunks call.
+const HAVE_BATCH: usize = 64;
+/// Chunks (each ≤ 4 MiB) queued between pipeline stages.
+const QUEUE: usize = 4;
+/// Chunks compressed at once.
+const ENCODERS: usize = 2;
+/// Chunks named in one GetChunks call.
+const GET_BATCH: usize = 256;
+/// Downloaded chunks decoded and verified at once.
+const DECODERS: usize = 4;
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// File size.
+    pub bytes: u64,
+    /// Chunk payload bytes sent over the wire.
+    pub bytes_uploaded: u64,
+    /// Chunks in the file.
+    pub chunks: u64,
+    /// Chunks sent (the rest the server already had for us).
+    pub chunks_uploaded: u64,
+}
+
+/// What a download did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DownloadStats {
+    pub bytes: u64,
+    /// Chunk payload bytes received over the wire.
+    pub bytes_downloaded: u64,
+}
+
+/// Progress callback: called with the number of file bytes just processed.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+fn io_error(error: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(ErrorKind::Internal, format!("local I/O: {error}"))
+}
+
+/// Uploads what `reader` yields and returns its manifest, ready to commit. Chunks the
+/// server already holds for the caller are not sent, so re-running an interrupted
+/// upload sends only what is missing.
+pub async fn upload(
+    client: Arc<dyn RemoteClient>,
+    reader: impl Read + Send + 'static,
+    progress: Progress,
+) -> RemoteResult<(Manifest, UploadStats)> {
+    // Stage 1 (blocking thread): cut and hash.
+    let (chunk_sender, mut chunks) = mpsc::channel(QUEUE);
+    let chunker = tokio::task::spawn_blocking(move || -> RemoteResult<_> {
+        let mut chunker = Chunker::new(reader);
+        for chunk in chunker.by_ref() {
+            let chunk = chunk.map_err(io_error)?;
+            if chunk_sender.blocking_send(chunk).is_err() {
+                return Err(RemoteError::new(ErrorKind::Unavailable, "upload stopped"));
+            }
+        }
+        Ok(chunker.finish())
+    });
+
+    // Stage 3 (the wire): one PutChunks stream for the whole file.
+    let (upload_sender, uploads) = mpsc::channel::<proto::ChunkUpload>(QUEUE);
+    let put = {
+        let client = client.clone();
+        tokio::spawn(async move { client.put_chunks(uploads).await })
+    };
+
+    // Stage 2: ask which chunks are missing, compress those, queue them for the wire.
+    let mut builder = ManifestBuilder::new();
+    let mut stats = UploadStats::default();
+    let mut queued: HashSet<ChunkId> = HashSet::new();
+    let mut batch = Vec::with_capacity(HAVE_BATCH);
+    let mut finished = false;
+    while !finished {
+        match chunks.recv().await {
+            Some(chunk) => batch.push(chunk),
+            None => finished = true,
+        }
+        // Fill the batch with whatever is ready, without waiting.
+        while batch.len() < HAVE_BATCH {
+            match chunks.try_recv() {
+                Ok(chunk) => batch.push(chunk),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() || (!finished && batch.len() < HAVE_BATCH && !chunks.is_empty()) {
+            continue;
+        }
+        let ids: Vec<ChunkId> = batch.iter().map(|c| c.id).collect();
+        let present = client.have_chunks(&ids).await?;
+        let mut missing = Vec::new();
+        for (chunk, present) in batch.drain(..).zip(present) {
+            builder.push(chunk.id, chunk.data.len()).map_err(io_error)?;
+            stats.chunks += 1;
+            stats.bytes += chunk.data.len() as u64;
+            progress(chunk.data.len() as u64);
+            if !present && queued.insert(chunk.id) {
+                missing.push(chunk);
+            }
+        }
+        let mut encoded = futures::stream::iter(missing)
+            .map(|chunk| {
+                tokio::task::spawn_blocking(move || {
+                    let length = chunk.data.len() as u32;
+                    (chunk.id, length, encode_owned(chunk.data))
+                })
+            })
+            .buffered(ENCODERS);
+        while let Some(result) = encoded.next().await {
+            let (id, length, encoded) = result.map_err(io_error)?;
+            stats.chunks_uploaded += 1;
+            stats.bytes_uploaded += encoded.data.len() as u64;
+            let upload = proto::ChunkUpload {
+                id: id.0.to_vec().into(),
+                data: encoded.data.into(),
+                compressed: encoded.compressed,
+                length,
+            };
+            if upload_sender.send(upload).await.is_err() {
+                // The stream ended early: its result says why.
+                drop(upload_sender);
+                return Err(match put.await {
+                    Ok(Err(error)) => error,
+                    _ => RemoteError::new(ErrorKind::Unavailable, "upload stream closed"),
+                });
+            }
+        }
+    }
+    drop(upload_sender);
+    let digest = chunker.await.map_err(io_error)??;
+    put.await.map_err(io_error)??;
+    let manifest = builder.finish(digest).map_err(io_error)?;
+    Ok((manifest, stats))
+}
+
+/// Downloads the content described by `manifest` into `writer`, checking every chunk
+/// against its id and the whole file against the manifest's hash.
+pub async fn download(
+    client: Arc<dyn RemoteClient>,
+    manifest: &Manifest,
+    writer: impl Write + Send + 'static,
+    progress: Progress,
+) -> RemoteResult<DownloadStats> {
+    let received = Arc::new(AtomicU64::new(0));
+    // Writing happens on a blocking thread, fed in file order.
+    let (piece_sender, mut pieces) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let expected_hash = manifest.content_hash;
+    let writer_task = tokio::task::spawn_blocking(move || -> RemoteResult<u64> {
+        let mut writer = writer;
+        let mut hasher = blake3::Hasher::new();
+        let mut written = 0u64;
+        while let Some(piece) = pieces.blocking_recv() {
+            hasher.update(&piece);
+            writer.write_all(&piece).map_err(io_error)?;
+            written += piece.len() as u64;
+        }
+        writer.flush().map_err(io_error)?;
+        if *hasher.finalize().as_bytes() != expected_hash {
+            return Err(RemoteError::new(ErrorKind::Internal, "downloaded file does not match its content hash"));
+        }
+        Ok(written)
+    });
+
+    for window in manifest.chunks.chunks(GET_BATCH) {
+        let ranges = window
+            .iter()
+            .map(|c| proto::ChunkRange { id: c.id.0.to_vec().into(), offset: 0, length: 0 })
+            .collect();
+        let stream = client.get_chunks(ranges).await?;
+        let counter = received.clone();
+        let mut decoded = stream
+            .zip(futures::stream::iter(window.iter().copied()))
+            .map(|(data, wanted)| {
+                let counter = counter.clone();
+                async move {
+                    let data = data?;
+                    counter.fetch_add(data.data.len() as u64, Ordering::Relaxed);
+                    if data.id.as_ref() != wanted.id.0.as_slice() {
+                        return Err(RemoteError::new(ErrorKind::Internal, "server sent chunks out of order"));
+                    }
+                    tokio::task::spawn_blocking(move || {
+                        let plain = decode(&data.data, data.compressed, wanted.length as usize)
+                            .map_err(|e| RemoteError::new(ErrorKind::Internal, format!("chunk {}: {e}", wanted.id)))?;
+                        verify(&wanted.id, &plain)
+                            .map_err(|e| RemoteError::new(ErrorKind::Internal, format!("chunk {}: {e}", wanted.id)))?;
+                        Ok(plain)
+                    })
+                    .await
+                    .map_err(io_error)?
+                }
+            })
+            .buffered(DECODERS);
+        let mut got = 0;
+        while let Some(plain) = decoded.next().await {
+            let plain = plain?;
+            progress(plain.len() as u64);
+            got += 1;
+            if piece_sender.send(plain).await.is_err() {
+                break;
+            }
+        }
+        if got != window.len() {
+            drop(piece_sender);
+            return Err(match writer_task.await {
+                Ok(Err(error)) => error,
+                _ => RemoteError::new(ErrorKind::Unavailable, "download ended early"),
+            });
+        }
+    }
+    drop(piece_sender);
+    let bytes = writer_task.await.map_err(io_error)??;
+    Ok(DownloadStats { bytes, bytes_downloaded: received.load(Ordering::Relaxed) })
+}

@@ -1,0 +1,13 @@
+//! The Loft server: gRPC services over a metadata store and a chunk store.
+
+pub mod auth;
+pub mod chunk_store;
+pub mod conflict_name;
+pub mod error;
+pub mod journal_hub;
+pub mod meta;
+pub mod server;
+pub mod services;
+
+pub use error::{Result, ServerError};
+pub use server::{Backend, Listen, ServerConfig, TlsFiles, add_user, serve};

@@ -1,0 +1,261 @@
+//! The metadata store: users, sessions, the tree, versions, chunk records and the change
+//! journal. [`MetaStore`] is the seam between the gRPC services and a database; the
+//! embedded server uses [`sqlite::SqliteMetaStore`].
+//!
+//! Every method that changes the tree writes its journal rows in the same transaction,
+//! checks the caller's access itself (items the caller may not see are `NotFound`), and
+//! wakes Watch streams through the [`crate::journal_hub::JournalHub`] after it commits.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use loft_remote::content::{ChunkId, Manifest};
+use loft_remote::proto;
+
+use crate::error::Result;
+
+/// Nanoseconds since the Unix epoch; the unit of every time in the metadata store.
+pub type Nanos = i64;
+
+/// A registered user.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: u64,
+    pub name: String,
+    pub password_hash: String,
+    /// The user's home namespace and its root directory.
+    pub home_ns: u64,
+    pub root: u64,
+    pub quota: Option<u64>,
+}
+
+/// Who is calling: resolved from the bearer token by the auth layer.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user_id: u64,
+    pub user_name: String,
+    pub device_id: u64,
+    pub device_name: String,
+    pub home_ns: u64,
+    pub root: u64,
+}
+
+/// A device of a user, as listed by `loft devices list`.
+#[derive(Clone, Debug)]
+pub struct DeviceRecord {
+    pub id: u64,
+    pub name: String,
+    pub created: Nanos,
+    pub last_seen: Nanos,
+    pub revoked: bool,
+}
+
+/// A new tree entry.
+#[derive(Clone, Debug)]
+pub struct NewNode {
+    pub parent: u64,
+    pub name: Vec<u8>,
+    pub kind: proto::NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub symlink_target: Vec<u8>,
+    pub rdev: u64,
+    /// Fail with `AlreadyExists` rather than return an existing entry of the same kind.
+    pub exclusive: bool,
+    pub mtime: Option<Nanos>,
+}
+
+/// A rename request (`rename(2)` with `RENAME_NOREPLACE` / `RENAME_EXCHANGE`).
+#[derive(Clone, Debug)]
+pub struct RenameOp {
+    pub parent: u64,
+    pub name: Vec<u8>,
+    pub new_parent: u64,
+    pub new_name: Vec<u8>,
+    pub no_replace: bool,
+    pub exchange: bool,
+}
+
+/// What a rename did.
+#[derive(Clone, Debug)]
+pub struct RenameOutcome {
+    /// The node now at the new name.
+    pub node: proto::Node,
+    /// The target that was replaced, if any.
+    pub replaced: Option<proto::Node>,
+}
+
+/// A remove request (unlink, rmdir, or a recursive delete into the trash).
+#[derive(Clone, Debug)]
+pub struct RemoveOp {
+    pub parent: u64,
+    pub name: Vec<u8>,
+    pub recursive: bool,
+    pub directory_only: bool,
+    pub non_directory_only: bool,
+}
+
+/// Attribute changes; `None` leaves a field alone.
+#[derive(Clone, Debug, Default)]
+pub struct AttrChange {
+    pub id: u64,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<Nanos>,
+    pub mtime: Option<Nanos>,
+}
+
+/// How `set_xattr` treats an existing attribute (the `XATTR_CREATE`/`XATTR_REPLACE` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrMode {
+    Any,
+    CreateOnly,
+    ReplaceOnly,
+}
+
+/// A new version of a file's content.
+#[derive(Clone, Debug)]
+pub struct CommitOp {
+    pub node: u64,
+    pub base_version: u64,
+    pub manifest: Manifest,
+    pub mtime: Option<Nanos>,
+}
+
+/// Where committed content ended up.
+#[derive(Clone, Debug)]
+pub struct CommitOutcome {
+    pub node: proto::Node,
+    pub version: u64,
+    /// Set when the base was stale: the content went to a conflicted copy of this name.
+    pub conflict_name: Option<Vec<u8>>,
+}
+
+/// A stored chunk as recorded in the metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkRecord {
+    pub id: ChunkId,
+    pub length: u32,
+    pub stored_length: u32,
+    pub compressed: bool,
+}
+
+/// One read of the journal after a cursor.
+#[derive(Clone, Debug, Default)]
+pub struct JournalPage {
+    /// Set when the cursor is older than the retained journal: the client must list the
+    /// tree again and continue from this seq.
+    pub reset_to: Option<u64>,
+    pub changes: Vec<proto::Change>,
+    /// The namespace's last seq when the page was read.
+    pub head: u64,
+}
+
+/// A listing page of a directory.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<(Vec<u8>, proto::Node)>,
+    pub more: bool,
+    /// Journal seq of the directory's namespace that the listing is consistent with.
+    pub cursor: u64,
+}
+
+/// The metadata operations the services need. Implementations: SQLite (embedded) and,
+/// for scale-out, PostgreSQL.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    // -- users, devices, sessions
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<User>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
+    async fn set_quota(&self, name: &str, quota: Option<u64>) -> Result<()>;
+    /// Opens a session for `device_name` (created on first use), returning the caller.
+    async fn create_session(
+        &self,
+        user: u64,
+        device_name: &str,
+        token_hash: [u8; 32],
+        expires: Nanos,
+    ) -> Result<Caller>;
+    /// The caller behind a token, if the session is live (not expired, not revoked).
+    async fn session(&self, token_hash: [u8; 32], now: Nanos) -> Result<Option<Caller>>;
+    async fn end_session(&self, token_hash: [u8; 32]) -> Result<()>;
+    async fn list_devices(&self, user: u64) -> Result<Vec<DeviceRecord>>;
+    /// Revokes a device and every session it holds.
+    async fn revoke_device(&self, user: u64, device: u64) -> Result<()>;
+
+    // -- tree
+    async fn lookup(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<proto::Node>;
+    async fn resolve(&self, caller: &Caller, path: &[u8]) -> Result<proto::Node>;
+    async fn stat(&self, caller: &Caller, id: u64) -> Result<proto::Node>;
+    async fn list(&self, caller: &Caller, dir: u64, after: &[u8], limit: u32) -> Result<Listing>;
+    async fn create(&self, caller: &Caller, op: NewNode) -> Result<proto::Node>;
+    async fn link(
+        &self,
+        caller: &Caller,
+        node: u64,
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> Result<proto::Node>;
+    async fn rename(&self, caller: &Caller, op: RenameOp) -> Result<RenameOutcome>;
+    async fn remove(&self, caller: &Caller, op: RemoveOp) -> Result<()>;
+    async fn set_attr(&self, caller: &Caller, change: AttrChange) -> Result<proto::Node>;
+    async fn get_xattr(&self, caller: &Caller, id: u64, name: &[u8]) -> Result<Vec<u8>>;
+    async fn set_xattr(
+        &self,
+        caller: &Caller,
+        id: u64,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+    ) -> Result<()>;
+    async fn list_xattr(&self, caller: &Caller, id: u64) -> Result<Vec<Vec<u8>>>;
+    async fn remove_xattr(&self, caller: &Caller, id: u64, name: &[u8]) -> Result<()>;
+
+    // -- content
+    /// For each id: is the chunk stored and usable by the caller (uploaded by it within
+    /// the grace period, or referenced by a version it can read)? A hash alone never
+    /// grants access.
+    async fn usable_chunks(&self, caller: &Caller, ids: &[ChunkId]) -> Result<Vec<bool>>;
+    /// The stored chunk, if the caller may read it.
+    async fn readable_chunk(&self, caller: &Caller, id: ChunkId) -> Result<Option<ChunkRecord>>;
+    /// Records a chunk that is now durable in the chunk store, uploaded by the caller.
+    /// Returns false if the store already had it.
+    async fn record_chunk(&self, caller: &Caller, chunk: ChunkRecord) -> Result<bool>;
+    async fn manifest(&self, caller: &Caller, node: u64, version: u64) -> Result<Manifest>;
+    async fn commit(&self, caller: &Caller, op: CommitOp) -> Result<CommitOutcome>;
+    async fn versions(&self, caller: &Caller, node: u64) -> Result<Vec<proto::Version>>;
+
+    // -- journal
+    async fn journal_since(
+        &self,
+        caller: &Caller,
+        namespace: u64,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<JournalPage>;
+}
+
+/// The current time in [`Nanos`].
+pub fn now_nanos() -> Nanos {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Converts [`Nanos`] to the wire's timestamp.
+pub fn to_timestamp(nanos: Nanos) -> proto::Timestamp {
+    proto::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000),
+        nanos: nanos.rem_euclid(1_000_000_000) as u32,
+    }
+}
+
+/// Converts the wire's timestamp to [`Nanos`], saturating far-away times.
+pub fn from_timestamp(ts: &proto::Timestamp) -> Nanos {
+    ts.seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(ts.nanos.min(999_999_999)))
+}

@@ -1,0 +1,275 @@
+//! Chunk records, versions and commits.
+
+use std::collections::BTreeSet;
+
+use loft_remote::content::{ChunkId, Manifest};
+use loft_remote::errors::ErrorKind;
+use loft_remote::proto::{self, ChangeKind, NodeKind};
+use prost::Message;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::access;
+use super::rows::{self, NodeRow};
+use super::tree::{Write, any_dentry};
+use crate::conflict_name::conflicted_copy_name;
+use crate::error::{Result, ServerError};
+use crate::meta::{Caller, ChunkRecord, CommitOp, CommitOutcome, Nanos, RenameOp, RenameOutcome, to_timestamp};
+
+/// "May the caller use this stored chunk?": it uploaded it recently, or a version it can
+/// read references it. Parameters: ?1 chunk id, ?2 user id, ?3 oldest upload time honoured.
+const USABLE: &str = "EXISTS(SELECT 1 FROM uploads WHERE user_id = ?2 AND chunk = ?1 AND uploaded > ?3) \
+     OR EXISTS(SELECT 1 FROM version_chunks vc JOIN versions v ON v.id = vc.version \
+               JOIN inodes i ON i.id = v.inode JOIN ns_members m ON m.ns = i.ns AND m.user_id = ?2 \
+               WHERE vc.chunk = ?1)";
+
+fn usable(tx: &Transaction<'_>, caller: &Caller, id: &ChunkId, upload_cutoff: Nanos) -> Result<Option<ChunkRecord>> {
+    let sql = format!("SELECT length, stored_length, compressed FROM chunks WHERE id = ?1 AND ({USABLE})");
+    let mut statement = tx.prepare_cached(&sql)?;
+    Ok(statement
+        .query_row(params![&id.0[..], caller.user_id as i64, upload_cutoff], |row| {
+            Ok(ChunkRecord {
+                id: *id,
+                length: row.get(0)?,
+                stored_length: row.get(1)?,
+                compressed: row.get::<_, i64>(2)? != 0,
+            })
+        })
+        .optional()?)
+}
+
+pub fn usable_chunks(tx: &Transaction<'_>, caller: &Caller, ids: &[ChunkId], cutoff: Nanos) -> Result<Vec<bool>> {
+    ids.iter().map(|id| Ok(usable(tx, caller, id, cutoff)?.is_some())).collect()
+}
+
+pub fn readable_chunk(tx: &Transaction<'_>, caller: &Caller, id: ChunkId, cutoff: Nanos) -> Result<Option<ChunkRecord>> {
+    usable(tx, caller, &id, cutoff)
+}
+
+pub fn record_chunk(tx: &Transaction<'_>, caller: &Caller, chunk: &ChunkRecord, now: Nanos) -> Result<bool> {
+    let inserted = tx.execute(
+        "INSERT INTO chunks(id, length, stored_length, compressed, created) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (id) DO NOTHING",
+        params![&chunk.id.0[..], chunk.length, chunk.stored_length, chunk.compressed as i64, now],
+    )?;
+    tx.execute(
+        "INSERT INTO uploads(user_id, chunk, uploaded) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (user_id, chunk) DO UPDATE SET uploaded = excluded.uploaded",
+        params![caller.user_id as i64, &chunk.id.0[..], now],
+    )?;
+    Ok(inserted > 0)
+}
+
+fn decode_manifest(blob: &[u8]) -> Result<Manifest> {
+    let wire = proto::Manifest::decode(blob).map_err(|e| ServerError::internal(format!("stored manifest: {e}")))?;
+    Manifest::try_from(wire).map_err(|e| ServerError::internal(format!("stored manifest: {e}")))
+}
+
+pub fn manifest(tx: &Transaction<'_>, caller: &Caller, node: u64, version: u64) -> Result<Manifest> {
+    let row = access::visible(tx, caller, node)?;
+    let version = if version == 0 { row.node.version } else { version };
+    if version == 0 {
+        return Ok(Manifest::default());
+    }
+    let blob: Vec<u8> = tx
+        .query_row(
+            "SELECT manifest FROM versions WHERE id = ?1 AND inode = ?2",
+            params![version as i64, node as i64],
+            |row| row.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| ServerError::not_found(format!("version {version}")))?;
+    decode_manifest(&blob)
+}
+
+pub fn versions(tx: &Transaction<'_>, caller: &Caller, node: u64) -> Result<Vec<proto::Version>> {
+    let row = access::visible(tx, caller, node)?;
+    let mut statement = tx.prepare_cached(
+        "SELECT v.id, v.size, v.created, COALESCE(d.name, ''), COALESCE(u.name, ''), v.content_hash \
+         FROM versions v LEFT JOIN devices d ON d.id = v.device_id LEFT JOIN users u ON u.id = v.user_id \
+         WHERE v.inode = ?1 ORDER BY v.id DESC",
+    )?;
+    let versions = statement.query_map([node as i64], |r| {
+        let id = r.get::<_, i64>(0)? as u64;
+        Ok(proto::Version {
+            id,
+            node,
+            size: r.get::<_, i64>(1)? as u64,
+            time: Some(to_timestamp(r.get(2)?)),
+            device: r.get(3)?,
+            user: r.get(4)?,
+            content_hash: r.get::<_, Vec<u8>>(5)?.into(),
+            current: id == row.node.version,
+        })
+    })?;
+    Ok(versions.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Inserts a version of `node` and takes a reference on each of its distinct chunks.
+fn insert_version(w: &Write<'_, '_>, node: u64, base: u64, manifest: &Manifest) -> Result<u64> {
+    w.tx.execute(
+        "INSERT INTO versions(inode, base, size, content_hash, manifest, created, user_id, device_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            node as i64,
+            base as i64,
+            manifest.size as i64,
+            &manifest.content_hash[..],
+            proto::Manifest::from(manifest).encode_to_vec(),
+            w.now,
+            w.caller.user_id as i64,
+            w.caller.device_id as i64,
+        ],
+    )?;
+    let version = w.tx.last_insert_rowid();
+    let distinct: BTreeSet<&ChunkId> = manifest.chunks.iter().map(|c| &c.id).collect();
+    for chunk in distinct {
+        w.tx.execute(
+            "INSERT INTO version_chunks(version, chunk) VALUES (?1, ?2)",
+            params![version, &chunk.0[..]],
+        )?;
+        w.tx.execute("UPDATE chunks SET refs = refs + 1 WHERE id = ?1", [&chunk.0[..]])?;
+    }
+    Ok(version as u64)
+}
+
+/// Makes `version` the current content of `node`.
+fn set_current(w: &Write<'_, '_>, node: u64, version: u64, manifest: &Manifest, mtime: Nanos) -> Result<()> {
+    w.tx.execute(
+        "UPDATE inodes SET version = ?1, size = ?2, content_hash = ?3, mtime = ?4, ctime = ?5 WHERE id = ?6",
+        params![version as i64, manifest.size as i64, &manifest.content_hash[..], mtime, w.now, node as i64],
+    )?;
+    Ok(())
+}
+
+/// Where a conflicted copy of `target` goes: beside it, or where it was before it was
+/// deleted, or at the drive's root.
+fn conflict_home(w: &Write<'_, '_>, target: &NodeRow) -> Result<(u64, Vec<u8>)> {
+    if let Some(entry) = any_dentry(w.tx, target.id())? {
+        return Ok(entry);
+    }
+    let trashed: Option<(i64, Vec<u8>)> = w
+        .tx
+        .query_row(
+            "SELECT parent, name FROM trash WHERE inode = ?1",
+            [target.id() as i64],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    if let Some((parent, name)) = trashed {
+        if access::writable_dir(w.tx, w.caller, parent as u64).is_ok() {
+            return Ok((parent as u64, name));
+        }
+        return Ok((w.caller.root, name));
+    }
+    Ok((w.caller.root, b"untitled".to_vec()))
+}
+
+pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutcome> {
+    op.manifest.validate()?;
+    // A trashed target is still accepted: its content must survive as a conflicted copy.
+    let target = rows::load_node(w.tx, op.node)?
+        .filter(|row| access::role(w.tx, w.caller, row.ns()).ok().flatten().is_some())
+        .ok_or_else(|| ServerError::not_found(format!("node {}", op.node)))?;
+    access::require_write(w.tx, w.caller, &target)?;
+    if target.kind() != NodeKind::File {
+        return Err(ServerError::new(ErrorKind::IsADirectory, "only regular files have content"));
+    }
+    for chunk in &op.manifest.chunks {
+        if usable(w.tx, w.caller, &chunk.id, cutoff)?.is_none() {
+            return Err(ServerError::precondition(format!(
+                "chunk {} is neither uploaded by you nor readable by you",
+                chunk.id
+            )));
+        }
+    }
+    let mtime = op.mtime.unwrap_or(w.now);
+    if !target.trashed && target.node.version == op.base_version {
+        let version = insert_version(w, target.id(), op.base_version, &op.manifest)?;
+        set_current(w, target.id(), version, &op.manifest, mtime)?;
+        let node = rows::node(w.tx, target.id())?.node;
+        let (parent, name) = any_dentry(w.tx, target.id())?.unwrap_or_default();
+        w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?;
+        return Ok(CommitOutcome { node, version, conflict_name: None });
+    }
+    // The base is stale: keep both. The current file stays; this content goes beside it.
+    let (parent, name) = conflict_home(w, &target)?;
+    let date = chrono::DateTime::from_timestamp_nanos(w.now).format("%Y-%m-%d").to_string();
+    let mut copy_name = Vec::new();
+    for attempt in 1..1000 {
+        copy_name = conflicted_copy_name(&name, &w.caller.device_name, &date, attempt);
+        if rows::child(w.tx, parent, &copy_name)?.is_none() {
+            break;
+        }
+    }
+    let parent_row = rows::node(w.tx, parent)?;
+    w.tx.execute(
+        "INSERT INTO inodes(ns, kind, mode, uid, gid, atime, mtime, ctime, btime, nlink) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, 1)",
+        params![
+            parent_row.ns() as i64,
+            NodeKind::File as i32,
+            target.node.mode,
+            target.node.uid,
+            target.node.gid,
+            mtime,
+            w.now
+        ],
+    )?;
+    let copy = w.tx.last_insert_rowid() as u64;
+    w.tx.execute(
+        "INSERT INTO dentries(parent, name, inode) VALUES (?1, ?2, ?3)",
+        params![parent as i64, &copy_name, copy as i64],
+    )?;
+    let version = insert_version(w, copy, 0, &op.manifest)?;
+    set_current(w, copy, version, &op.manifest, mtime)?;
+    w.tx.execute("UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2", params![w.now, parent as i64])?;
+    let node = rows::node(w.tx, copy)?.node;
+    w.journal(ChangeKind::Created, &node, (parent, &copy_name), (0, b""))?;
+    Ok(CommitOutcome { node, version, conflict_name: Some(copy_name) })
+}
+
+/// A file renamed over a file: the target keeps its identity, history and shares, and
+/// gets the source's content as a new version (what editors' save-by-rename expects).
+pub fn take_over(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Result<RenameOutcome> {
+    // The source's history goes with its content; its newest version becomes current.
+    w.tx.execute("UPDATE versions SET inode = ?1 WHERE inode = ?2", params![dst.id() as i64, src.id() as i64])?;
+    let version = if src.node.version == 0 {
+        insert_version(w, dst.id(), dst.node.version, &Manifest::default())?
+    } else {
+        w.tx.execute(
+            "UPDATE versions SET base = ?1 WHERE id = ?2",
+            params![dst.node.version as i64, src.node.version as i64],
+        )?;
+        src.node.version
+    };
+    let mtime = src.node.mtime.as_ref().map(crate::meta::from_timestamp).unwrap_or(w.now);
+    w.tx.execute(
+        "UPDATE inodes SET version = ?1, size = ?2, content_hash = ?3, mtime = ?4, ctime = ?5, \
+         mode = ?6, uid = ?7, gid = ?8 WHERE id = ?9",
+        params![
+            version as i64,
+            src.node.size as i64,
+            &src.node.content_hash[..],
+            mtime,
+            w.now,
+            src.node.mode,
+            src.node.uid,
+            src.node.gid,
+            dst.id() as i64
+        ],
+    )?;
+    // POSIX: the file at the new name is the source, so its xattrs replace the target's.
+    w.tx.execute("DELETE FROM xattrs WHERE inode = ?1", [dst.id() as i64])?;
+    w.tx.execute("UPDATE xattrs SET inode = ?1 WHERE inode = ?2", params![dst.id() as i64, src.id() as i64])?;
+    w.tx.execute("DELETE FROM dentries WHERE parent = ?1 AND name = ?2", params![op.parent as i64, &op.name])?;
+    w.tx.execute("DELETE FROM inodes WHERE id = ?1", [src.id() as i64])?;
+    w.tx.execute("UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id IN (?2, ?3)", params![
+        w.now,
+        op.parent as i64,
+        op.new_parent as i64
+    ])?;
+    w.journal(ChangeKind::Removed, &src.node, (op.parent, &op.name), (0, b""))?;
+    let node = rows::node(w.tx, dst.id())?.node;
+    w.journal(ChangeKind::Modified, &node, (op.new_parent, &op.new_name), (0, b""))?;
+    Ok(RenameOutcome { node, replaced: Some(dst.node) })
+}

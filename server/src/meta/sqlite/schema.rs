@@ -1,0 +1,175 @@
+//! Embedded schema migrations, applied in order and tracked with `PRAGMA user_version`.
+//!
+//! Keys lead with the namespace or owner id, so that a later split of the metadata by
+//! owner is a matter of routing.
+
+use rusqlite::Connection;
+
+use crate::error::Result;
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    quota         INTEGER,
+    home_ns       INTEGER NOT NULL DEFAULT 0,
+    created       INTEGER NOT NULL
+);
+
+CREATE TABLE devices (
+    id        INTEGER PRIMARY KEY,
+    user_id   INTEGER NOT NULL REFERENCES users(id),
+    name      TEXT NOT NULL,
+    created   INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    revoked   INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (user_id, name)
+);
+
+-- Bearer tokens are stored as SHA-256 of the token, never in plaintext.
+CREATE TABLE sessions (
+    token_hash BLOB PRIMARY KEY,
+    user_id    INTEGER NOT NULL REFERENCES users(id),
+    device_id  INTEGER NOT NULL REFERENCES devices(id),
+    created    INTEGER NOT NULL,
+    expires    INTEGER NOT NULL
+);
+CREATE INDEX sessions_device ON sessions(device_id);
+
+-- A namespace is a tree with its own change journal: a user's home, a shared folder.
+CREATE TABLE namespaces (
+    id      INTEGER PRIMARY KEY,
+    owner   INTEGER NOT NULL REFERENCES users(id),
+    root    INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE ns_members (
+    ns      INTEGER NOT NULL REFERENCES namespaces(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    role    INTEGER NOT NULL,
+    PRIMARY KEY (ns, user_id)
+);
+CREATE INDEX ns_members_user ON ns_members(user_id);
+
+CREATE TABLE inodes (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    ns             INTEGER NOT NULL,
+    kind           INTEGER NOT NULL,
+    mode           INTEGER NOT NULL,
+    uid            INTEGER NOT NULL,
+    gid            INTEGER NOT NULL,
+    size           INTEGER NOT NULL DEFAULT 0,
+    atime          INTEGER NOT NULL,
+    mtime          INTEGER NOT NULL,
+    ctime          INTEGER NOT NULL,
+    btime          INTEGER NOT NULL,
+    nlink          INTEGER NOT NULL,
+    symlink_target BLOB,
+    rdev           INTEGER NOT NULL DEFAULT 0,
+    version        INTEGER NOT NULL DEFAULT 0,
+    content_hash   BLOB,
+    trashed        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX inodes_ns ON inodes(ns);
+
+CREATE TABLE dentries (
+    parent INTEGER NOT NULL,
+    name   BLOB NOT NULL,
+    inode  INTEGER NOT NULL,
+    PRIMARY KEY (parent, name)
+);
+CREATE INDEX dentries_inode ON dentries(inode);
+
+CREATE TABLE xattrs (
+    inode INTEGER NOT NULL,
+    name  BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (inode, name)
+);
+
+-- Deleted items, restorable until they expire.
+CREATE TABLE trash (
+    ns        INTEGER NOT NULL,
+    inode     INTEGER NOT NULL,
+    parent    INTEGER NOT NULL,
+    name      BLOB NOT NULL,
+    deleted   INTEGER NOT NULL,
+    device_id INTEGER NOT NULL,
+    PRIMARY KEY (ns, inode)
+);
+
+CREATE TABLE versions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    inode        INTEGER NOT NULL,
+    base         INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    content_hash BLOB NOT NULL,
+    manifest     BLOB NOT NULL,
+    created      INTEGER NOT NULL,
+    user_id      INTEGER NOT NULL,
+    device_id    INTEGER NOT NULL
+);
+CREATE INDEX versions_inode ON versions(inode, id);
+
+-- Distinct chunks of each version: the reference index behind refcounts and the
+-- "can the caller read this chunk" check.
+CREATE TABLE version_chunks (
+    version INTEGER NOT NULL,
+    chunk   BLOB NOT NULL,
+    PRIMARY KEY (version, chunk)
+);
+CREATE INDEX version_chunks_chunk ON version_chunks(chunk);
+
+CREATE TABLE chunks (
+    id            BLOB PRIMARY KEY,
+    length        INTEGER NOT NULL,
+    stored_length INTEGER NOT NULL,
+    compressed    INTEGER NOT NULL,
+    refs          INTEGER NOT NULL DEFAULT 0,
+    created       INTEGER NOT NULL
+);
+
+-- Who uploaded which chunk, so an interrupted upload resumes without granting anyone
+-- else access by hash.
+CREATE TABLE uploads (
+    user_id  INTEGER NOT NULL,
+    chunk    BLOB NOT NULL,
+    uploaded INTEGER NOT NULL,
+    PRIMARY KEY (user_id, chunk)
+);
+
+-- Gap-free per-namespace journal sequence (see design.md, "Databases, concretely").
+CREATE TABLE ns_seq (
+    ns       INTEGER PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+);
+
+CREATE TABLE journal (
+    ns         INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    kind       INTEGER NOT NULL,
+    inode      INTEGER NOT NULL,
+    parent     INTEGER NOT NULL,
+    name       BLOB NOT NULL,
+    old_parent INTEGER NOT NULL,
+    old_name   BLOB NOT NULL,
+    device_id  INTEGER NOT NULL,
+    time       INTEGER NOT NULL,
+    node       BLOB NOT NULL,
+    PRIMARY KEY (ns, seq)
+);
+"#];
+
+/// Brings the database schema up to date.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,440 @@
+//! The tree: lookup, listing, create, link, rename, remove, attributes and xattrs, with
+//! POSIX semantics. Every change writes its journal row in the same transaction.
+
+use loft_remote::errors::ErrorKind;
+use loft_remote::names::{check_name, split_path};
+use loft_remote::proto::{self, ChangeKind, NodeKind};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::access;
+use super::journal::{self, Entry};
+use super::rows::{self, NodeRow};
+use crate::error::{Result, ServerError};
+use crate::meta::{AttrChange, Caller, Listing, Nanos, NewNode, RemoveOp, RenameOp, RenameOutcome, XattrMode};
+
+/// Longest symlink target accepted (PATH_MAX).
+const SYMLINK_MAX: usize = 4096;
+/// Longest xattr value accepted (the Linux limit).
+const XATTR_VALUE_MAX: usize = 64 * 1024;
+const LIST_DEFAULT: u32 = 1000;
+const LIST_MAX: u32 = 5000;
+
+/// Context of one write: who, when, and through which transaction.
+pub struct Write<'a, 't> {
+    pub tx: &'a Transaction<'t>,
+    pub caller: &'a Caller,
+    pub now: Nanos,
+}
+
+impl Write<'_, '_> {
+    pub fn journal(&self, kind: ChangeKind, node: &proto::Node, at: (u64, &[u8]), from: (u64, &[u8])) -> Result<u64> {
+        journal::append(
+            self.tx,
+            self.caller.device_id,
+            self.now,
+            Entry { kind, node, parent: at.0, name: at.1, old_parent: from.0, old_name: from.1 },
+        )
+    }
+
+    /// Updates a directory's mtime and ctime after one of its entries changed.
+    fn touch_dir(&self, dir: u64) -> Result<()> {
+        self.tx.execute("UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2", params![self.now, dir as i64])?;
+        Ok(())
+    }
+
+    fn add_nlink(&self, id: u64, delta: i64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE inodes SET nlink = MAX(nlink + ?1, 0), ctime = ?2 WHERE id = ?3",
+            params![delta, self.now, id as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Removes one link of `row`, found at (parent, name). The last link moves the node
+    /// (with everything below it) to the namespace's trash.
+    fn drop_link(&self, row: &NodeRow, parent: u64, name: &[u8]) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM dentries WHERE parent = ?1 AND name = ?2", params![parent as i64, name])?;
+        if row.is_dir() {
+            self.add_nlink(parent, -1)?;
+        }
+        if !row.is_dir() && row.node.nlink > 1 {
+            return self.add_nlink(row.id(), -1);
+        }
+        self.tx.execute(
+            "WITH RECURSIVE below(id) AS (SELECT ?1 UNION SELECT d.inode FROM dentries d JOIN below ON d.parent = below.id) \
+             UPDATE inodes SET trashed = 1, ctime = ?2 WHERE id IN below",
+            params![row.id() as i64, self.now],
+        )?;
+        self.tx.execute(
+            "INSERT OR REPLACE INTO trash(ns, inode, parent, name, deleted, device_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![row.ns() as i64, row.id() as i64, parent as i64, name, self.now, self.caller.device_id as i64],
+        )?;
+        Ok(())
+    }
+}
+
+fn name_ok(name: &[u8]) -> Result<()> {
+    check_name(name).map_err(ServerError::from)
+}
+
+fn has_children(tx: &Transaction<'_>, dir: u64) -> Result<bool> {
+    Ok(tx.query_row("SELECT EXISTS(SELECT 1 FROM dentries WHERE parent = ?1)", [dir as i64], |row| row.get(0))?)
+}
+
+/// The entry (parent, name) of a node, if it still has one.
+pub fn any_dentry(tx: &Transaction<'_>, id: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    Ok(tx
+        .query_row(
+            "SELECT parent, name FROM dentries WHERE inode = ?1 ORDER BY rowid LIMIT 1",
+            [id as i64],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// True if `dir` is `ancestor` or lies below it.
+fn is_within(tx: &Transaction<'_>, mut dir: u64, ancestor: u64) -> Result<bool> {
+    // Directories have exactly one entry, so walking up is a chain; bound it anyway.
+    for _ in 0..4096 {
+        if dir == ancestor {
+            return Ok(true);
+        }
+        match any_dentry(tx, dir)? {
+            Some((parent, _)) if parent != dir => dir = parent,
+            _ => return Ok(false),
+        }
+    }
+    Err(ServerError::internal("directory chain too deep"))
+}
+
+pub fn lookup(tx: &Transaction<'_>, caller: &Caller, parent: u64, name: &[u8]) -> Result<proto::Node> {
+    name_ok(name)?;
+    access::visible_dir(tx, caller, parent)?;
+    match rows::child(tx, parent, name)? {
+        Some(row) if !row.trashed => Ok(row.node),
+        _ => Err(ServerError::not_found(format!("{:?}", String::from_utf8_lossy(name)))),
+    }
+}
+
+pub fn resolve(tx: &Transaction<'_>, caller: &Caller, path: &[u8]) -> Result<proto::Node> {
+    let mut node = access::visible(tx, caller, caller.root)?.node;
+    for part in split_path(path).map_err(ServerError::from)? {
+        if node.kind() != NodeKind::Directory {
+            return Err(ServerError::new(ErrorKind::NotADirectory, "a path component is not a directory"));
+        }
+        node = lookup(tx, caller, node.id, part)
+            .map_err(|_| ServerError::not_found(String::from_utf8_lossy(path)))?;
+    }
+    Ok(node)
+}
+
+pub fn stat(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<proto::Node> {
+    Ok(access::visible(tx, caller, id)?.node)
+}
+
+pub fn list(tx: &Transaction<'_>, caller: &Caller, dir: u64, after: &[u8], limit: u32) -> Result<Listing> {
+    let row = access::visible_dir(tx, caller, dir)?;
+    let limit = match limit {
+        0 => LIST_DEFAULT,
+        n => n.min(LIST_MAX),
+    };
+    let sql = format!(
+        "SELECT d.name, {} FROM dentries d JOIN inodes i ON i.id = d.inode \
+         WHERE d.parent = ?1 AND d.name > ?2 ORDER BY d.name LIMIT ?3",
+        rows::NODE_COLUMNS.split(", ").map(|c| format!("i.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    let mut statement = tx.prepare_cached(&sql)?;
+    let mut entries = statement
+        .query_map(params![dir as i64, after, limit + 1], |r| {
+            let name: Vec<u8> = r.get(0)?;
+            // node_from_row reads from column 0; shift by wrapping the row access.
+            Ok((name, node_row_at(r, 1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    Ok(Listing {
+        entries: entries.into_iter().map(|(name, row)| (name, row.node)).collect(),
+        more,
+        cursor: journal::head(tx, row.ns())?,
+    })
+}
+
+/// Reads a node whose columns start at `offset` (see [`rows::NODE_COLUMNS`]).
+fn node_row_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<NodeRow> {
+    rows::node_from_row_at(row, offset)
+}
+
+fn insert_inode(w: &Write<'_, '_>, ns: u64, op: &NewNode) -> Result<u64> {
+    let nlink = if op.kind == NodeKind::Directory { 2 } else { 1 };
+    let mtime = op.mtime.unwrap_or(w.now);
+    w.tx.execute(
+        "INSERT INTO inodes(ns, kind, mode, uid, gid, atime, mtime, ctime, btime, nlink, symlink_target, rdev) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8, ?9, ?10)",
+        params![
+            ns as i64,
+            op.kind as i32,
+            op.mode & 0o7777,
+            op.uid,
+            op.gid,
+            mtime,
+            w.now,
+            nlink,
+            (op.kind == NodeKind::Symlink).then_some(&op.symlink_target),
+            op.rdev as i64,
+        ],
+    )?;
+    Ok(w.tx.last_insert_rowid() as u64)
+}
+
+pub fn create(w: &Write<'_, '_>, op: &NewNode) -> Result<proto::Node> {
+    name_ok(&op.name)?;
+    if op.kind == NodeKind::Unspecified {
+        return Err(ServerError::invalid("node kind missing"));
+    }
+    if op.kind == NodeKind::Symlink && (op.symlink_target.is_empty() || op.symlink_target.len() > SYMLINK_MAX) {
+        return Err(ServerError::invalid("symlink target must be 1-4096 bytes"));
+    }
+    let parent = access::writable_dir(w.tx, w.caller, op.parent)?;
+    if let Some(existing) = rows::child(w.tx, op.parent, &op.name)? {
+        if !op.exclusive && existing.kind() == op.kind {
+            return Ok(existing.node);
+        }
+        return Err(ServerError::new(ErrorKind::AlreadyExists, "an entry of that name exists"));
+    }
+    let id = insert_inode(w, parent.ns(), op)?;
+    w.tx.execute(
+        "INSERT INTO dentries(parent, name, inode) VALUES (?1, ?2, ?3)",
+        params![op.parent as i64, &op.name, id as i64],
+    )?;
+    if op.kind == NodeKind::Directory {
+        w.add_nlink(op.parent, 1)?;
+    }
+    w.touch_dir(op.parent)?;
+    let node = rows::node(w.tx, id)?.node;
+    w.journal(ChangeKind::Created, &node, (op.parent, &op.name), (0, b""))?;
+    Ok(node)
+}
+
+pub fn link(w: &Write<'_, '_>, id: u64, new_parent: u64, new_name: &[u8]) -> Result<proto::Node> {
+    name_ok(new_name)?;
+    let row = access::writable(w.tx, w.caller, id)?;
+    if row.is_dir() {
+        return Err(ServerError::new(ErrorKind::PermissionDenied, "directories cannot be hard-linked"));
+    }
+    let parent = access::writable_dir(w.tx, w.caller, new_parent)?;
+    if parent.ns() != row.ns() {
+        return Err(ServerError::new(ErrorKind::CrossNamespace, "hard links cannot cross shared folders"));
+    }
+    if rows::child(w.tx, new_parent, new_name)?.is_some() {
+        return Err(ServerError::new(ErrorKind::AlreadyExists, "an entry of that name exists"));
+    }
+    w.tx.execute(
+        "INSERT INTO dentries(parent, name, inode) VALUES (?1, ?2, ?3)",
+        params![new_parent as i64, new_name, id as i64],
+    )?;
+    w.add_nlink(id, 1)?;
+    w.touch_dir(new_parent)?;
+    let node = rows::node(w.tx, id)?.node;
+    w.journal(ChangeKind::Created, &node, (new_parent, new_name), (0, b""))?;
+    Ok(node)
+}
+
+pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
+    name_ok(&op.name)?;
+    name_ok(&op.new_name)?;
+    let from_dir = access::writable_dir(w.tx, w.caller, op.parent)?;
+    let to_dir = access::writable_dir(w.tx, w.caller, op.new_parent)?;
+    if from_dir.ns() != to_dir.ns() {
+        return Err(ServerError::new(ErrorKind::CrossNamespace, "rename across shared folders"));
+    }
+    let src = rows::child(w.tx, op.parent, &op.name)?
+        .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
+    let dst = rows::child(w.tx, op.new_parent, &op.new_name)?;
+    if op.parent == op.new_parent && op.name == op.new_name {
+        return Ok(RenameOutcome { node: src.node, replaced: None });
+    }
+    if src.is_dir() && is_within(w.tx, op.new_parent, src.id())? {
+        return Err(ServerError::invalid("cannot move a directory below itself"));
+    }
+    if op.exchange {
+        let dst = dst.ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.new_name)))?;
+        return exchange(w, op, src, dst);
+    }
+    let mut replaced = None;
+    if let Some(dst) = dst {
+        if dst.id() == src.id() {
+            // Two links to the same file: POSIX says rename does nothing.
+            return Ok(RenameOutcome { node: src.node, replaced: None });
+        }
+        if op.no_replace {
+            return Err(ServerError::new(ErrorKind::AlreadyExists, "target exists"));
+        }
+        if src.is_dir() {
+            if !dst.is_dir() {
+                return Err(ServerError::new(ErrorKind::NotADirectory, "target is not a directory"));
+            }
+            if has_children(w.tx, dst.id())? {
+                return Err(ServerError::new(ErrorKind::NotEmpty, "target directory is not empty"));
+            }
+        } else if dst.is_dir() {
+            return Err(ServerError::new(ErrorKind::IsADirectory, "target is a directory"));
+        }
+        if src.kind() == NodeKind::File && dst.kind() == NodeKind::File && src.node.nlink == 1 && dst.node.nlink == 1 {
+            return super::content::take_over(w, op, src, dst);
+        }
+        w.drop_link(&dst, op.new_parent, &op.new_name)?;
+        w.journal(ChangeKind::Removed, &dst.node, (op.new_parent, &op.new_name), (0, b""))?;
+        replaced = Some(dst.node);
+    }
+    w.tx.execute(
+        "UPDATE dentries SET parent = ?1, name = ?2 WHERE parent = ?3 AND name = ?4",
+        params![op.new_parent as i64, &op.new_name, op.parent as i64, &op.name],
+    )?;
+    if src.is_dir() && op.parent != op.new_parent {
+        w.add_nlink(op.parent, -1)?;
+        w.add_nlink(op.new_parent, 1)?;
+    }
+    w.add_nlink(src.id(), 0)?;
+    w.touch_dir(op.parent)?;
+    w.touch_dir(op.new_parent)?;
+    let node = rows::node(w.tx, src.id())?.node;
+    w.journal(ChangeKind::Renamed, &node, (op.new_parent, &op.new_name), (op.parent, &op.name))?;
+    Ok(RenameOutcome { node, replaced })
+}
+
+/// `RENAME_EXCHANGE`: swaps two entries atomically.
+fn exchange(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Result<RenameOutcome> {
+    if dst.is_dir() && is_within(w.tx, op.parent, dst.id())? {
+        return Err(ServerError::invalid("cannot move a directory below itself"));
+    }
+    let set = "UPDATE dentries SET inode = ?1 WHERE parent = ?2 AND name = ?3";
+    w.tx.execute(set, params![dst.id() as i64, op.parent as i64, &op.name])?;
+    w.tx.execute(set, params![src.id() as i64, op.new_parent as i64, &op.new_name])?;
+    if op.parent != op.new_parent && src.is_dir() != dst.is_dir() {
+        let delta = if src.is_dir() { 1 } else { -1 };
+        w.add_nlink(op.new_parent, delta)?;
+        w.add_nlink(op.parent, -delta)?;
+    }
+    for id in [src.id(), dst.id()] {
+        w.add_nlink(id, 0)?;
+    }
+    w.touch_dir(op.parent)?;
+    w.touch_dir(op.new_parent)?;
+    let src_node = rows::node(w.tx, src.id())?.node;
+    let dst_node = rows::node(w.tx, dst.id())?.node;
+    // Clients apply RENAMED by node id, so the second entry does not undo the first.
+    w.journal(ChangeKind::Renamed, &src_node, (op.new_parent, &op.new_name), (op.parent, &op.name))?;
+    w.journal(ChangeKind::Renamed, &dst_node, (op.parent, &op.name), (op.new_parent, &op.new_name))?;
+    Ok(RenameOutcome { node: src_node, replaced: Some(dst_node) })
+}
+
+pub fn remove(w: &Write<'_, '_>, op: &RemoveOp) -> Result<()> {
+    name_ok(&op.name)?;
+    access::writable_dir(w.tx, w.caller, op.parent)?;
+    let row = rows::child(w.tx, op.parent, &op.name)?
+        .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
+    if op.directory_only && !row.is_dir() {
+        return Err(ServerError::new(ErrorKind::NotADirectory, "not a directory"));
+    }
+    if op.non_directory_only && row.is_dir() {
+        return Err(ServerError::new(ErrorKind::IsADirectory, "is a directory"));
+    }
+    if row.is_dir() && !op.recursive && has_children(w.tx, row.id())? {
+        return Err(ServerError::new(ErrorKind::NotEmpty, "directory not empty"));
+    }
+    w.drop_link(&row, op.parent, &op.name)?;
+    w.touch_dir(op.parent)?;
+    let node = rows::node(w.tx, row.id())?.node;
+    w.journal(ChangeKind::Removed, &node, (op.parent, &op.name), (0, b""))?;
+    Ok(())
+}
+
+pub fn set_attr(w: &Write<'_, '_>, change: &AttrChange) -> Result<proto::Node> {
+    access::writable(w.tx, w.caller, change.id)?;
+    w.tx.execute(
+        "UPDATE inodes SET mode = COALESCE(?1, mode), uid = COALESCE(?2, uid), gid = COALESCE(?3, gid), \
+         atime = COALESCE(?4, atime), mtime = COALESCE(?5, mtime), ctime = ?6 WHERE id = ?7",
+        params![
+            change.mode.map(|m| m & 0o7777),
+            change.uid,
+            change.gid,
+            change.atime,
+            change.mtime,
+            w.now,
+            change.id as i64
+        ],
+    )?;
+    modified(w, change.id)
+}
+
+/// Journals a change of a node's attributes and returns its new state.
+fn modified(w: &Write<'_, '_>, id: u64) -> Result<proto::Node> {
+    let node = rows::node(w.tx, id)?.node;
+    let (parent, name) = any_dentry(w.tx, id)?.unwrap_or_default();
+    w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?;
+    Ok(node)
+}
+
+fn xattr_name_ok(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.len() > 255 || name.contains(&0) {
+        return Err(ServerError::new(ErrorKind::NameTooLong, "xattr names are 1-255 bytes without NUL"));
+    }
+    Ok(())
+}
+
+pub fn get_xattr(tx: &Transaction<'_>, caller: &Caller, id: u64, name: &[u8]) -> Result<Vec<u8>> {
+    access::visible(tx, caller, id)?;
+    tx.query_row("SELECT value FROM xattrs WHERE inode = ?1 AND name = ?2", params![id as i64, name], |row| {
+        row.get(0)
+    })
+    .optional()?
+    .ok_or_else(|| ServerError::new(ErrorKind::NoAttribute, "no such attribute"))
+}
+
+pub fn list_xattr(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<Vec<Vec<u8>>> {
+    access::visible(tx, caller, id)?;
+    let mut statement = tx.prepare_cached("SELECT name FROM xattrs WHERE inode = ?1 ORDER BY name")?;
+    let names = statement.query_map([id as i64], |row| row.get(0))?;
+    Ok(names.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn set_xattr(w: &Write<'_, '_>, id: u64, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+    xattr_name_ok(name)?;
+    if value.len() > XATTR_VALUE_MAX {
+        return Err(ServerError::invalid("xattr values are at most 64 KiB"));
+    }
+    access::writable(w.tx, w.caller, id)?;
+    let exists: bool = w.tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM xattrs WHERE inode = ?1 AND name = ?2)",
+        params![id as i64, name],
+        |row| row.get(0),
+    )?;
+    match (mode, exists) {
+        (XattrMode::CreateOnly, true) => {
+            return Err(ServerError::new(ErrorKind::AlreadyExists, "attribute exists"));
+        }
+        (XattrMode::ReplaceOnly, false) => {
+            return Err(ServerError::new(ErrorKind::NoAttribute, "no such attribute"));
+        }
+        _ => {}
+    }
+    w.tx.execute(
+        "INSERT INTO xattrs(inode, name, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (inode, name) DO UPDATE SET value = excluded.value",
+        params![id as i64, name, value],
+    )?;
+    w.add_nlink(id, 0)?;
+    modified(w, id).map(drop)
+}
+
+pub fn remove_xattr(w: &Write<'_, '_>, id: u64, name: &[u8]) -> Result<()> {
+    access::writable(w.tx, w.caller, id)?;
+    let removed = w.tx.execute("DELETE FROM xattrs WHERE inode = ?1 AND name = ?2", params![id as i64, name])?;
+    if removed == 0 {
+        return Err(ServerError::new(ErrorKind::NoAttribute, "no such attribute"));
+    }
+    w.add_nlink(id, 0)?;
+    modified(w, id).map(drop)
+}

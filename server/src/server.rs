@@ -1,0 +1,160 @@
+//! Opening the stores and serving gRPC on TCP (optionally TLS) or a unix socket.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::auth::AuthLayer;
+use crate::chunk_store::ChunkStore;
+use crate::error::{Result, ServerError};
+use crate::journal_hub::JournalHub;
+use crate::meta::MetaStore;
+use crate::meta::sqlite::SqliteMetaStore;
+use crate::services::{State, routes};
+
+/// How long open calls and streams get to finish after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Where the server listens.
+#[derive(Clone, Debug)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Certificate and key (PEM files) for TLS on the TCP listener.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything `loft-server serve` needs; filled by the binary's argument parser.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: Listen,
+    /// Written atomically with `IP:PORT\n` once the listener accepts.
+    pub port_file: Option<PathBuf>,
+    pub tls: Option<TlsFiles>,
+    /// Lifetime of a login session's token.
+    pub token_ttl: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, listen: Listen) -> Self {
+        ServerConfig { data_dir, listen, port_file: None, tls: None, token_ttl: Duration::from_secs(90 * 24 * 3600) }
+    }
+}
+
+/// The stores behind a server.
+#[derive(Clone)]
+pub struct Backend {
+    pub meta: Arc<dyn MetaStore>,
+    pub chunks: ChunkStore,
+    pub hub: Arc<JournalHub>,
+}
+
+impl Backend {
+    /// The embedded default: SQLite and a chunk directory under `data_dir`.
+    pub fn open_local(data_dir: &Path) -> Result<Backend> {
+        std::fs::create_dir_all(data_dir)?;
+        let hub = Arc::new(JournalHub::default());
+        let meta = SqliteMetaStore::open(&data_dir.join("meta.sqlite"), hub.clone())?;
+        let chunks = ChunkStore::local(data_dir)?;
+        Ok(Backend { meta: Arc::new(meta), chunks, hub })
+    }
+}
+
+/// Writes `contents` to `path` so that readers see all of it or nothing.
+fn write_atomically(path: &Path, contents: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Serves until `shutdown` completes; then gives open calls [`SHUTDOWN_GRACE`] to end.
+pub async fn serve(config: ServerConfig, backend: Backend, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let (stop_sender, stop) = watch::channel(false);
+    let state = Arc::new(State {
+        meta: backend.meta.clone(),
+        chunks: backend.chunks,
+        hub: backend.hub,
+        token_ttl: config.token_ttl,
+        shutdown: stop.clone(),
+    });
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20));
+    if let Some(tls) = &config.tls {
+        let identity = Identity::from_pem(std::fs::read(&tls.cert)?, std::fs::read(&tls.key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServerError::invalid(format!("TLS: {e}")))?;
+    }
+    let router = builder.layer(AuthLayer::new(backend.meta)).add_routes(routes(state));
+    let mut stopped = stop.clone();
+    let graceful = async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+    };
+    let serving = async {
+        match &config.listen {
+            Listen::Tcp(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let local = listener.local_addr()?;
+                tracing::info!(%local, "listening");
+                if let Some(file) = &config.port_file {
+                    write_atomically(file, &format!("{local}\n"))?;
+                }
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), graceful)
+                    .await
+                    .map_err(|e| ServerError::internal(format!("server: {e}")))
+            }
+            Listen::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                let listener = tokio::net::UnixListener::bind(path)?;
+                tracing::info!(path = %path.display(), "listening");
+                router
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), graceful)
+                    .await
+                    .map_err(|e| ServerError::internal(format!("server: {e}")))
+            }
+        }
+    };
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down");
+    let _ = stop_sender.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("calls still open after the grace period; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Adds a user to the store behind `backend`.
+pub async fn add_user(backend: &Backend, name: &str, password: &str) -> Result<crate::meta::User> {
+    if password.is_empty() {
+        return Err(ServerError::invalid("empty password"));
+    }
+    let password = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(ServerError::internal)??;
+    backend.meta.create_user(name, &hash).await
+}

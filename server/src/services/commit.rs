@@ -1,0 +1,43 @@
+//! `loft.v1.Commit`: new versions and version history.
+
+use std::sync::Arc;
+
+use loft_remote::content::Manifest;
+use loft_remote::proto::{self, commit_server::Commit};
+use tonic::{Request, Response, Status};
+
+use super::State;
+use crate::auth::caller;
+use crate::error::ServerError;
+use crate::meta::{CommitOp, from_timestamp};
+
+pub struct CommitApi(pub Arc<State>);
+
+#[tonic::async_trait]
+impl Commit for CommitApi {
+    async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitReply>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let manifest = r.manifest.ok_or_else(|| ServerError::invalid("commit without a manifest"))?;
+        let manifest = Manifest::try_from(manifest).map_err(ServerError::from)?;
+        let op = CommitOp {
+            node: r.node,
+            base_version: r.base_version,
+            manifest,
+            mtime: r.mtime.as_ref().map(from_timestamp),
+        };
+        let outcome = self.0.meta.commit(&caller, op).await?;
+        Ok(Response::new(proto::CommitReply {
+            node: Some(outcome.node),
+            version: outcome.version,
+            conflict: outcome.conflict_name.is_some(),
+            conflict_name: outcome.conflict_name.unwrap_or_default().into(),
+        }))
+    }
+
+    async fn list_versions(&self, request: Request<proto::VersionsRequest>) -> Result<Response<proto::VersionList>, Status> {
+        let caller = caller(&request)?;
+        let versions = self.0.meta.versions(&caller, request.get_ref().node).await?;
+        Ok(Response::new(proto::VersionList { versions }))
+    }
+}

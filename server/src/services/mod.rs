@@ -1,0 +1,66 @@
+//! The gRPC services. They translate between the wire and [`crate::meta::MetaStore`] /
+//! [`crate::chunk_store::ChunkStore`]; every permission decision is made in the store.
+
+mod auth;
+mod commit;
+mod content;
+mod tree;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loft_remote::proto;
+use tokio::sync::watch as watch_channel;
+
+use crate::chunk_store::ChunkStore;
+use crate::journal_hub::JournalHub;
+use crate::meta::MetaStore;
+
+pub use auth::AuthApi;
+pub use commit::CommitApi;
+pub use content::ContentApi;
+pub use tree::TreeApi;
+pub use watch::WatchApi;
+
+/// Largest gRPC message either side sends: a 4 MiB chunk plus framing.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// What every service shares.
+pub struct State {
+    pub meta: Arc<dyn MetaStore>,
+    pub chunks: ChunkStore,
+    pub hub: Arc<JournalHub>,
+    pub token_ttl: Duration,
+    /// Turns true when the server is shutting down; long-lived streams end then.
+    pub shutdown: watch_channel::Receiver<bool>,
+}
+
+/// All Loft services, ready to add to a tonic router.
+pub fn routes(state: Arc<State>) -> tonic::service::Routes {
+    tonic::service::Routes::new(
+        proto::auth_server::AuthServer::new(AuthApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::tree_server::TreeServer::new(TreeApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::content_server::ContentServer::new(ContentApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::commit_server::CommitServer::new(CommitApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::watch_server::WatchServer::new(WatchApi(state))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+}
