@@ -28,7 +28,9 @@ impl ClientConfig {
     pub fn load(home: &LoftHome) -> Result<Self> {
         let path = home.config_file();
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("reading {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -57,7 +59,9 @@ pub fn save_token(home: &LoftHome, token: &str) -> Result<()> {
 
 pub fn remove_token(home: &LoftHome) -> Result<()> {
     match std::fs::remove_file(home.token_file()) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context("removing the token file"),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).context("removing the token file")
+        }
         _ => Ok(()),
     }
 }

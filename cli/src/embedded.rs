@@ -72,7 +72,9 @@ pub async fn ensure(home: &LoftHome, device: &str) -> Result<Option<EmbeddedServ
             return start(home, device, lock).await.map(Some);
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(anyhow!("another process holds the embedded server lock but does not serve"));
+            return Err(anyhow!(
+                "another process holds the embedded server lock but does not serve"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -80,7 +82,8 @@ pub async fn ensure(home: &LoftHome, device: &str) -> Result<Option<EmbeddedServ
 
 async fn start(home: &LoftHome, device: &str, lock: std::fs::File) -> Result<EmbeddedServer> {
     let dir = home.embedded_dir();
-    let backend = Backend::open_local(&dir).with_context(|| format!("opening the embedded server in {}", dir.display()))?;
+    let backend = Backend::open_local(&dir)
+        .with_context(|| format!("opening the embedded server in {}", dir.display()))?;
     provision(home, &backend, device).await?;
     let socket = home.embedded_socket();
     let config = ServerConfig::new(dir, Listen::Unix(socket.clone()));
@@ -96,11 +99,17 @@ async fn start(home: &LoftHome, device: &str, lock: std::fs::File) -> Result<Emb
     let deadline = tokio::time::Instant::now() + START_WAIT;
     while !socket_accepts(&socket).await {
         if tokio::time::Instant::now() > deadline {
-            return Err(anyhow!("the embedded server did not start listening on {}", socket.display()));
+            return Err(anyhow!(
+                "the embedded server did not start listening on {}",
+                socket.display()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Ok(EmbeddedServer { _lock: lock, stop: Some(stop) })
+    Ok(EmbeddedServer {
+        _lock: lock,
+        stop: Some(stop),
+    })
 }
 
 /// Creates the local user and a token for this device when they are missing.
@@ -117,7 +126,10 @@ async fn provision(home: &LoftHome, backend: &Backend, device: &str) -> Result<(
     };
     if let Some(token) = load_token(home)?
         && meta
-            .session(loft_server::auth::token_hash(&token), loft_server::meta::now_nanos())
+            .session(
+                loft_server::auth::token_hash(&token),
+                loft_server::meta::now_nanos(),
+            )
             .await?
             .is_some()
     {
@@ -125,7 +137,7 @@ async fn provision(home: &LoftHome, backend: &Backend, device: &str) -> Result<(
     }
     let (token, hash) = loft_server::auth::new_token();
     let ttl = LOCAL_TOKEN_TTL.as_nanos() as i64;
-    meta.create_session(user.id, device, hash, loft_server::meta::now_nanos() + ttl).await?;
+    meta.create_session(user.id, device, hash, loft_server::meta::now_nanos() + ttl)
+        .await?;
     save_token(home, &token)
 }
-

@@ -37,7 +37,11 @@ impl LoftHome {
 
     /// Everything under one directory.
     pub fn single(root: PathBuf) -> Self {
-        LoftHome { config_dir: root.clone(), data_dir: root.clone(), cache_dir: root.join("cache") }
+        LoftHome {
+            config_dir: root.clone(),
+            data_dir: root.clone(),
+            cache_dir: root.join("cache"),
+        }
     }
 
     pub fn config_file(&self) -> PathBuf {

@@ -107,7 +107,10 @@ enum DevicesCommand {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LOFT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOFT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -130,25 +133,42 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let home = LoftHome::from_env()?;
     match cli.command {
-        Command::Login { servers, user, password_file, device } => {
-            commands::account::login(home, servers, &user, &password_file, device).await
-        }
+        Command::Login {
+            servers,
+            user,
+            password_file,
+            device,
+        } => commands::account::login(home, servers, &user, &password_file, device).await,
         Command::Logout => commands::account::logout(home).await,
         command => {
             let session = Session::open(home).await?;
             match command {
-                Command::Devices { command: DevicesCommand::List { json } } => {
-                    commands::account::devices_list(&session, json).await
+                Command::Devices {
+                    command: DevicesCommand::List { json },
+                } => commands::account::devices_list(&session, json).await,
+                Command::Devices {
+                    command: DevicesCommand::Revoke { device },
+                } => commands::account::devices_revoke(&session, &device).await,
+                Command::Put {
+                    local,
+                    remote,
+                    json,
+                } => commands::transfer::put(&session, &local, &remote, json).await,
+                Command::Get {
+                    remote,
+                    local,
+                    json,
+                } => commands::transfer::get(&session, &remote, &local, json).await,
+                Command::Ls { path, long, json } => {
+                    commands::files::ls(&session, path.as_deref(), long, json).await
                 }
-                Command::Devices { command: DevicesCommand::Revoke { device } } => {
-                    commands::account::devices_revoke(&session, &device).await
+                Command::Rm { path, recursive } => {
+                    commands::files::rm(&session, &path, recursive).await
                 }
-                Command::Put { local, remote, json } => commands::transfer::put(&session, &local, &remote, json).await,
-                Command::Get { remote, local, json } => commands::transfer::get(&session, &remote, &local, json).await,
-                Command::Ls { path, long, json } => commands::files::ls(&session, path.as_deref(), long, json).await,
-                Command::Rm { path, recursive } => commands::files::rm(&session, &path, recursive).await,
                 Command::Mv { from, to } => commands::files::mv(&session, &from, &to).await,
-                Command::Versions { path, json } => commands::versions::versions(&session, &path, json).await,
+                Command::Versions { path, json } => {
+                    commands::versions::versions(&session, &path, json).await
+                }
                 Command::Status { json } => commands::status::status(&session, json).await,
                 Command::Login { .. } | Command::Logout => unreachable!("handled above"),
             }

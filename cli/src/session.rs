@@ -36,9 +36,17 @@ impl Session {
     /// Connects as the signed-in user of `home`.
     pub async fn open(home: LoftHome) -> Result<Session> {
         let config = ClientConfig::load(&home)?;
-        let options = ConnectOptions { ca_cert: config.ca_cert.clone(), ..Default::default() };
+        let options = ConnectOptions {
+            ca_cert: config.ca_cert.clone(),
+            ..Default::default()
+        };
         let (address, embedded) = match config.servers.first() {
-            Some(server) => (server.parse::<ServerAddress>().map_err(anyhow::Error::msg)?, None),
+            Some(server) => (
+                server
+                    .parse::<ServerAddress>()
+                    .map_err(anyhow::Error::msg)?,
+                None,
+            ),
             None => {
                 let mut config = config.clone();
                 if config.device.is_none() {
@@ -56,6 +64,12 @@ impl Session {
         let client = GrpcClient::connect(&address, &options)?;
         client.set_token(Some(token));
         let config = ClientConfig::load(&home)?;
-        Ok(Session { home, config, client: Arc::new(client), _embedded: embedded, address })
+        Ok(Session {
+            home,
+            config,
+            client: Arc::new(client),
+            _embedded: embedded,
+            address,
+        })
     }
 }

@@ -146,14 +146,21 @@ mod tests {
 
     #[test]
     fn kind_survives_a_status_round_trip() {
-        for kind in [ErrorKind::NotEmpty, ErrorKind::NameTooLong, ErrorKind::QuotaExceeded] {
+        for kind in [
+            ErrorKind::NotEmpty,
+            ErrorKind::NameTooLong,
+            ErrorKind::QuotaExceeded,
+        ] {
             assert_eq!(kind_of(&status(kind, "x")), kind);
         }
     }
 
     #[test]
     fn foreign_status_maps_by_code() {
-        assert_eq!(kind_of(&Status::unavailable("down")), ErrorKind::Unavailable);
+        assert_eq!(
+            kind_of(&Status::unavailable("down")),
+            ErrorKind::Unavailable
+        );
         assert_eq!(kind_of(&Status::not_found("x")), ErrorKind::NotFound);
     }
 }

@@ -173,7 +173,10 @@ pub async fn download(
         }
         writer.flush().map_err(io_error)?;
         if *hasher.finalize().as_bytes() != expected_hash {
-            return Err(RemoteError::new(ErrorKind::Internal, "downloaded file does not match its content hash"));
+            return Err(RemoteError::new(
+                ErrorKind::Internal,
+                "downloaded file does not match its content hash",
+            ));
         }
         Ok(written)
     });
@@ -181,7 +184,11 @@ pub async fn download(
     for window in manifest.chunks.chunks(GET_BATCH) {
         let ranges = window
             .iter()
-            .map(|c| proto::ChunkRange { id: c.id.0.to_vec().into(), offset: 0, length: 0 })
+            .map(|c| proto::ChunkRange {
+                id: c.id.0.to_vec().into(),
+                offset: 0,
+                length: 0,
+            })
             .collect();
         let stream = client.get_chunks(ranges).await?;
         let counter = received.clone();
@@ -193,13 +200,25 @@ pub async fn download(
                     let data = data?;
                     counter.fetch_add(data.data.len() as u64, Ordering::Relaxed);
                     if data.id.as_ref() != wanted.id.0.as_slice() {
-                        return Err(RemoteError::new(ErrorKind::Internal, "server sent chunks out of order"));
+                        return Err(RemoteError::new(
+                            ErrorKind::Internal,
+                            "server sent chunks out of order",
+                        ));
                     }
                     tokio::task::spawn_blocking(move || {
                         let plain = decode(&data.data, data.compressed, wanted.length as usize)
-                            .map_err(|e| RemoteError::new(ErrorKind::Internal, format!("chunk {}: {e}", wanted.id)))?;
-                        verify(&wanted.id, &plain)
-                            .map_err(|e| RemoteError::new(ErrorKind::Internal, format!("chunk {}: {e}", wanted.id)))?;
+                            .map_err(|e| {
+                                RemoteError::new(
+                                    ErrorKind::Internal,
+                                    format!("chunk {}: {e}", wanted.id),
+                                )
+                            })?;
+                        verify(&wanted.id, &plain).map_err(|e| {
+                            RemoteError::new(
+                                ErrorKind::Internal,
+                                format!("chunk {}: {e}", wanted.id),
+                            )
+                        })?;
                         Ok(plain)
                     })
                     .await
@@ -226,5 +245,8 @@ pub async fn download(
     }
     drop(piece_sender);
     let bytes = writer_task.await.map_err(io_error)??;
-    Ok(DownloadStats { bytes, bytes_downloaded: received.load(Ordering::Relaxed) })
+    Ok(DownloadStats {
+        bytes,
+        bytes_downloaded: received.load(Ordering::Relaxed),
+    })
 }

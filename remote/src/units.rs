@@ -8,35 +8,52 @@ use std::time::Duration;
 /// (also `K`, `M`, `G`, `T` and `B`, binary multiples).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number.parse().map_err(|_| format!("invalid size {text:?}: expected e.g. 4096 or 64MiB"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. 4096 or 64MiB"))?;
     let shift = match unit.trim() {
         "" | "B" => 0,
         "K" | "KiB" | "k" => 10,
         "M" | "MiB" => 20,
         "G" | "GiB" => 30,
         "T" | "TiB" => 40,
-        other => return Err(format!("invalid size unit {other:?}: use KiB, MiB, GiB or TiB")),
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?}: use KiB, MiB, GiB or TiB"
+            ));
+        }
     };
-    number.checked_mul(1u64 << shift).ok_or_else(|| format!("size {text:?} is too large"))
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// Parses a duration: a number with `s`, `m`, `h` or `d` (`30s`, `15m`, `12h`, `7d`);
 /// `ms` is accepted too.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
-    let number: u64 =
-        number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 15m, 12h or 7d"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 15m, 12h or 7d"))?;
     let seconds = match unit {
         "ms" => return Ok(Duration::from_millis(number)),
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("invalid duration {text:?}: expected e.g. 30s, 15m, 12h or 7d")),
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: expected e.g. 30s, 15m, 12h or 7d"
+            ));
+        }
     };
     number
         .checked_mul(seconds)
@@ -84,7 +101,12 @@ mod tests {
     #[test]
     fn password_files_lose_one_line_ending() {
         let dir = tempfile::tempdir().unwrap();
-        for (written, expected) in [("pw\n", "pw"), ("pw\r\n", "pw"), ("pw", "pw"), ("pw\n\n", "pw\n")] {
+        for (written, expected) in [
+            ("pw\n", "pw"),
+            ("pw\r\n", "pw"),
+            ("pw", "pw"),
+            ("pw\n\n", "pw\n"),
+        ] {
             let path = dir.path().join("p");
             std::fs::write(&path, written).unwrap();
             assert_eq!(read_password_file(&path).unwrap(), expected);

@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -25,7 +25,8 @@ const TOKEN_PREFIX: &str = "loft_";
 pub fn hash_password(password: &str) -> Result<String> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| ServerError::internal(format!("salt: {e}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|e| ServerError::internal(format!("salt: {e}")))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -35,7 +36,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 /// Checks a password against a PHC string; false on any mismatch or malformed hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -43,7 +48,10 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub fn new_token() -> (String, [u8; 32]) {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
-    let token = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
     let hash = token_hash(&token);
     (token, hash)
 }
@@ -82,7 +90,10 @@ impl AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, meta: self.meta.clone() }
+        AuthService {
+            inner,
+            meta: self.meta.clone(),
+        }
     }
 }
 
@@ -134,7 +145,9 @@ where
                     request.extensions_mut().insert(TokenHash(hash));
                     inner.call(request).await
                 }
-                Ok(None) => Ok(Status::unauthenticated("invalid, expired or revoked token").into_http()),
+                Ok(None) => {
+                    Ok(Status::unauthenticated("invalid, expired or revoked token").into_http())
+                }
                 Err(error) => Ok(Status::from(error).into_http()),
             }
         })

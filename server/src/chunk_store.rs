@@ -53,12 +53,18 @@ impl ChunkStore {
         sync_dir(&chunks)?;
         sync_dir(dir)?;
         let store = LocalFileSystem::new_with_prefix(dir).map_err(ServerError::from)?;
-        Ok(ChunkStore { store: Arc::new(store), local_root: Some(dir.to_path_buf()) })
+        Ok(ChunkStore {
+            store: Arc::new(store),
+            local_root: Some(dir.to_path_buf()),
+        })
     }
 
     /// A store on any `object_store` backend that is durable when a put returns (S3).
     pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
-        ChunkStore { store, local_root: None }
+        ChunkStore {
+            store,
+            local_root: None,
+        }
     }
 
     /// Stores an encoded chunk durably.
@@ -87,9 +93,17 @@ impl ChunkStore {
     pub async fn get(&self, id: &ChunkId) -> Result<StoredChunk> {
         let bytes = self.store.get(&key(id)).await?.bytes().await?;
         match bytes.first() {
-            Some(&RAW) => Ok(StoredChunk { compressed: false, data: bytes.slice(1..) }),
-            Some(&ZSTD) => Ok(StoredChunk { compressed: true, data: bytes.slice(1..) }),
-            _ => Err(ServerError::internal(format!("stored chunk {id} has an unknown format"))),
+            Some(&RAW) => Ok(StoredChunk {
+                compressed: false,
+                data: bytes.slice(1..),
+            }),
+            Some(&ZSTD) => Ok(StoredChunk {
+                compressed: true,
+                data: bytes.slice(1..),
+            }),
+            _ => Err(ServerError::internal(format!(
+                "stored chunk {id} has an unknown format"
+            ))),
         }
     }
 

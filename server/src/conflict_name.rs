@@ -6,12 +6,19 @@ use loft_remote::names::NAME_MAX;
 /// shortened so that it stays within [`NAME_MAX`] bytes and keeps its extension.
 pub fn conflicted_copy_name(name: &[u8], device: &str, date: &str, attempt: u32) -> Vec<u8> {
     // The extension starts at the last '.', unless that dot starts the name (".bashrc").
-    let split = name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0 && name.len() - i <= 16);
+    let split = name
+        .iter()
+        .rposition(|&b| b == b'.')
+        .filter(|&i| i > 0 && name.len() - i <= 16);
     let (stem, ext) = match split {
         Some(i) => name.split_at(i),
         None => (name, &b""[..]),
     };
-    let number = if attempt > 1 { format!(" {attempt}") } else { String::new() };
+    let number = if attempt > 1 {
+        format!(" {attempt}")
+    } else {
+        String::new()
+    };
     let mut device = device.replace('/', "_");
     truncate_str(&mut device, 64);
     let tag = format!(" (conflicted copy from {device} {date}{number})");

@@ -17,7 +17,10 @@ pub type Result<T, E = ServerError> = std::result::Result<T, E>;
 
 impl ServerError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ServerError { kind, message: message.into() }
+        ServerError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         Self::new(ErrorKind::NotFound, format!("{what} not found"))

@@ -11,7 +11,9 @@ pub struct JournalHub {
 
 impl Default for JournalHub {
     fn default() -> Self {
-        JournalHub { sender: watch::channel(0).0 }
+        JournalHub {
+            sender: watch::channel(0).0,
+        }
     }
 }
 

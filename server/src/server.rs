@@ -49,7 +49,13 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     pub fn new(data_dir: PathBuf, listen: Listen) -> Self {
-        ServerConfig { data_dir, listen, port_file: None, tls: None, token_ttl: Duration::from_secs(90 * 24 * 3600) }
+        ServerConfig {
+            data_dir,
+            listen,
+            port_file: None,
+            tls: None,
+            token_ttl: Duration::from_secs(90 * 24 * 3600),
+        }
     }
 }
 
@@ -68,7 +74,11 @@ impl Backend {
         let hub = Arc::new(JournalHub::default());
         let meta = SqliteMetaStore::open(&data_dir.join("meta.sqlite"), hub.clone())?;
         let chunks = ChunkStore::local(data_dir)?;
-        Ok(Backend { meta: Arc::new(meta), chunks, hub })
+        Ok(Backend {
+            meta: Arc::new(meta),
+            chunks,
+            hub,
+        })
     }
 }
 
@@ -81,7 +91,11 @@ fn write_atomically(path: &Path, contents: &str) -> Result<()> {
 }
 
 /// Serves until `shutdown` completes; then gives open calls [`SHUTDOWN_GRACE`] to end.
-pub async fn serve(config: ServerConfig, backend: Backend, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+pub async fn serve(
+    config: ServerConfig,
+    backend: Backend,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let (stop_sender, stop) = watch::channel(false);
     let state = Arc::new(State {
         meta: backend.meta.clone(),
@@ -101,7 +115,9 @@ pub async fn serve(config: ServerConfig, backend: Backend, shutdown: impl Future
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServerError::invalid(format!("TLS: {e}")))?;
     }
-    let router = builder.layer(AuthLayer::new(backend.meta)).add_routes(routes(state));
+    let router = builder
+        .layer(AuthLayer::new(backend.meta))
+        .add_routes(routes(state));
     let mut stopped = stop.clone();
     let graceful = async move {
         let _ = stopped.wait_for(|stopping| *stopping).await;

@@ -30,7 +30,10 @@ pub async fn ls(session: &Session, path: Option<&OsStr>, long: bool, json: bool)
         Some(path) => drive_path(path)?,
         None => b"/".to_vec(),
     };
-    let node = client.resolve(&path).await.map_err(|e| anyhow!("{}: {e}", show(&path)))?;
+    let node = client
+        .resolve(&path)
+        .await
+        .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
     let mut entries: Vec<(Vec<u8>, proto::Node)> = Vec::new();
     if node.kind() == NodeKind::Directory {
         let mut after = Vec::new();
@@ -45,7 +48,9 @@ pub async fn ls(session: &Session, path: Option<&OsStr>, long: bool, json: bool)
             }
         }
     } else {
-        let name = parent_and_name(&path).map(|(_, n)| n.to_vec()).unwrap_or_default();
+        let name = parent_and_name(&path)
+            .map(|(_, n)| n.to_vec())
+            .unwrap_or_default();
         entries.push((name, node));
     }
     if json {
@@ -88,7 +93,12 @@ pub async fn rm(session: &Session, path: &OsStr, recursive: bool) -> Result<()> 
     let (parent, name) = parent_of(session.client.as_ref(), &path).await?;
     session
         .client
-        .remove(proto::RemoveRequest { parent: parent.id, name: name.into(), recursive, ..Default::default() })
+        .remove(proto::RemoveRequest {
+            parent: parent.id,
+            name: name.into(),
+            recursive,
+            ..Default::default()
+        })
         .await
         .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
     Ok(())

@@ -15,8 +15,12 @@ use crate::paths::{parent_and_name, show};
 
 /// Resolves the directory holding `path` and the last name in it.
 pub async fn parent_of(client: &dyn RemoteClient, path: &[u8]) -> Result<(proto::Node, Vec<u8>)> {
-    let (parents, name) = parent_and_name(path).ok_or_else(|| anyhow!("the drive root has no parent"))?;
-    let parent = client.resolve(&crate::paths::join(&parents)).await.map_err(|e| anyhow!("{}: {e}", show(path)))?;
+    let (parents, name) =
+        parent_and_name(path).ok_or_else(|| anyhow!("the drive root has no parent"))?;
+    let parent = client
+        .resolve(&crate::paths::join(&parents))
+        .await
+        .map_err(|e| anyhow!("{}: {e}", show(path)))?;
     if parent.kind() != NodeKind::Directory {
         return Err(anyhow!("{}: a parent is not a folder", show(path)));
     }
@@ -33,7 +37,11 @@ pub async fn try_resolve(client: &dyn RemoteClient, path: &[u8]) -> Result<Optio
 }
 
 /// Creates the folders of `parts` that are missing (like `mkdir -p`), returning the last.
-pub async fn make_folders(client: &dyn RemoteClient, root: u64, parts: &[&[u8]]) -> Result<proto::Node> {
+pub async fn make_folders(
+    client: &dyn RemoteClient,
+    root: u64,
+    parts: &[&[u8]],
+) -> Result<proto::Node> {
     let mut dir = client.stat(root).await?;
     for part in parts {
         dir = client

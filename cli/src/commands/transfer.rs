@@ -19,14 +19,17 @@ use crate::session::Session;
 /// Uploads a local file as a new version of REMOTE (creating it and its folders if
 /// needed). The commit names the version it replaces, so it never conflicts with itself.
 pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) -> Result<()> {
-    let file = std::fs::File::open(local).with_context(|| format!("opening {}", local.display()))?;
+    let file =
+        std::fs::File::open(local).with_context(|| format!("opening {}", local.display()))?;
     let metadata = file.metadata()?;
     if !metadata.is_file() {
         bail!("{}: only regular files can be put", local.display());
     }
     let client = session.client.clone();
     let mut path = drive_path(remote)?;
-    let local_name = local.file_name().ok_or_else(|| anyhow!("{}: no file name", local.display()))?;
+    let local_name = local
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: no file name", local.display()))?;
     // `put f /dir/` or `put f /existing-dir` puts the file inside the folder.
     let into_dir = path.ends_with(b"/")
         || matches!(try_resolve(client.as_ref(), &path).await?, Some(node) if node.kind() == NodeKind::Directory);
@@ -36,7 +39,8 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
         }
         path.extend_from_slice(local_name.as_bytes());
     }
-    let (parents, name) = parent_and_name(&path).ok_or_else(|| anyhow!("cannot put onto the drive root"))?;
+    let (parents, name) =
+        parent_and_name(&path).ok_or_else(|| anyhow!("cannot put onto the drive root"))?;
     let who = client.who_am_i().await?;
     let parent = make_folders(client.as_ref(), who.root, &parents).await?;
     let node = match client.lookup(parent.id, name).await {
@@ -58,15 +62,23 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
         Err(e) => bail!("{}: {e}", show(&path)),
     };
     let (bar, progress) = bytes_bar(metadata.len(), "put");
-    let (manifest, stats) = upload(client.clone(), file, progress).await.map_err(|e| anyhow!("{}: {e}", show(&path)))?;
+    let (manifest, stats) = upload(client.clone(), file, progress)
+        .await
+        .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
     bar.finish_and_clear();
-    let mtime = metadata.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let mtime = metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let reply = client
         .commit(proto::CommitRequest {
             node: node.id,
             base_version: node.version,
             manifest: Some(proto::Manifest::from(&manifest)),
-            mtime: mtime.map(|d| proto::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() }),
+            mtime: mtime.map(|d| proto::Timestamp {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            }),
         })
         .await
         .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
@@ -110,14 +122,21 @@ fn metadata_gid(metadata: &std::fs::Metadata) -> u32 {
 pub async fn get(session: &Session, remote: &OsStr, local: &Path, json: bool) -> Result<()> {
     let client = session.client.clone();
     let path = drive_path(remote)?;
-    let node = client.resolve(&path).await.map_err(|e| anyhow!("{}: {e}", show(&path)))?;
+    let node = client
+        .resolve(&path)
+        .await
+        .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
     if node.kind() != NodeKind::File {
         bail!("{}: not a regular file", show(&path));
     }
-    let manifest = client.get_manifest(node.id, 0).await.map_err(|e| anyhow!("{}: {e}", show(&path)))?;
+    let manifest = client
+        .get_manifest(node.id, 0)
+        .await
+        .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
     let manifest = Manifest::try_from(manifest).map_err(|e| anyhow!("{}: {e}", show(&path)))?;
     let target: PathBuf = if local.is_dir() {
-        let (_, name) = parent_and_name(&path).ok_or_else(|| anyhow!("cannot get the drive root"))?;
+        let (_, name) =
+            parent_and_name(&path).ok_or_else(|| anyhow!("cannot get the drive root"))?;
         local.join(OsStr::from_bytes(name))
     } else {
         local.to_path_buf()
@@ -125,9 +144,16 @@ pub async fn get(session: &Session, remote: &OsStr, local: &Path, json: bool) ->
     let mut partial = target.clone().into_os_string();
     partial.push(".loft-part");
     let partial = PathBuf::from(partial);
-    let file = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
     let (bar, progress) = bytes_bar(manifest.size, "get");
-    let result = download(client, &manifest, std::io::BufWriter::with_capacity(1 << 20, file), progress).await;
+    let result = download(
+        client,
+        &manifest,
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        progress,
+    )
+    .await;
     bar.finish_and_clear();
     let stats = match result {
         Ok(stats) => stats,
@@ -140,9 +166,17 @@ pub async fn get(session: &Session, remote: &OsStr, local: &Path, json: bool) ->
     std::fs::File::open(&partial)?.sync_all()?;
     std::fs::rename(&partial, &target).with_context(|| format!("writing {}", target.display()))?;
     if json {
-        println!("{}", serde_json::json!({"bytes": stats.bytes, "bytes_downloaded": stats.bytes_downloaded}));
+        println!(
+            "{}",
+            serde_json::json!({"bytes": stats.bytes, "bytes_downloaded": stats.bytes_downloaded})
+        );
     } else {
-        println!("{}: {} bytes ({} downloaded)", target.display(), stats.bytes, stats.bytes_downloaded);
+        println!(
+            "{}: {} bytes ({} downloaded)",
+            target.display(),
+            stats.bytes,
+            stats.bytes_downloaded
+        );
     }
     Ok(())
 }

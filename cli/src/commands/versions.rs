@@ -11,7 +11,11 @@ use crate::session::Session;
 /// Lists a file's versions, newest first.
 pub async fn versions(session: &Session, path: &OsStr, json: bool) -> Result<()> {
     let path = drive_path(path)?;
-    let node = session.client.resolve(&path).await.map_err(|e| anyhow!("{}: {e}", show(&path)))?;
+    let node = session
+        .client
+        .resolve(&path)
+        .await
+        .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
     let versions = session.client.list_versions(node.id).await?;
     if json {
         let list: Vec<_> = versions
@@ -28,7 +32,13 @@ pub async fn versions(session: &Session, path: &OsStr, json: bool) -> Result<()>
     }
     for v in versions {
         let mark = if v.current { " (current)" } else { "" };
-        println!("{:>8}  {:>12} bytes  {}  {}{mark}", v.id, v.size, rfc3339(v.time.as_ref()), v.device);
+        println!(
+            "{:>8}  {:>12} bytes  {}  {}{mark}",
+            v.id,
+            v.size,
+            rfc3339(v.time.as_ref()),
+            v.device
+        );
     }
     Ok(())
 }

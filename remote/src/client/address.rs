@@ -20,11 +20,15 @@ impl FromStr for ServerAddress {
             return Ok(ServerAddress::Unix(PathBuf::from(path)));
         }
         if (text.starts_with("http://") || text.starts_with("https://"))
-            && text.parse::<http::Uri>().is_ok_and(|uri| uri.host().is_some())
+            && text
+                .parse::<http::Uri>()
+                .is_ok_and(|uri| uri.host().is_some())
         {
             return Ok(ServerAddress::Url(text.trim_end_matches('/').to_string()));
         }
-        Err(format!("invalid server address {text:?}: expected http://HOST:PORT, https://HOST:PORT or unix:/PATH"))
+        Err(format!(
+            "invalid server address {text:?}: expected http://HOST:PORT, https://HOST:PORT or unix:/PATH"
+        ))
     }
 }
 
@@ -47,7 +51,10 @@ mod tests {
             "http://127.0.0.1:7070/".parse::<ServerAddress>().unwrap(),
             ServerAddress::Url("http://127.0.0.1:7070".into())
         );
-        assert_eq!("unix:/tmp/s".parse::<ServerAddress>().unwrap(), ServerAddress::Unix("/tmp/s".into()));
+        assert_eq!(
+            "unix:/tmp/s".parse::<ServerAddress>().unwrap(),
+            ServerAddress::Unix("/tmp/s".into())
+        );
         assert!("127.0.0.1:7070".parse::<ServerAddress>().is_err());
         assert!("ftp://x".parse::<ServerAddress>().is_err());
     }

@@ -31,7 +31,10 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { ca_cert: None, connect_timeout: Duration::from_secs(5) }
+        ConnectOptions {
+            ca_cert: None,
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -46,7 +49,9 @@ impl GrpcClient {
     /// Prepares a client; the connection is made on first use, so an unreachable server
     /// shows up as `Unavailable` errors from calls rather than here.
     pub fn connect(address: &ServerAddress, options: &ConnectOptions) -> RemoteResult<Self> {
-        let invalid = |e: tonic::transport::Error| RemoteError::new(ErrorKind::InvalidArgument, e.to_string());
+        let invalid = |e: tonic::transport::Error| {
+            RemoteError::new(ErrorKind::InvalidArgument, e.to_string())
+        };
         let tune = |endpoint: Endpoint| {
             endpoint
                 .connect_timeout(options.connect_timeout)
@@ -64,7 +69,10 @@ impl GrpcClient {
                     let mut tls = ClientTlsConfig::new().with_webpki_roots();
                     if let Some(ca) = &options.ca_cert {
                         let pem = std::fs::read(ca).map_err(|e| {
-                            RemoteError::new(ErrorKind::InvalidArgument, format!("reading {}: {e}", ca.display()))
+                            RemoteError::new(
+                                ErrorKind::InvalidArgument,
+                                format!("reading {}: {e}", ca.display()),
+                            )
                         })?;
                         tls = tls.ca_certificate(Certificate::from_pem(pem));
                     }
@@ -75,15 +83,22 @@ impl GrpcClient {
             ServerAddress::Unix(path) => {
                 let path = path.clone();
                 // The URI is required by the API but unused: the connector dials the socket.
-                tune(Endpoint::from_static("http://loft.invalid")).connect_with_connector_lazy(tower::service_fn(
-                    move |_: Uri| {
+                tune(Endpoint::from_static("http://loft.invalid")).connect_with_connector_lazy(
+                    tower::service_fn(move |_: Uri| {
                         let path = path.clone();
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-                    },
-                ))
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
+                    }),
+                )
             }
         };
-        Ok(GrpcClient { channel, token: Arc::new(RwLock::new(None)) })
+        Ok(GrpcClient {
+            channel,
+            token: Arc::new(RwLock::new(None)),
+        })
     }
 
     /// Sets the bearer token sent with every call.
@@ -122,7 +137,12 @@ impl GrpcClient {
 
 #[async_trait]
 impl RemoteClient for GrpcClient {
-    async fn login(&self, user: &str, password: &str, device: &str) -> RemoteResult<proto::LoginReply> {
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        device: &str,
+    ) -> RemoteResult<proto::LoginReply> {
         let request = proto::LoginRequest {
             user: user.to_string(),
             password: password.to_string(),
@@ -139,11 +159,20 @@ impl RemoteClient for GrpcClient {
     }
 
     async fn who_am_i(&self) -> RemoteResult<proto::Session> {
-        Ok(self.auth().who_am_i(self.request(proto::Empty {})).await?.into_inner())
+        Ok(self
+            .auth()
+            .who_am_i(self.request(proto::Empty {}))
+            .await?
+            .into_inner())
     }
 
     async fn list_devices(&self) -> RemoteResult<Vec<proto::Device>> {
-        Ok(self.auth().list_devices(self.request(proto::Empty {})).await?.into_inner().devices)
+        Ok(self
+            .auth()
+            .list_devices(self.request(proto::Empty {}))
+            .await?
+            .into_inner()
+            .devices)
     }
 
     async fn revoke_device(&self, request: proto::RevokeDeviceRequest) -> RemoteResult<()> {
@@ -152,35 +181,68 @@ impl RemoteClient for GrpcClient {
     }
 
     async fn lookup(&self, parent: u64, name: &[u8]) -> RemoteResult<proto::Node> {
-        let request = proto::LookupRequest { parent, name: name.to_vec().into() };
-        Ok(self.tree().lookup(self.request(request)).await?.into_inner())
+        let request = proto::LookupRequest {
+            parent,
+            name: name.to_vec().into(),
+        };
+        Ok(self
+            .tree()
+            .lookup(self.request(request))
+            .await?
+            .into_inner())
     }
 
     async fn resolve(&self, path: &[u8]) -> RemoteResult<proto::Node> {
-        let request = proto::ResolveRequest { path: path.to_vec().into() };
-        Ok(self.tree().resolve(self.request(request)).await?.into_inner())
+        let request = proto::ResolveRequest {
+            path: path.to_vec().into(),
+        };
+        Ok(self
+            .tree()
+            .resolve(self.request(request))
+            .await?
+            .into_inner())
     }
 
     async fn stat(&self, id: u64) -> RemoteResult<proto::Node> {
-        Ok(self.tree().stat(self.request(proto::StatRequest { id })).await?.into_inner())
+        Ok(self
+            .tree()
+            .stat(self.request(proto::StatRequest { id }))
+            .await?
+            .into_inner())
     }
 
     async fn list(&self, dir: u64, after: &[u8], limit: u32) -> RemoteResult<proto::ListReply> {
-        let request = proto::ListRequest { dir, after: after.to_vec().into(), limit };
+        let request = proto::ListRequest {
+            dir,
+            after: after.to_vec().into(),
+            limit,
+        };
         Ok(self.tree().list(self.request(request)).await?.into_inner())
     }
 
     async fn create(&self, request: proto::CreateRequest) -> RemoteResult<proto::Node> {
-        Ok(self.tree().create(self.request(request)).await?.into_inner())
+        Ok(self
+            .tree()
+            .create(self.request(request))
+            .await?
+            .into_inner())
     }
 
     async fn link(&self, node: u64, new_parent: u64, new_name: &[u8]) -> RemoteResult<proto::Node> {
-        let request = proto::LinkRequest { node, new_parent, new_name: new_name.to_vec().into() };
+        let request = proto::LinkRequest {
+            node,
+            new_parent,
+            new_name: new_name.to_vec().into(),
+        };
         Ok(self.tree().link(self.request(request)).await?.into_inner())
     }
 
     async fn rename(&self, request: proto::RenameRequest) -> RemoteResult<proto::RenameReply> {
-        Ok(self.tree().rename(self.request(request)).await?.into_inner())
+        Ok(self
+            .tree()
+            .rename(self.request(request))
+            .await?
+            .into_inner())
     }
 
     async fn remove(&self, request: proto::RemoveRequest) -> RemoteResult<()> {
@@ -189,69 +251,133 @@ impl RemoteClient for GrpcClient {
     }
 
     async fn set_attr(&self, request: proto::SetAttrRequest) -> RemoteResult<proto::Node> {
-        Ok(self.tree().set_attr(self.request(request)).await?.into_inner())
+        Ok(self
+            .tree()
+            .set_attr(self.request(request))
+            .await?
+            .into_inner())
     }
 
     async fn get_xattr(&self, id: u64, name: &[u8]) -> RemoteResult<Vec<u8>> {
-        let request = proto::XattrRequest { id, name: name.to_vec().into(), ..Default::default() };
-        Ok(self.tree().get_xattr(self.request(request)).await?.into_inner().value.to_vec())
+        let request = proto::XattrRequest {
+            id,
+            name: name.to_vec().into(),
+            ..Default::default()
+        };
+        Ok(self
+            .tree()
+            .get_xattr(self.request(request))
+            .await?
+            .into_inner()
+            .value
+            .to_vec())
     }
 
     async fn set_xattr(&self, id: u64, name: &[u8], value: &[u8], flags: u32) -> RemoteResult<()> {
-        let request =
-            proto::XattrRequest { id, name: name.to_vec().into(), value: value.to_vec().into(), flags };
+        let request = proto::XattrRequest {
+            id,
+            name: name.to_vec().into(),
+            value: value.to_vec().into(),
+            flags,
+        };
         self.tree().set_xattr(self.request(request)).await?;
         Ok(())
     }
 
     async fn list_xattr(&self, id: u64) -> RemoteResult<Vec<Vec<u8>>> {
-        let names = self.tree().list_xattr(self.request(proto::StatRequest { id })).await?.into_inner();
+        let names = self
+            .tree()
+            .list_xattr(self.request(proto::StatRequest { id }))
+            .await?
+            .into_inner();
         Ok(names.names.into_iter().map(|name| name.to_vec()).collect())
     }
 
     async fn remove_xattr(&self, id: u64, name: &[u8]) -> RemoteResult<()> {
-        let request = proto::XattrRequest { id, name: name.to_vec().into(), ..Default::default() };
+        let request = proto::XattrRequest {
+            id,
+            name: name.to_vec().into(),
+            ..Default::default()
+        };
         self.tree().remove_xattr(self.request(request)).await?;
         Ok(())
     }
 
     async fn have_chunks(&self, ids: &[ChunkId]) -> RemoteResult<Vec<bool>> {
-        let request = proto::HaveChunksRequest { ids: ids.iter().map(|id| id.0.to_vec().into()).collect() };
-        let present = self.content().have_chunks(self.request(request)).await?.into_inner().present;
+        let request = proto::HaveChunksRequest {
+            ids: ids.iter().map(|id| id.0.to_vec().into()).collect(),
+        };
+        let present = self
+            .content()
+            .have_chunks(self.request(request))
+            .await?
+            .into_inner()
+            .present;
         if present.len() != ids.len() {
-            return Err(RemoteError::new(ErrorKind::Internal, "server answered for a different number of chunks"));
+            return Err(RemoteError::new(
+                ErrorKind::Internal,
+                "server answered for a different number of chunks",
+            ));
         }
         Ok(present)
     }
 
-    async fn put_chunks(&self, chunks: tokio::sync::mpsc::Receiver<proto::ChunkUpload>) -> RemoteResult<proto::PutChunksReply> {
+    async fn put_chunks(
+        &self,
+        chunks: tokio::sync::mpsc::Receiver<proto::ChunkUpload>,
+    ) -> RemoteResult<proto::PutChunksReply> {
         let stream = tokio_stream::wrappers::ReceiverStream::new(chunks);
-        Ok(self.content().put_chunks(self.request(stream)).await?.into_inner())
+        Ok(self
+            .content()
+            .put_chunks(self.request(stream))
+            .await?
+            .into_inner())
     }
 
     async fn get_chunks(
         &self,
         ranges: Vec<proto::ChunkRange>,
     ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::ChunkData>>> {
-        let stream = self.content().get_chunks(self.request(proto::GetChunksRequest { ranges })).await?.into_inner();
+        let stream = self
+            .content()
+            .get_chunks(self.request(proto::GetChunksRequest { ranges }))
+            .await?
+            .into_inner();
         Ok(stream.map(|item| item.map_err(RemoteError::from)).boxed())
     }
 
     async fn get_manifest(&self, node: u64, version: u64) -> RemoteResult<proto::Manifest> {
         let request = proto::GetManifestRequest { node, version };
-        Ok(self.content().get_manifest(self.request(request)).await?.into_inner())
+        Ok(self
+            .content()
+            .get_manifest(self.request(request))
+            .await?
+            .into_inner())
     }
 
     async fn commit(&self, request: proto::CommitRequest) -> RemoteResult<proto::CommitReply> {
-        Ok(self.commits().commit(self.request(request)).await?.into_inner())
+        Ok(self
+            .commits()
+            .commit(self.request(request))
+            .await?
+            .into_inner())
     }
 
     async fn list_versions(&self, node: u64) -> RemoteResult<Vec<proto::Version>> {
         let request = proto::VersionsRequest { node };
-        Ok(self.commits().list_versions(self.request(request)).await?.into_inner().versions)
+        Ok(self
+            .commits()
+            .list_versions(self.request(request))
+            .await?
+            .into_inner()
+            .versions)
     }
 
-    async fn watch(&self, namespace: u64, cursor: u64) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>> {
+    async fn watch(
+        &self,
+        namespace: u64,
+        cursor: u64,
+    ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>> {
         let request = proto::WatchRequest { namespace, cursor };
         let stream = WatchClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)

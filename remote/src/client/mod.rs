@@ -24,7 +24,10 @@ pub struct RemoteError {
 
 impl RemoteError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        RemoteError { kind, message: message.into() }
+        RemoteError {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// True when the server could not be reached (retry later, work offline).
@@ -46,7 +49,10 @@ impl From<tonic::Status> for RemoteError {
 
 impl From<tonic::transport::Error> for RemoteError {
     fn from(error: tonic::transport::Error) -> Self {
-        RemoteError::new(ErrorKind::Unavailable, format!("cannot reach the server: {error}"))
+        RemoteError::new(
+            ErrorKind::Unavailable,
+            format!("cannot reach the server: {error}"),
+        )
     }
 }
 
@@ -56,7 +62,12 @@ pub type RemoteResult<T> = Result<T, RemoteError>;
 /// Every call Loft's client side makes to a server.
 #[async_trait]
 pub trait RemoteClient: Send + Sync + 'static {
-    async fn login(&self, user: &str, password: &str, device: &str) -> RemoteResult<proto::LoginReply>;
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        device: &str,
+    ) -> RemoteResult<proto::LoginReply>;
     async fn logout(&self) -> RemoteResult<()>;
     async fn who_am_i(&self) -> RemoteResult<proto::Session>;
     async fn list_devices(&self) -> RemoteResult<Vec<proto::Device>>;
@@ -82,7 +93,10 @@ pub trait RemoteClient: Send + Sync + 'static {
     /// interrupted upload keeps what got through.
     /// The producer sends into a channel, so it can chunk on another thread while the
     /// upload runs, with the channel's capacity bounding memory.
-    async fn put_chunks(&self, chunks: tokio::sync::mpsc::Receiver<proto::ChunkUpload>) -> RemoteResult<proto::PutChunksReply>;
+    async fn put_chunks(
+        &self,
+        chunks: tokio::sync::mpsc::Receiver<proto::ChunkUpload>,
+    ) -> RemoteResult<proto::PutChunksReply>;
     /// Downloads chunk ranges, in request order.
     async fn get_chunks(
         &self,
@@ -93,5 +107,9 @@ pub trait RemoteClient: Send + Sync + 'static {
     async fn list_versions(&self, node: u64) -> RemoteResult<Vec<proto::Version>>;
 
     /// Follows a namespace's journal from `cursor`.
-    async fn watch(&self, namespace: u64, cursor: u64) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>>;
+    async fn watch(
+        &self,
+        namespace: u64,
+        cursor: u64,
+    ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>>;
 }

@@ -78,7 +78,8 @@ enum UserCommand {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOFT_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("LOFT_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -101,7 +102,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { storage, listen, port_file, tls_cert, tls_key, token_ttl } => {
+        Command::Serve {
+            storage,
+            listen,
+            port_file,
+            tls_cert,
+            tls_key,
+            token_ttl,
+        } => {
             let backend = Backend::open_local(&storage.data)
                 .with_context(|| format!("opening {}", storage.data.display()))?;
             let mut config = ServerConfig::new(storage.data, Listen::Tcp(listen));
@@ -114,7 +122,14 @@ async fn run(cli: Cli) -> Result<()> {
             loft_server::serve(config, backend, shutdown_signal()).await?;
             Ok(())
         }
-        Command::User { command: UserCommand::Add { name, storage, password_file } } => {
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    storage,
+                    password_file,
+                },
+        } => {
             let password = read_password_file(&password_file)
                 .with_context(|| format!("reading {}", password_file.display()))?;
             let backend = Backend::open_local(&storage.data)?;
@@ -122,7 +137,14 @@ async fn run(cli: Cli) -> Result<()> {
             println!("added user {} (id {})", user.name, user.id);
             Ok(())
         }
-        Command::User { command: UserCommand::SetQuota { name, size, storage } } => {
+        Command::User {
+            command:
+                UserCommand::SetQuota {
+                    name,
+                    size,
+                    storage,
+                },
+        } => {
             let quota = match size.as_str() {
                 "none" | "unlimited" => None,
                 text => Some(parse_size(text).map_err(anyhow::Error::msg)?),
@@ -141,7 +163,10 @@ async fn run(cli: Cli) -> Result<()> {
 /// Completes on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         bail_never().await;
         return;
     };
@@ -155,4 +180,3 @@ async fn shutdown_signal() {
 async fn bail_never() {
     std::future::pending::<()>().await
 }
-

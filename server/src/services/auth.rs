@@ -30,10 +30,16 @@ pub fn session_of(caller: &Caller) -> proto::Session {
 
 #[tonic::async_trait]
 impl Auth for AuthApi {
-    async fn login(&self, request: Request<proto::LoginRequest>) -> Result<Response<proto::LoginReply>, Status> {
+    async fn login(
+        &self,
+        request: Request<proto::LoginRequest>,
+    ) -> Result<Response<proto::LoginReply>, Status> {
         let login = request.into_inner();
         let user = self.0.meta.user_by_name(&login.user).await?;
-        let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_string());
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| DUMMY_HASH.to_string());
         let password = login.password.clone();
         let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
@@ -42,15 +48,29 @@ impl Auth for AuthApi {
             Some(user) if matches => user,
             _ => return Err(ServerError::unauthenticated("wrong user name or password").into()),
         };
-        let device = if login.device_name.is_empty() { "unnamed".to_string() } else { login.device_name };
+        let device = if login.device_name.is_empty() {
+            "unnamed".to_string()
+        } else {
+            login.device_name
+        };
         let (token, hash) = new_token();
         let ttl = i64::try_from(self.0.token_ttl.as_nanos()).unwrap_or(i64::MAX);
-        let caller = self.0.meta.create_session(user.id, &device, hash, now_nanos().saturating_add(ttl)).await?;
+        let caller = self
+            .0
+            .meta
+            .create_session(user.id, &device, hash, now_nanos().saturating_add(ttl))
+            .await?;
         tracing::info!(user = %caller.user_name, device = %caller.device_name, "login");
-        Ok(Response::new(proto::LoginReply { token, session: Some(session_of(&caller)) }))
+        Ok(Response::new(proto::LoginReply {
+            token,
+            session: Some(session_of(&caller)),
+        }))
     }
 
-    async fn logout(&self, request: Request<proto::Empty>) -> Result<Response<proto::Empty>, Status> {
+    async fn logout(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::Empty>, Status> {
         let hash = request
             .extensions()
             .get::<TokenHash>()
@@ -60,11 +80,17 @@ impl Auth for AuthApi {
         Ok(Response::new(proto::Empty {}))
     }
 
-    async fn who_am_i(&self, request: Request<proto::Empty>) -> Result<Response<proto::Session>, Status> {
+    async fn who_am_i(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::Session>, Status> {
         Ok(Response::new(session_of(&caller(&request)?)))
     }
 
-    async fn list_devices(&self, request: Request<proto::Empty>) -> Result<Response<proto::DeviceList>, Status> {
+    async fn list_devices(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::DeviceList>, Status> {
         let caller = caller(&request)?;
         let devices = self.0.meta.list_devices(caller.user_id).await?;
         let devices = devices
@@ -81,13 +107,19 @@ impl Auth for AuthApi {
         Ok(Response::new(proto::DeviceList { devices }))
     }
 
-    async fn revoke_device(&self, request: Request<proto::RevokeDeviceRequest>) -> Result<Response<proto::Empty>, Status> {
+    async fn revoke_device(
+        &self,
+        request: Request<proto::RevokeDeviceRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
         let caller = caller(&request)?;
         let wanted = request.into_inner();
         let devices = self.0.meta.list_devices(caller.user_id).await?;
         let device = devices
             .iter()
-            .find(|d| (wanted.id != 0 && d.id == wanted.id) || (!wanted.name.is_empty() && d.name == wanted.name))
+            .find(|d| {
+                (wanted.id != 0 && d.id == wanted.id)
+                    || (!wanted.name.is_empty() && d.name == wanted.name)
+            })
             .ok_or_else(|| ServerError::new(ErrorKind::NotFound, "no such device"))?;
         self.0.meta.revoke_device(caller.user_id, device.id).await?;
         Ok(Response::new(proto::Empty {}))

@@ -15,10 +15,15 @@ pub struct CommitApi(pub Arc<State>);
 
 #[tonic::async_trait]
 impl Commit for CommitApi {
-    async fn commit(&self, request: Request<proto::CommitRequest>) -> Result<Response<proto::CommitReply>, Status> {
+    async fn commit(
+        &self,
+        request: Request<proto::CommitRequest>,
+    ) -> Result<Response<proto::CommitReply>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let manifest = r.manifest.ok_or_else(|| ServerError::invalid("commit without a manifest"))?;
+        let manifest = r
+            .manifest
+            .ok_or_else(|| ServerError::invalid("commit without a manifest"))?;
         let manifest = Manifest::try_from(manifest).map_err(ServerError::from)?;
         let op = CommitOp {
             node: r.node,
@@ -35,9 +40,16 @@ impl Commit for CommitApi {
         }))
     }
 
-    async fn list_versions(&self, request: Request<proto::VersionsRequest>) -> Result<Response<proto::VersionList>, Status> {
+    async fn list_versions(
+        &self,
+        request: Request<proto::VersionsRequest>,
+    ) -> Result<Response<proto::VersionList>, Status> {
         let caller = caller(&request)?;
-        let versions = self.0.meta.versions(&caller, request.get_ref().node).await?;
+        let versions = self
+            .0
+            .meta
+            .versions(&caller, request.get_ref().node)
+            .await?;
         Ok(Response::new(proto::VersionList { versions }))
     }
 }

@@ -39,10 +39,14 @@ async fn store_one(state: &State, caller: &Caller, upload: proto::ChunkUpload) -
     let id = chunk_id(&upload.id)?;
     let length = upload.length as usize;
     if length == 0 || length > MAX_CHUNK {
-        return Err(ServerError::invalid(format!("chunk {id}: length {length} out of range")));
+        return Err(ServerError::invalid(format!(
+            "chunk {id}: length {length} out of range"
+        )));
     }
     if upload.data.len() > MAX_CHUNK + 4096 || (!upload.compressed && upload.data.len() != length) {
-        return Err(ServerError::invalid(format!("chunk {id}: data does not match its length")));
+        return Err(ServerError::invalid(format!(
+            "chunk {id}: data does not match its length"
+        )));
     }
     let data = upload.data.clone();
     let compressed = upload.compressed;
@@ -60,13 +64,22 @@ async fn store_one(state: &State, caller: &Caller, upload: proto::ChunkUpload) -
     if !had {
         state.chunks.put(&id, compressed, &upload.data).await?;
     }
-    let record = ChunkRecord { id, length: upload.length, stored_length: upload.data.len() as u32, compressed };
+    let record = ChunkRecord {
+        id,
+        length: upload.length,
+        stored_length: upload.data.len() as u32,
+        compressed,
+    };
     state.meta.record_chunk(caller, record).await?;
     Ok(if had { Stored::AlreadyHad } else { Stored::New })
 }
 
 /// Reads one requested range of a chunk the caller may read.
-async fn read_range(state: &State, caller: &Caller, range: proto::ChunkRange) -> Result<proto::ChunkData> {
+async fn read_range(
+    state: &State,
+    caller: &Caller,
+    range: proto::ChunkRange,
+) -> Result<proto::ChunkData> {
     let id = chunk_id(&range.id)?;
     let record = state
         .meta
@@ -84,9 +97,16 @@ async fn read_range(state: &State, caller: &Caller, range: proto::ChunkRange) ->
             length: record.length,
         });
     }
-    let end = if range.length == 0 { record.length } else { range.offset.saturating_add(range.length) };
+    let end = if range.length == 0 {
+        record.length
+    } else {
+        range.offset.saturating_add(range.length)
+    };
     if range.offset >= record.length || end > record.length {
-        return Err(ServerError::invalid(format!("range {}+{} outside chunk {id}", range.offset, range.length)));
+        return Err(ServerError::invalid(format!(
+            "range {}+{} outside chunk {id}",
+            range.offset, range.length
+        )));
     }
     let plain = if stored.compressed {
         let data = stored.data.clone();
@@ -119,7 +139,10 @@ impl Content for ContentApi {
         if ids.len() > MAX_IDS {
             return Err(ServerError::invalid(format!("at most {MAX_IDS} ids per request")).into());
         }
-        let ids = ids.iter().map(|id| chunk_id(id)).collect::<Result<Vec<_>>>()?;
+        let ids = ids
+            .iter()
+            .map(|id| chunk_id(id))
+            .collect::<Result<Vec<_>>>()?;
         let present = self.0.meta.usable_chunks(&caller, &ids).await?;
         Ok(Response::new(proto::HaveChunksReply { present }))
     }
@@ -136,7 +159,9 @@ impl Content for ContentApi {
                 let (state, caller) = (state.clone(), caller.clone());
                 async move {
                     let upload = message?;
-                    store_one(&state, &caller, upload).await.map_err(Status::from)
+                    store_one(&state, &caller, upload)
+                        .await
+                        .map_err(Status::from)
                 }
             })
             .buffer_unordered(UPLOAD_PARALLELISM);
@@ -150,7 +175,8 @@ impl Content for ContentApi {
         Ok(Response::new(reply))
     }
 
-    type GetChunksStream = Pin<Box<dyn Stream<Item = std::result::Result<proto::ChunkData, Status>> + Send>>;
+    type GetChunksStream =
+        Pin<Box<dyn Stream<Item = std::result::Result<proto::ChunkData, Status>> + Send>>;
 
     async fn get_chunks(
         &self,
@@ -159,7 +185,9 @@ impl Content for ContentApi {
         let caller = caller(&request)?;
         let ranges = request.into_inner().ranges;
         if ranges.len() > MAX_IDS {
-            return Err(ServerError::invalid(format!("at most {MAX_IDS} ranges per request")).into());
+            return Err(
+                ServerError::invalid(format!("at most {MAX_IDS} ranges per request")).into(),
+            );
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(DOWNLOAD_READ_AHEAD);
         let state = self.0.clone();

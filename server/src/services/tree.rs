@@ -18,7 +18,9 @@ impl Tree for TreeApi {
     async fn lookup(&self, request: Request<proto::LookupRequest>) -> Reply<proto::Node> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(self.0.meta.lookup(&caller, r.parent, &r.name).await?))
+        Ok(Response::new(
+            self.0.meta.lookup(&caller, r.parent, &r.name).await?,
+        ))
     }
 
     async fn resolve(&self, request: Request<proto::ResolveRequest>) -> Reply<proto::Node> {
@@ -29,7 +31,9 @@ impl Tree for TreeApi {
 
     async fn stat(&self, request: Request<proto::StatRequest>) -> Reply<proto::Node> {
         let caller = caller(&request)?;
-        Ok(Response::new(self.0.meta.stat(&caller, request.get_ref().id).await?))
+        Ok(Response::new(
+            self.0.meta.stat(&caller, request.get_ref().id).await?,
+        ))
     }
 
     async fn list(&self, request: Request<proto::ListRequest>) -> Reply<proto::ListReply> {
@@ -40,7 +44,10 @@ impl Tree for TreeApi {
             entries: listing
                 .entries
                 .into_iter()
-                .map(|(name, node)| proto::DirEntry { name: name.into(), node: Some(node) })
+                .map(|(name, node)| proto::DirEntry {
+                    name: name.into(),
+                    node: Some(node),
+                })
                 .collect(),
             more: listing.more,
             cursor: listing.cursor,
@@ -68,7 +75,12 @@ impl Tree for TreeApi {
     async fn link(&self, request: Request<proto::LinkRequest>) -> Reply<proto::Node> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(self.0.meta.link(&caller, r.node, r.new_parent, &r.new_name).await?))
+        Ok(Response::new(
+            self.0
+                .meta
+                .link(&caller, r.node, r.new_parent, &r.new_name)
+                .await?,
+        ))
     }
 
     async fn rename(&self, request: Request<proto::RenameRequest>) -> Reply<proto::RenameReply> {
@@ -83,7 +95,10 @@ impl Tree for TreeApi {
             exchange: r.exchange,
         };
         let outcome = self.0.meta.rename(&caller, op).await?;
-        Ok(Response::new(proto::RenameReply { node: Some(outcome.node), replaced: outcome.replaced }))
+        Ok(Response::new(proto::RenameReply {
+            node: Some(outcome.node),
+            replaced: outcome.replaced,
+        }))
     }
 
     async fn remove(&self, request: Request<proto::RemoveRequest>) -> Reply<proto::Empty> {
@@ -118,7 +133,9 @@ impl Tree for TreeApi {
         let caller = caller(&request)?;
         let r = request.into_inner();
         let value = self.0.meta.get_xattr(&caller, r.id, &r.name).await?;
-        Ok(Response::new(proto::XattrValue { value: value.into() }))
+        Ok(Response::new(proto::XattrValue {
+            value: value.into(),
+        }))
     }
 
     async fn set_xattr(&self, request: Request<proto::XattrRequest>) -> Reply<proto::Empty> {
@@ -129,14 +146,23 @@ impl Tree for TreeApi {
             2 => XattrMode::ReplaceOnly,
             _ => XattrMode::Any,
         };
-        self.0.meta.set_xattr(&caller, r.id, &r.name, &r.value, mode).await?;
+        self.0
+            .meta
+            .set_xattr(&caller, r.id, &r.name, &r.value, mode)
+            .await?;
         Ok(Response::new(proto::Empty {}))
     }
 
     async fn list_xattr(&self, request: Request<proto::StatRequest>) -> Reply<proto::XattrNames> {
         let caller = caller(&request)?;
-        let names = self.0.meta.list_xattr(&caller, request.get_ref().id).await?;
-        Ok(Response::new(proto::XattrNames { names: names.into_iter().map(Into::into).collect() }))
+        let names = self
+            .0
+            .meta
+            .list_xattr(&caller, request.get_ref().id)
+            .await?;
+        Ok(Response::new(proto::XattrNames {
+            names: names.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn remove_xattr(&self, request: Request<proto::XattrRequest>) -> Reply<proto::Empty> {

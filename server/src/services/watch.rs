@@ -27,7 +27,13 @@ fn event(event: Event) -> Result<proto::WatchEvent, Status> {
 
 /// Streams the journal of `ns` after `cursor` into `sender` until the client goes away
 /// or the server shuts down.
-async fn follow(state: Arc<State>, caller: Caller, ns: u64, mut cursor: u64, sender: mpsc::Sender<Result<proto::WatchEvent, Status>>) {
+async fn follow(
+    state: Arc<State>,
+    caller: Caller,
+    ns: u64,
+    mut cursor: u64,
+    sender: mpsc::Sender<Result<proto::WatchEvent, Status>>,
+) {
     let mut wake = state.hub.subscribe();
     let mut shutdown = state.shutdown.clone();
     loop {
@@ -72,10 +78,17 @@ async fn follow(state: Arc<State>, caller: Caller, ns: u64, mut cursor: u64, sen
 impl Watch for WatchApi {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchEvent, Status>> + Send>>;
 
-    async fn watch(&self, request: Request<proto::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let ns = if r.namespace == 0 { caller.home_ns } else { r.namespace };
+        let ns = if r.namespace == 0 {
+            caller.home_ns
+        } else {
+            r.namespace
+        };
         // Fail the call itself (not the stream) when the namespace is not the caller's.
         self.0.meta.journal_since(&caller, ns, r.cursor, 1).await?;
         let (sender, receiver) = mpsc::channel(256);

@@ -71,7 +71,10 @@ pub fn require_write(tx: &Transaction<'_>, caller: &Caller, row: &NodeRow) -> Re
 pub fn visible_dir(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<NodeRow> {
     let row = visible(tx, caller, id)?;
     if !row.is_dir() {
-        return Err(ServerError::new(ErrorKind::NotADirectory, format!("node {id} is not a directory")));
+        return Err(ServerError::new(
+            ErrorKind::NotADirectory,
+            format!("node {id} is not a directory"),
+        ));
     }
     Ok(row)
 }

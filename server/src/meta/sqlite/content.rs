@@ -13,7 +13,9 @@ use super::rows::{self, NodeRow};
 use super::tree::{Write, any_dentry};
 use crate::conflict_name::conflicted_copy_name;
 use crate::error::{Result, ServerError};
-use crate::meta::{Caller, ChunkRecord, CommitOp, CommitOutcome, Nanos, RenameOp, RenameOutcome, to_timestamp};
+use crate::meta::{
+    Caller, ChunkRecord, CommitOp, CommitOutcome, Nanos, RenameOp, RenameOutcome, to_timestamp,
+};
 
 /// "May the caller use this stored chunk?": it uploaded it recently, or a version it can
 /// read references it. Parameters: ?1 chunk id, ?2 user id, ?3 oldest upload time honoured.
@@ -22,30 +24,57 @@ const USABLE: &str = "EXISTS(SELECT 1 FROM uploads WHERE user_id = ?2 AND chunk 
                JOIN inodes i ON i.id = v.inode JOIN ns_members m ON m.ns = i.ns AND m.user_id = ?2 \
                WHERE vc.chunk = ?1)";
 
-fn usable(tx: &Transaction<'_>, caller: &Caller, id: &ChunkId, upload_cutoff: Nanos) -> Result<Option<ChunkRecord>> {
-    let sql = format!("SELECT length, stored_length, compressed FROM chunks WHERE id = ?1 AND ({USABLE})");
+fn usable(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    id: &ChunkId,
+    upload_cutoff: Nanos,
+) -> Result<Option<ChunkRecord>> {
+    let sql = format!(
+        "SELECT length, stored_length, compressed FROM chunks WHERE id = ?1 AND ({USABLE})"
+    );
     let mut statement = tx.prepare_cached(&sql)?;
     Ok(statement
-        .query_row(params![&id.0[..], caller.user_id as i64, upload_cutoff], |row| {
-            Ok(ChunkRecord {
-                id: *id,
-                length: row.get(0)?,
-                stored_length: row.get(1)?,
-                compressed: row.get::<_, i64>(2)? != 0,
-            })
-        })
+        .query_row(
+            params![&id.0[..], caller.user_id as i64, upload_cutoff],
+            |row| {
+                Ok(ChunkRecord {
+                    id: *id,
+                    length: row.get(0)?,
+                    stored_length: row.get(1)?,
+                    compressed: row.get::<_, i64>(2)? != 0,
+                })
+            },
+        )
         .optional()?)
 }
 
-pub fn usable_chunks(tx: &Transaction<'_>, caller: &Caller, ids: &[ChunkId], cutoff: Nanos) -> Result<Vec<bool>> {
-    ids.iter().map(|id| Ok(usable(tx, caller, id, cutoff)?.is_some())).collect()
+pub fn usable_chunks(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    ids: &[ChunkId],
+    cutoff: Nanos,
+) -> Result<Vec<bool>> {
+    ids.iter()
+        .map(|id| Ok(usable(tx, caller, id, cutoff)?.is_some()))
+        .collect()
 }
 
-pub fn readable_chunk(tx: &Transaction<'_>, caller: &Caller, id: ChunkId, cutoff: Nanos) -> Result<Option<ChunkRecord>> {
+pub fn readable_chunk(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    id: ChunkId,
+    cutoff: Nanos,
+) -> Result<Option<ChunkRecord>> {
     usable(tx, caller, &id, cutoff)
 }
 
-pub fn record_chunk(tx: &Transaction<'_>, caller: &Caller, chunk: &ChunkRecord, now: Nanos) -> Result<bool> {
+pub fn record_chunk(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    chunk: &ChunkRecord,
+    now: Nanos,
+) -> Result<bool> {
     let inserted = tx.execute(
         "INSERT INTO chunks(id, length, stored_length, compressed, created) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (id) DO NOTHING",
@@ -60,13 +89,23 @@ pub fn record_chunk(tx: &Transaction<'_>, caller: &Caller, chunk: &ChunkRecord, 
 }
 
 fn decode_manifest(blob: &[u8]) -> Result<Manifest> {
-    let wire = proto::Manifest::decode(blob).map_err(|e| ServerError::internal(format!("stored manifest: {e}")))?;
+    let wire = proto::Manifest::decode(blob)
+        .map_err(|e| ServerError::internal(format!("stored manifest: {e}")))?;
     Manifest::try_from(wire).map_err(|e| ServerError::internal(format!("stored manifest: {e}")))
 }
 
-pub fn manifest(tx: &Transaction<'_>, caller: &Caller, node: u64, version: u64) -> Result<Manifest> {
+pub fn manifest(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    node: u64,
+    version: u64,
+) -> Result<Manifest> {
     let row = access::visible(tx, caller, node)?;
-    let version = if version == 0 { row.node.version } else { version };
+    let version = if version == 0 {
+        row.node.version
+    } else {
+        version
+    };
     if version == 0 {
         return Ok(Manifest::default());
     }
@@ -127,13 +166,22 @@ fn insert_version(w: &Write<'_, '_>, node: u64, base: u64, manifest: &Manifest) 
             "INSERT INTO version_chunks(version, chunk) VALUES (?1, ?2)",
             params![version, &chunk.0[..]],
         )?;
-        w.tx.execute("UPDATE chunks SET refs = refs + 1 WHERE id = ?1", [&chunk.0[..]])?;
+        w.tx.execute(
+            "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
+            [&chunk.0[..]],
+        )?;
     }
     Ok(version as u64)
 }
 
 /// Makes `version` the current content of `node`.
-fn set_current(w: &Write<'_, '_>, node: u64, version: u64, manifest: &Manifest, mtime: Nanos) -> Result<()> {
+fn set_current(
+    w: &Write<'_, '_>,
+    node: u64,
+    version: u64,
+    manifest: &Manifest,
+    mtime: Nanos,
+) -> Result<()> {
     w.tx.execute(
         "UPDATE inodes SET version = ?1, size = ?2, content_hash = ?3, mtime = ?4, ctime = ?5 WHERE id = ?6",
         params![version as i64, manifest.size as i64, &manifest.content_hash[..], mtime, w.now, node as i64],
@@ -147,9 +195,8 @@ fn conflict_home(w: &Write<'_, '_>, target: &NodeRow) -> Result<(u64, Vec<u8>)> 
     if let Some(entry) = any_dentry(w.tx, target.id())? {
         return Ok(entry);
     }
-    let trashed: Option<(i64, Vec<u8>)> = w
-        .tx
-        .query_row(
+    let trashed: Option<(i64, Vec<u8>)> =
+        w.tx.query_row(
             "SELECT parent, name FROM trash WHERE inode = ?1",
             [target.id() as i64],
             |row| Ok((row.get(0)?, row.get(1)?)),
@@ -168,11 +215,19 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
     op.manifest.validate()?;
     // A trashed target is still accepted: its content must survive as a conflicted copy.
     let target = rows::load_node(w.tx, op.node)?
-        .filter(|row| access::role(w.tx, w.caller, row.ns()).ok().flatten().is_some())
+        .filter(|row| {
+            access::role(w.tx, w.caller, row.ns())
+                .ok()
+                .flatten()
+                .is_some()
+        })
         .ok_or_else(|| ServerError::not_found(format!("node {}", op.node)))?;
     access::require_write(w.tx, w.caller, &target)?;
     if target.kind() != NodeKind::File {
-        return Err(ServerError::new(ErrorKind::IsADirectory, "only regular files have content"));
+        return Err(ServerError::new(
+            ErrorKind::IsADirectory,
+            "only regular files have content",
+        ));
     }
     for chunk in &op.manifest.chunks {
         if usable(w.tx, w.caller, &chunk.id, cutoff)?.is_none() {
@@ -189,11 +244,17 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
         let node = rows::node(w.tx, target.id())?.node;
         let (parent, name) = any_dentry(w.tx, target.id())?.unwrap_or_default();
         w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?;
-        return Ok(CommitOutcome { node, version, conflict_name: None });
+        return Ok(CommitOutcome {
+            node,
+            version,
+            conflict_name: None,
+        });
     }
     // The base is stale: keep both. The current file stays; this content goes beside it.
     let (parent, name) = conflict_home(w, &target)?;
-    let date = chrono::DateTime::from_timestamp_nanos(w.now).format("%Y-%m-%d").to_string();
+    let date = chrono::DateTime::from_timestamp_nanos(w.now)
+        .format("%Y-%m-%d")
+        .to_string();
     let mut copy_name = Vec::new();
     for attempt in 1..1000 {
         copy_name = conflicted_copy_name(&name, &w.caller.device_name, &date, attempt);
@@ -222,17 +283,32 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
     )?;
     let version = insert_version(w, copy, 0, &op.manifest)?;
     set_current(w, copy, version, &op.manifest, mtime)?;
-    w.tx.execute("UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2", params![w.now, parent as i64])?;
+    w.tx.execute(
+        "UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2",
+        params![w.now, parent as i64],
+    )?;
     let node = rows::node(w.tx, copy)?.node;
     w.journal(ChangeKind::Created, &node, (parent, &copy_name), (0, b""))?;
-    Ok(CommitOutcome { node, version, conflict_name: Some(copy_name) })
+    Ok(CommitOutcome {
+        node,
+        version,
+        conflict_name: Some(copy_name),
+    })
 }
 
 /// A file renamed over a file: the target keeps its identity, history and shares, and
 /// gets the source's content as a new version (what editors' save-by-rename expects).
-pub fn take_over(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Result<RenameOutcome> {
+pub fn take_over(
+    w: &Write<'_, '_>,
+    op: &RenameOp,
+    src: NodeRow,
+    dst: NodeRow,
+) -> Result<RenameOutcome> {
     // The source's history goes with its content; its newest version becomes current.
-    w.tx.execute("UPDATE versions SET inode = ?1 WHERE inode = ?2", params![dst.id() as i64, src.id() as i64])?;
+    w.tx.execute(
+        "UPDATE versions SET inode = ?1 WHERE inode = ?2",
+        params![dst.id() as i64, src.id() as i64],
+    )?;
     let version = if src.node.version == 0 {
         insert_version(w, dst.id(), dst.node.version, &Manifest::default())?
     } else {
@@ -242,7 +318,12 @@ pub fn take_over(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -
         )?;
         src.node.version
     };
-    let mtime = src.node.mtime.as_ref().map(crate::meta::from_timestamp).unwrap_or(w.now);
+    let mtime = src
+        .node
+        .mtime
+        .as_ref()
+        .map(crate::meta::from_timestamp)
+        .unwrap_or(w.now);
     w.tx.execute(
         "UPDATE inodes SET version = ?1, size = ?2, content_hash = ?3, mtime = ?4, ctime = ?5, \
          mode = ?6, uid = ?7, gid = ?8 WHERE id = ?9",
@@ -260,16 +341,34 @@ pub fn take_over(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -
     )?;
     // POSIX: the file at the new name is the source, so its xattrs replace the target's.
     w.tx.execute("DELETE FROM xattrs WHERE inode = ?1", [dst.id() as i64])?;
-    w.tx.execute("UPDATE xattrs SET inode = ?1 WHERE inode = ?2", params![dst.id() as i64, src.id() as i64])?;
-    w.tx.execute("DELETE FROM dentries WHERE parent = ?1 AND name = ?2", params![op.parent as i64, &op.name])?;
+    w.tx.execute(
+        "UPDATE xattrs SET inode = ?1 WHERE inode = ?2",
+        params![dst.id() as i64, src.id() as i64],
+    )?;
+    w.tx.execute(
+        "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
+        params![op.parent as i64, &op.name],
+    )?;
     w.tx.execute("DELETE FROM inodes WHERE id = ?1", [src.id() as i64])?;
-    w.tx.execute("UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id IN (?2, ?3)", params![
-        w.now,
-        op.parent as i64,
-        op.new_parent as i64
-    ])?;
-    w.journal(ChangeKind::Removed, &src.node, (op.parent, &op.name), (0, b""))?;
+    w.tx.execute(
+        "UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id IN (?2, ?3)",
+        params![w.now, op.parent as i64, op.new_parent as i64],
+    )?;
+    w.journal(
+        ChangeKind::Removed,
+        &src.node,
+        (op.parent, &op.name),
+        (0, b""),
+    )?;
     let node = rows::node(w.tx, dst.id())?.node;
-    w.journal(ChangeKind::Modified, &node, (op.new_parent, &op.new_name), (0, b""))?;
-    Ok(RenameOutcome { node, replaced: Some(dst.node) })
+    w.journal(
+        ChangeKind::Modified,
+        &node,
+        (op.new_parent, &op.new_name),
+        (0, b""),
+    )?;
+    Ok(RenameOutcome {
+        node,
+        replaced: Some(dst.node),
+    })
 }

@@ -52,9 +52,11 @@ pub fn append(tx: &Transaction<'_>, device_id: u64, now: Nanos, entry: Entry<'_>
 /// The namespace's last seq (0 when it has no journal yet).
 pub fn head(tx: &Transaction<'_>, ns: u64) -> Result<u64> {
     let seq: Option<i64> = tx
-        .query_row("SELECT last_seq FROM ns_seq WHERE ns = ?1", params![ns as i64], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT last_seq FROM ns_seq WHERE ns = ?1",
+            params![ns as i64],
+            |row| row.get(0),
+        )
         .optional()?;
     Ok(seq.unwrap_or(0) as u64)
 }
@@ -73,7 +75,11 @@ pub fn since(tx: &Transaction<'_>, ns: u64, cursor: u64, limit: u32) -> Result<J
         None => cursor < head,
     };
     if pruned || cursor > head {
-        return Ok(JournalPage { reset_to: Some(head), changes: Vec::new(), head });
+        return Ok(JournalPage {
+            reset_to: Some(head),
+            changes: Vec::new(),
+            head,
+        });
     }
     let mut statement = tx.prepare_cached(
         "SELECT seq, kind, parent, name, old_parent, old_name, device_id, time, node \
@@ -95,5 +101,9 @@ pub fn since(tx: &Transaction<'_>, ns: u64, cursor: u64, limit: u32) -> Result<J
         })
     })?;
     let changes = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(JournalPage { reset_to: None, changes, head })
+    Ok(JournalPage {
+        reset_to: None,
+        changes,
+        head,
+    })
 }

@@ -66,13 +66,18 @@ pub fn node_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<NodeRow> {
             .unwrap_or_default()
             .into(),
     };
-    Ok(NodeRow { node, trashed: row.get::<_, i64>(at + 16)? != 0 })
+    Ok(NodeRow {
+        node,
+        trashed: row.get::<_, i64>(at + 16)? != 0,
+    })
 }
 
 /// Loads a node by id, trashed or not.
 pub fn load_node(tx: &Transaction<'_>, id: u64) -> Result<Option<NodeRow>> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM inodes WHERE id = ?1");
-    Ok(tx.query_row(&sql, params![id as i64], node_from_row).optional()?)
+    Ok(tx
+        .query_row(&sql, params![id as i64], node_from_row)
+        .optional()?)
 }
 
 /// Loads a node that must exist.

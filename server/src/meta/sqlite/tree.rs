@@ -10,7 +10,9 @@ use super::access;
 use super::journal::{self, Entry};
 use super::rows::{self, NodeRow};
 use crate::error::{Result, ServerError};
-use crate::meta::{AttrChange, Caller, Listing, Nanos, NewNode, RemoveOp, RenameOp, RenameOutcome, XattrMode};
+use crate::meta::{
+    AttrChange, Caller, Listing, Nanos, NewNode, RemoveOp, RenameOp, RenameOutcome, XattrMode,
+};
 
 /// Longest symlink target accepted (PATH_MAX).
 const SYMLINK_MAX: usize = 4096;
@@ -27,18 +29,34 @@ pub struct Write<'a, 't> {
 }
 
 impl Write<'_, '_> {
-    pub fn journal(&self, kind: ChangeKind, node: &proto::Node, at: (u64, &[u8]), from: (u64, &[u8])) -> Result<u64> {
+    pub fn journal(
+        &self,
+        kind: ChangeKind,
+        node: &proto::Node,
+        at: (u64, &[u8]),
+        from: (u64, &[u8]),
+    ) -> Result<u64> {
         journal::append(
             self.tx,
             self.caller.device_id,
             self.now,
-            Entry { kind, node, parent: at.0, name: at.1, old_parent: from.0, old_name: from.1 },
+            Entry {
+                kind,
+                node,
+                parent: at.0,
+                name: at.1,
+                old_parent: from.0,
+                old_name: from.1,
+            },
         )
     }
 
     /// Updates a directory's mtime and ctime after one of its entries changed.
     fn touch_dir(&self, dir: u64) -> Result<()> {
-        self.tx.execute("UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2", params![self.now, dir as i64])?;
+        self.tx.execute(
+            "UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2",
+            params![self.now, dir as i64],
+        )?;
         Ok(())
     }
 
@@ -53,8 +71,10 @@ impl Write<'_, '_> {
     /// Removes one link of `row`, found at (parent, name). The last link moves the node
     /// (with everything below it) to the namespace's trash.
     fn drop_link(&self, row: &NodeRow, parent: u64, name: &[u8]) -> Result<()> {
-        self.tx
-            .execute("DELETE FROM dentries WHERE parent = ?1 AND name = ?2", params![parent as i64, name])?;
+        self.tx.execute(
+            "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
+            params![parent as i64, name],
+        )?;
         if row.is_dir() {
             self.add_nlink(parent, -1)?;
         }
@@ -79,7 +99,11 @@ fn name_ok(name: &[u8]) -> Result<()> {
 }
 
 fn has_children(tx: &Transaction<'_>, dir: u64) -> Result<bool> {
-    Ok(tx.query_row("SELECT EXISTS(SELECT 1 FROM dentries WHERE parent = ?1)", [dir as i64], |row| row.get(0))?)
+    Ok(tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM dentries WHERE parent = ?1)",
+        [dir as i64],
+        |row| row.get(0),
+    )?)
 }
 
 /// The entry (parent, name) of a node, if it still has one.
@@ -108,12 +132,20 @@ fn is_within(tx: &Transaction<'_>, mut dir: u64, ancestor: u64) -> Result<bool> 
     Err(ServerError::internal("directory chain too deep"))
 }
 
-pub fn lookup(tx: &Transaction<'_>, caller: &Caller, parent: u64, name: &[u8]) -> Result<proto::Node> {
+pub fn lookup(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    parent: u64,
+    name: &[u8],
+) -> Result<proto::Node> {
     name_ok(name)?;
     access::visible_dir(tx, caller, parent)?;
     match rows::child(tx, parent, name)? {
         Some(row) if !row.trashed => Ok(row.node),
-        _ => Err(ServerError::not_found(format!("{:?}", String::from_utf8_lossy(name)))),
+        _ => Err(ServerError::not_found(format!(
+            "{:?}",
+            String::from_utf8_lossy(name)
+        ))),
     }
 }
 
@@ -121,7 +153,10 @@ pub fn resolve(tx: &Transaction<'_>, caller: &Caller, path: &[u8]) -> Result<pro
     let mut node = access::visible(tx, caller, caller.root)?.node;
     for part in split_path(path).map_err(ServerError::from)? {
         if node.kind() != NodeKind::Directory {
-            return Err(ServerError::new(ErrorKind::NotADirectory, "a path component is not a directory"));
+            return Err(ServerError::new(
+                ErrorKind::NotADirectory,
+                "a path component is not a directory",
+            ));
         }
         node = lookup(tx, caller, node.id, part)
             .map_err(|_| ServerError::not_found(String::from_utf8_lossy(path)))?;
@@ -133,7 +168,13 @@ pub fn stat(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<proto::Nod
     Ok(access::visible(tx, caller, id)?.node)
 }
 
-pub fn list(tx: &Transaction<'_>, caller: &Caller, dir: u64, after: &[u8], limit: u32) -> Result<Listing> {
+pub fn list(
+    tx: &Transaction<'_>,
+    caller: &Caller,
+    dir: u64,
+    after: &[u8],
+    limit: u32,
+) -> Result<Listing> {
     let row = access::visible_dir(tx, caller, dir)?;
     let limit = match limit {
         0 => LIST_DEFAULT,
@@ -142,7 +183,11 @@ pub fn list(tx: &Transaction<'_>, caller: &Caller, dir: u64, after: &[u8], limit
     let sql = format!(
         "SELECT d.name, {} FROM dentries d JOIN inodes i ON i.id = d.inode \
          WHERE d.parent = ?1 AND d.name > ?2 ORDER BY d.name LIMIT ?3",
-        rows::NODE_COLUMNS.split(", ").map(|c| format!("i.{c}")).collect::<Vec<_>>().join(", ")
+        rows::NODE_COLUMNS
+            .split(", ")
+            .map(|c| format!("i.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut statement = tx.prepare_cached(&sql)?;
     let mut entries = statement
@@ -155,7 +200,10 @@ pub fn list(tx: &Transaction<'_>, caller: &Caller, dir: u64, after: &[u8], limit
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     Ok(Listing {
-        entries: entries.into_iter().map(|(name, row)| (name, row.node)).collect(),
+        entries: entries
+            .into_iter()
+            .map(|(name, row)| (name, row.node))
+            .collect(),
         more,
         cursor: journal::head(tx, row.ns())?,
     })
@@ -193,7 +241,9 @@ pub fn create(w: &Write<'_, '_>, op: &NewNode) -> Result<proto::Node> {
     if op.kind == NodeKind::Unspecified {
         return Err(ServerError::invalid("node kind missing"));
     }
-    if op.kind == NodeKind::Symlink && (op.symlink_target.is_empty() || op.symlink_target.len() > SYMLINK_MAX) {
+    if op.kind == NodeKind::Symlink
+        && (op.symlink_target.is_empty() || op.symlink_target.len() > SYMLINK_MAX)
+    {
         return Err(ServerError::invalid("symlink target must be 1-4096 bytes"));
     }
     let parent = access::writable_dir(w.tx, w.caller, op.parent)?;
@@ -201,7 +251,10 @@ pub fn create(w: &Write<'_, '_>, op: &NewNode) -> Result<proto::Node> {
         if !op.exclusive && existing.kind() == op.kind {
             return Ok(existing.node);
         }
-        return Err(ServerError::new(ErrorKind::AlreadyExists, "an entry of that name exists"));
+        return Err(ServerError::new(
+            ErrorKind::AlreadyExists,
+            "an entry of that name exists",
+        ));
     }
     let id = insert_inode(w, parent.ns(), op)?;
     w.tx.execute(
@@ -221,14 +274,23 @@ pub fn link(w: &Write<'_, '_>, id: u64, new_parent: u64, new_name: &[u8]) -> Res
     name_ok(new_name)?;
     let row = access::writable(w.tx, w.caller, id)?;
     if row.is_dir() {
-        return Err(ServerError::new(ErrorKind::PermissionDenied, "directories cannot be hard-linked"));
+        return Err(ServerError::new(
+            ErrorKind::PermissionDenied,
+            "directories cannot be hard-linked",
+        ));
     }
     let parent = access::writable_dir(w.tx, w.caller, new_parent)?;
     if parent.ns() != row.ns() {
-        return Err(ServerError::new(ErrorKind::CrossNamespace, "hard links cannot cross shared folders"));
+        return Err(ServerError::new(
+            ErrorKind::CrossNamespace,
+            "hard links cannot cross shared folders",
+        ));
     }
     if rows::child(w.tx, new_parent, new_name)?.is_some() {
-        return Err(ServerError::new(ErrorKind::AlreadyExists, "an entry of that name exists"));
+        return Err(ServerError::new(
+            ErrorKind::AlreadyExists,
+            "an entry of that name exists",
+        ));
     }
     w.tx.execute(
         "INSERT INTO dentries(parent, name, inode) VALUES (?1, ?2, ?3)",
@@ -247,50 +309,83 @@ pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
     let from_dir = access::writable_dir(w.tx, w.caller, op.parent)?;
     let to_dir = access::writable_dir(w.tx, w.caller, op.new_parent)?;
     if from_dir.ns() != to_dir.ns() {
-        return Err(ServerError::new(ErrorKind::CrossNamespace, "rename across shared folders"));
+        return Err(ServerError::new(
+            ErrorKind::CrossNamespace,
+            "rename across shared folders",
+        ));
     }
     let src = rows::child(w.tx, op.parent, &op.name)?
         .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
     let dst = rows::child(w.tx, op.new_parent, &op.new_name)?;
     if op.parent == op.new_parent && op.name == op.new_name {
-        return Ok(RenameOutcome { node: src.node, replaced: None });
+        return Ok(RenameOutcome {
+            node: src.node,
+            replaced: None,
+        });
     }
     if src.is_dir() && is_within(w.tx, op.new_parent, src.id())? {
         return Err(ServerError::invalid("cannot move a directory below itself"));
     }
     if op.exchange {
-        let dst = dst.ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.new_name)))?;
+        let dst =
+            dst.ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.new_name)))?;
         return exchange(w, op, src, dst);
     }
     let mut replaced = None;
     if let Some(dst) = dst {
         if dst.id() == src.id() {
             // Two links to the same file: POSIX says rename does nothing.
-            return Ok(RenameOutcome { node: src.node, replaced: None });
+            return Ok(RenameOutcome {
+                node: src.node,
+                replaced: None,
+            });
         }
         if op.no_replace {
             return Err(ServerError::new(ErrorKind::AlreadyExists, "target exists"));
         }
         if src.is_dir() {
             if !dst.is_dir() {
-                return Err(ServerError::new(ErrorKind::NotADirectory, "target is not a directory"));
+                return Err(ServerError::new(
+                    ErrorKind::NotADirectory,
+                    "target is not a directory",
+                ));
             }
             if has_children(w.tx, dst.id())? {
-                return Err(ServerError::new(ErrorKind::NotEmpty, "target directory is not empty"));
+                return Err(ServerError::new(
+                    ErrorKind::NotEmpty,
+                    "target directory is not empty",
+                ));
             }
         } else if dst.is_dir() {
-            return Err(ServerError::new(ErrorKind::IsADirectory, "target is a directory"));
+            return Err(ServerError::new(
+                ErrorKind::IsADirectory,
+                "target is a directory",
+            ));
         }
-        if src.kind() == NodeKind::File && dst.kind() == NodeKind::File && src.node.nlink == 1 && dst.node.nlink == 1 {
+        if src.kind() == NodeKind::File
+            && dst.kind() == NodeKind::File
+            && src.node.nlink == 1
+            && dst.node.nlink == 1
+        {
             return super::content::take_over(w, op, src, dst);
         }
         w.drop_link(&dst, op.new_parent, &op.new_name)?;
-        w.journal(ChangeKind::Removed, &dst.node, (op.new_parent, &op.new_name), (0, b""))?;
+        w.journal(
+            ChangeKind::Removed,
+            &dst.node,
+            (op.new_parent, &op.new_name),
+            (0, b""),
+        )?;
         replaced = Some(dst.node);
     }
     w.tx.execute(
         "UPDATE dentries SET parent = ?1, name = ?2 WHERE parent = ?3 AND name = ?4",
-        params![op.new_parent as i64, &op.new_name, op.parent as i64, &op.name],
+        params![
+            op.new_parent as i64,
+            &op.new_name,
+            op.parent as i64,
+            &op.name
+        ],
     )?;
     if src.is_dir() && op.parent != op.new_parent {
         w.add_nlink(op.parent, -1)?;
@@ -300,7 +395,12 @@ pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
     w.touch_dir(op.parent)?;
     w.touch_dir(op.new_parent)?;
     let node = rows::node(w.tx, src.id())?.node;
-    w.journal(ChangeKind::Renamed, &node, (op.new_parent, &op.new_name), (op.parent, &op.name))?;
+    w.journal(
+        ChangeKind::Renamed,
+        &node,
+        (op.new_parent, &op.new_name),
+        (op.parent, &op.name),
+    )?;
     Ok(RenameOutcome { node, replaced })
 }
 
@@ -311,7 +411,10 @@ fn exchange(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Res
     }
     let set = "UPDATE dentries SET inode = ?1 WHERE parent = ?2 AND name = ?3";
     w.tx.execute(set, params![dst.id() as i64, op.parent as i64, &op.name])?;
-    w.tx.execute(set, params![src.id() as i64, op.new_parent as i64, &op.new_name])?;
+    w.tx.execute(
+        set,
+        params![src.id() as i64, op.new_parent as i64, &op.new_name],
+    )?;
     if op.parent != op.new_parent && src.is_dir() != dst.is_dir() {
         let delta = if src.is_dir() { 1 } else { -1 };
         w.add_nlink(op.new_parent, delta)?;
@@ -325,9 +428,22 @@ fn exchange(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Res
     let src_node = rows::node(w.tx, src.id())?.node;
     let dst_node = rows::node(w.tx, dst.id())?.node;
     // Clients apply RENAMED by node id, so the second entry does not undo the first.
-    w.journal(ChangeKind::Renamed, &src_node, (op.new_parent, &op.new_name), (op.parent, &op.name))?;
-    w.journal(ChangeKind::Renamed, &dst_node, (op.parent, &op.name), (op.new_parent, &op.new_name))?;
-    Ok(RenameOutcome { node: src_node, replaced: Some(dst_node) })
+    w.journal(
+        ChangeKind::Renamed,
+        &src_node,
+        (op.new_parent, &op.new_name),
+        (op.parent, &op.name),
+    )?;
+    w.journal(
+        ChangeKind::Renamed,
+        &dst_node,
+        (op.parent, &op.name),
+        (op.new_parent, &op.new_name),
+    )?;
+    Ok(RenameOutcome {
+        node: src_node,
+        replaced: Some(dst_node),
+    })
 }
 
 pub fn remove(w: &Write<'_, '_>, op: &RemoveOp) -> Result<()> {
@@ -336,7 +452,10 @@ pub fn remove(w: &Write<'_, '_>, op: &RemoveOp) -> Result<()> {
     let row = rows::child(w.tx, op.parent, &op.name)?
         .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
     if op.directory_only && !row.is_dir() {
-        return Err(ServerError::new(ErrorKind::NotADirectory, "not a directory"));
+        return Err(ServerError::new(
+            ErrorKind::NotADirectory,
+            "not a directory",
+        ));
     }
     if op.non_directory_only && row.is_dir() {
         return Err(ServerError::new(ErrorKind::IsADirectory, "is a directory"));
@@ -379,28 +498,40 @@ fn modified(w: &Write<'_, '_>, id: u64) -> Result<proto::Node> {
 
 fn xattr_name_ok(name: &[u8]) -> Result<()> {
     if name.is_empty() || name.len() > 255 || name.contains(&0) {
-        return Err(ServerError::new(ErrorKind::NameTooLong, "xattr names are 1-255 bytes without NUL"));
+        return Err(ServerError::new(
+            ErrorKind::NameTooLong,
+            "xattr names are 1-255 bytes without NUL",
+        ));
     }
     Ok(())
 }
 
 pub fn get_xattr(tx: &Transaction<'_>, caller: &Caller, id: u64, name: &[u8]) -> Result<Vec<u8>> {
     access::visible(tx, caller, id)?;
-    tx.query_row("SELECT value FROM xattrs WHERE inode = ?1 AND name = ?2", params![id as i64, name], |row| {
-        row.get(0)
-    })
+    tx.query_row(
+        "SELECT value FROM xattrs WHERE inode = ?1 AND name = ?2",
+        params![id as i64, name],
+        |row| row.get(0),
+    )
     .optional()?
     .ok_or_else(|| ServerError::new(ErrorKind::NoAttribute, "no such attribute"))
 }
 
 pub fn list_xattr(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<Vec<Vec<u8>>> {
     access::visible(tx, caller, id)?;
-    let mut statement = tx.prepare_cached("SELECT name FROM xattrs WHERE inode = ?1 ORDER BY name")?;
+    let mut statement =
+        tx.prepare_cached("SELECT name FROM xattrs WHERE inode = ?1 ORDER BY name")?;
     let names = statement.query_map([id as i64], |row| row.get(0))?;
     Ok(names.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn set_xattr(w: &Write<'_, '_>, id: u64, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+pub fn set_xattr(
+    w: &Write<'_, '_>,
+    id: u64,
+    name: &[u8],
+    value: &[u8],
+    mode: XattrMode,
+) -> Result<()> {
     xattr_name_ok(name)?;
     if value.len() > XATTR_VALUE_MAX {
         return Err(ServerError::invalid("xattr values are at most 64 KiB"));
@@ -413,10 +544,16 @@ pub fn set_xattr(w: &Write<'_, '_>, id: u64, name: &[u8], value: &[u8], mode: Xa
     )?;
     match (mode, exists) {
         (XattrMode::CreateOnly, true) => {
-            return Err(ServerError::new(ErrorKind::AlreadyExists, "attribute exists"));
+            return Err(ServerError::new(
+                ErrorKind::AlreadyExists,
+                "attribute exists",
+            ));
         }
         (XattrMode::ReplaceOnly, false) => {
-            return Err(ServerError::new(ErrorKind::NoAttribute, "no such attribute"));
+            return Err(ServerError::new(
+                ErrorKind::NoAttribute,
+                "no such attribute",
+            ));
         }
         _ => {}
     }
@@ -431,9 +568,15 @@ pub fn set_xattr(w: &Write<'_, '_>, id: u64, name: &[u8], value: &[u8], mode: Xa
 
 pub fn remove_xattr(w: &Write<'_, '_>, id: u64, name: &[u8]) -> Result<()> {
     access::writable(w.tx, w.caller, id)?;
-    let removed = w.tx.execute("DELETE FROM xattrs WHERE inode = ?1 AND name = ?2", params![id as i64, name])?;
+    let removed = w.tx.execute(
+        "DELETE FROM xattrs WHERE inode = ?1 AND name = ?2",
+        params![id as i64, name],
+    )?;
     if removed == 0 {
-        return Err(ServerError::new(ErrorKind::NoAttribute, "no such attribute"));
+        return Err(ServerError::new(
+            ErrorKind::NoAttribute,
+            "no such attribute",
+        ));
     }
     w.add_nlink(id, 0)?;
     modified(w, id).map(drop)

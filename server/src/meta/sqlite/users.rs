@@ -22,13 +22,27 @@ fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 }
 
 /// Creates a user with an empty home namespace.
-pub fn create_user(tx: &Transaction<'_>, name: &str, password_hash: &str, now: Nanos) -> Result<User> {
+pub fn create_user(
+    tx: &Transaction<'_>,
+    name: &str,
+    password_hash: &str,
+    now: Nanos,
+) -> Result<User> {
     if name.is_empty() || name.len() > 64 || name.contains(['/', '\0', ':']) {
-        return Err(ServerError::invalid("user names are 1-64 bytes without '/', ':' or NUL"));
+        return Err(ServerError::invalid(
+            "user names are 1-64 bytes without '/', ':' or NUL",
+        ));
     }
-    let exists: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)", [name], |row| row.get(0))?;
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM users WHERE name = ?1)",
+        [name],
+        |row| row.get(0),
+    )?;
     if exists {
-        return Err(ServerError::new(ErrorKind::AlreadyExists, format!("user {name} already exists")));
+        return Err(ServerError::new(
+            ErrorKind::AlreadyExists,
+            format!("user {name} already exists"),
+        ));
     }
     tx.execute(
         "INSERT INTO users(name, password_hash, created) VALUES (?1, ?2, ?3)",
@@ -43,8 +57,14 @@ pub fn create_user(tx: &Transaction<'_>, name: &str, password_hash: &str, now: N
         params![ns, NodeKind::Directory as i32, 0o755, now],
     )?;
     let root = tx.last_insert_rowid();
-    tx.execute("UPDATE namespaces SET root = ?1 WHERE id = ?2", params![root, ns])?;
-    tx.execute("UPDATE users SET home_ns = ?1 WHERE id = ?2", params![ns, user_id])?;
+    tx.execute(
+        "UPDATE namespaces SET root = ?1 WHERE id = ?2",
+        params![root, ns],
+    )?;
+    tx.execute(
+        "UPDATE users SET home_ns = ?1 WHERE id = ?2",
+        params![ns, user_id],
+    )?;
     tx.execute(
         "INSERT INTO ns_members(ns, user_id, role) VALUES (?1, ?2, ?3)",
         params![ns, user_id, Role::Owner as i64],
@@ -53,12 +73,17 @@ pub fn create_user(tx: &Transaction<'_>, name: &str, password_hash: &str, now: N
 }
 
 pub fn user_by_name(tx: &Transaction<'_>, name: &str) -> Result<Option<User>> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users u JOIN namespaces n ON n.id = u.home_ns WHERE u.name = ?1");
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u JOIN namespaces n ON n.id = u.home_ns WHERE u.name = ?1"
+    );
     Ok(tx.query_row(&sql, [name], user_from_row).optional()?)
 }
 
 pub fn set_quota(tx: &Transaction<'_>, name: &str, quota: Option<u64>) -> Result<()> {
-    let changed = tx.execute("UPDATE users SET quota = ?1 WHERE name = ?2", params![quota.map(|q| q as i64), name])?;
+    let changed = tx.execute(
+        "UPDATE users SET quota = ?1 WHERE name = ?2",
+        params![quota.map(|q| q as i64), name],
+    )?;
     if changed == 0 {
         return Err(ServerError::not_found(format!("user {name}")));
     }
@@ -74,7 +99,9 @@ pub fn create_session(
     now: Nanos,
 ) -> Result<Caller> {
     if device_name.is_empty() || device_name.len() > 128 || device_name.contains('\0') {
-        return Err(ServerError::invalid("device names are 1-128 bytes without NUL"));
+        return Err(ServerError::invalid(
+            "device names are 1-128 bytes without NUL",
+        ));
     }
     // Logging in again with the password brings a revoked device name back.
     tx.execute(
@@ -91,7 +118,8 @@ pub fn create_session(
         "INSERT INTO sessions(token_hash, user_id, device_id, created, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![&token_hash[..], user as i64, device, now, expires],
     )?;
-    session(tx, token_hash, now)?.ok_or_else(|| ServerError::internal("session vanished after insert"))
+    session(tx, token_hash, now)?
+        .ok_or_else(|| ServerError::internal("session vanished after insert"))
 }
 
 pub fn session(tx: &Transaction<'_>, token_hash: [u8; 32], now: Nanos) -> Result<Option<Caller>> {
@@ -117,13 +145,17 @@ pub fn session(tx: &Transaction<'_>, token_hash: [u8; 32], now: Nanos) -> Result
 }
 
 pub fn end_session(tx: &Transaction<'_>, token_hash: [u8; 32]) -> Result<()> {
-    tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [&token_hash[..]])?;
+    tx.execute(
+        "DELETE FROM sessions WHERE token_hash = ?1",
+        [&token_hash[..]],
+    )?;
     Ok(())
 }
 
 pub fn list_devices(tx: &Transaction<'_>, user: u64) -> Result<Vec<DeviceRecord>> {
-    let mut statement =
-        tx.prepare("SELECT id, name, created, last_seen, revoked FROM devices WHERE user_id = ?1 ORDER BY id")?;
+    let mut statement = tx.prepare(
+        "SELECT id, name, created, last_seen, revoked FROM devices WHERE user_id = ?1 ORDER BY id",
+    )?;
     let rows = statement.query_map([user as i64], |row| {
         Ok(DeviceRecord {
             id: row.get::<_, i64>(0)? as u64,
@@ -137,8 +169,10 @@ pub fn list_devices(tx: &Transaction<'_>, user: u64) -> Result<Vec<DeviceRecord>
 }
 
 pub fn revoke_device(tx: &Transaction<'_>, user: u64, device: u64) -> Result<()> {
-    let changed =
-        tx.execute("UPDATE devices SET revoked = 1 WHERE id = ?1 AND user_id = ?2", params![device as i64, user as i64])?;
+    let changed = tx.execute(
+        "UPDATE devices SET revoked = 1 WHERE id = ?1 AND user_id = ?2",
+        params![device as i64, user as i64],
+    )?;
     if changed == 0 {
         return Err(ServerError::not_found(format!("device {device}")));
     }

@@ -1,0 +1,255 @@
+//! Moving big files through a real server: round trips, deduplication, small edits,
+//! and uploads cut off by a dying client or a dying server.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use common::*;
+use loft_remote::content::chunk_boundaries;
+
+/// Starts `loft put LOCAL REMOTE --json` in the background (stderr to `stderr_file`).
+fn spawn_put(device: &Device, local: &Path, remote: &str, stderr_file: &Path) -> Child {
+    let local = local.to_string_lossy().into_owned();
+    let mut command = device.command(&["put", &local, remote, "--json"]);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr_file).expect("stderr file"));
+    command.spawn().expect("spawning loft put")
+}
+
+/// The number of chunks the content-defined chunker cuts `path` into.
+fn chunk_count(path: &Path) -> usize {
+    chunk_boundaries(&std::fs::read(path).expect("reading the file")).len()
+}
+
+/// Waits until the server stores at least `wanted` chunk objects while `put` still runs.
+fn wait_for_partial_upload(server: &TestServer, put: &mut Child, wanted: usize) {
+    wait_for(
+        "a quarter of the upload to reach the server",
+        COMMAND_DEADLINE,
+        || {
+            if let Some(status) = put.try_wait().expect("try_wait") {
+                panic!(
+                    "loft put ended ({status}) before it could be interrupted; the test needs a bigger file"
+                );
+            }
+            (server.chunk_files().len() >= wanted).then_some(())
+        },
+    );
+}
+
+#[test]
+fn big_file_round_trips_deduplicates_and_sends_only_changed_chunks() {
+    let server = TestServer::start();
+    server.add_user("alice");
+    let device = Device::login(&server, "alice", "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let original = work.path().join("big.bin");
+    let size = 100 * MIB;
+    random_file(&original, size, 1);
+
+    // A fresh upload sends everything.
+    let first = device.put(&original, "/big.bin");
+    assert_eq!(first.bytes, size as u64);
+    assert_eq!(first.chunks as usize, chunk_count(&original));
+    assert_eq!(first.chunks_uploaded, first.chunks, "{first:?}");
+    assert!(
+        first.chunks >= 25,
+        "100 MiB should be many chunks: {first:?}"
+    );
+    assert_eq!(server.chunk_files().len() as u64, first.chunks);
+
+    // ... and comes back byte for byte.
+    let back = work.path().join("back.bin");
+    let (bytes, downloaded) = device.get("/big.bin", &back);
+    assert_eq!(bytes, size as u64);
+    assert!(downloaded > 0);
+    assert!(
+        files_equal(&original, &back),
+        "downloaded bytes differ from the upload"
+    );
+
+    // The same bytes under another name: nothing to send.
+    let copy = device.put(&original, "/copy of big.bin");
+    assert_eq!(copy.bytes, size as u64);
+    assert_eq!(copy.bytes_uploaded, 0, "{copy:?}");
+    assert_eq!(copy.chunks_uploaded, 0, "{copy:?}");
+    assert_eq!(
+        server.chunk_files().len() as u64,
+        first.chunks,
+        "identical content stored twice"
+    );
+
+    // One byte flipped in the middle: only the chunk around it changes.
+    let mut data = std::fs::read(&original).unwrap();
+    data[size / 2] ^= 0xff;
+    std::fs::write(&original, &data).unwrap();
+    let flipped = device.put(&original, "/big.bin");
+    assert_eq!(flipped.bytes, size as u64);
+    assert!(
+        (1..=2).contains(&flipped.chunks_uploaded),
+        "a one-byte change re-sent {} chunks: {flipped:?}",
+        flipped.chunks_uploaded
+    );
+
+    // One byte inserted at the start: content-defined cuts resynchronise quickly.
+    data.insert(0, b'!');
+    std::fs::write(&original, &data).unwrap();
+    drop(data);
+    let shifted = device.put(&original, "/big.bin");
+    assert_eq!(shifted.bytes, size as u64 + 1);
+    assert!(
+        (1..=3).contains(&shifted.chunks_uploaded),
+        "a one-byte insertion re-sent {} chunks: {shifted:?}",
+        shifted.chunks_uploaded
+    );
+
+    // Three versions, newest first.
+    let versions = device.json(&["versions", "/big.bin", "--json"]);
+    let versions = versions.as_array().expect("versions is an array");
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    let sizes: Vec<u64> = versions
+        .iter()
+        .map(|v| v["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![size as u64 + 1, size as u64, size as u64]);
+    let ids: Vec<u64> = versions.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {ids:?}"
+    );
+    let times: Vec<&str> = versions
+        .iter()
+        .map(|v| v["time"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "not newest first: {times:?}"
+    );
+    assert!(
+        versions.iter().all(|v| v["device"] == "laptop"),
+        "{versions:?}"
+    );
+    assert_eq!(versions[0]["current"], true);
+    assert!(versions[1..].iter().all(|v| v["current"] == false));
+
+    // The current version is the last one put.
+    let (bytes, _) = device.get("/big.bin", &back);
+    assert_eq!(bytes, size as u64 + 1);
+    assert!(files_equal(&original, &back));
+}
+
+#[test]
+fn interrupted_upload_resumes_without_resending_stored_chunks() {
+    let server = TestServer::start();
+    server.add_user("alice");
+    let device = Device::login(&server, "alice", "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("huge.bin");
+    random_file(&file, 200 * MIB, 2);
+    let total = chunk_count(&file);
+
+    let mut put = spawn_put(&device, &file, "/huge.bin", &work.path().join("put.err"));
+    wait_for_partial_upload(&server, &mut put, total / 4);
+    put.kill().expect("SIGKILL loft put");
+    put.wait().unwrap();
+
+    let stored = server.settled_chunk_count();
+    assert!(
+        stored < total,
+        "the whole file got through ({stored} of {total} chunks) before the kill"
+    );
+    let versions = device.json(&["versions", "/huge.bin", "--json"]);
+    assert_eq!(
+        versions,
+        serde_json::json!([]),
+        "an interrupted upload committed a version"
+    );
+
+    let again = device.put(&file, "/huge.bin");
+    assert_eq!(again.chunks as usize, total);
+    assert!(
+        again.chunks_uploaded as usize <= total - stored,
+        "the resumed upload sent {} chunks although the server already held {stored} of {total}\n{}",
+        again.chunks_uploaded,
+        server.log()
+    );
+
+    let back = work.path().join("back.bin");
+    device.get("/huge.bin", &back);
+    assert!(
+        files_equal(&file, &back),
+        "downloaded bytes differ from the upload"
+    );
+}
+
+#[test]
+fn upload_survives_a_server_crash_and_restart() {
+    let mut server = TestServer::start();
+    server.add_user("alice");
+    let device = Device::login(&server, "alice", "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("huge.bin");
+    random_file(&file, 200 * MIB, 3);
+    let total = chunk_count(&file);
+
+    let stderr = work.path().join("put.err");
+    let mut put = spawn_put(&device, &file, "/huge.bin", &stderr);
+    wait_for_partial_upload(&server, &mut put, total / 4);
+    server.kill9();
+
+    // The client notices and fails cleanly.
+    let status = wait_exit(&mut put, DEADLINE).unwrap_or_else(|| {
+        let _ = put.kill();
+        panic!("loft put hangs after the server died")
+    });
+    let message = std::fs::read_to_string(&stderr).unwrap();
+    assert!(
+        !status.success(),
+        "loft put succeeded although the server died mid-upload"
+    );
+    assert!(
+        !message.contains("panicked"),
+        "loft put panicked: {message}"
+    );
+    assert!(
+        message.starts_with("loft: /huge.bin: "),
+        "unclear error message: {message:?}"
+    );
+
+    // What the server durably took before dying.
+    let stored_files = server.chunk_files().len();
+    let recorded: i64 = server.count("uploads");
+    assert!(
+        recorded > 0 && (recorded as usize) < total,
+        "{recorded} of {total} chunks recorded"
+    );
+    assert!(stored_files >= recorded as usize);
+
+    server.restart();
+    let again = device.put(&file, "/huge.bin");
+    assert_eq!(again.chunks as usize, total);
+    assert!(
+        again.chunks_uploaded as usize <= total - recorded as usize,
+        "after the restart the upload sent {} chunks although the server had recorded {recorded} of {total}",
+        again.chunks_uploaded
+    );
+    // Objects written in the instant before the crash but never recorded may be sent
+    // again (the server cannot vouch that this user uploaded them); nothing else is.
+    assert!(
+        again.chunks_uploaded as usize >= total - stored_files,
+        "sent {} chunks, fewer than the {} the server never stored",
+        again.chunks_uploaded,
+        total - stored_files
+    );
+
+    let back = work.path().join("back.bin");
+    device.get("/huge.bin", &back);
+    assert!(
+        files_equal(&file, &back),
+        "downloaded bytes differ from the upload"
+    );
+}
