@@ -54,11 +54,12 @@ pub async fn login(
 
 pub async fn logout(home: LoftHome) -> Result<()> {
     let config = ClientConfig::load(&home)?;
-    if load_token(&home)?.is_some() && !config.servers.is_empty() {
-        if let Ok(session) = Session::open(home.clone()).await {
-            // The token is dropped locally whatever the server says.
-            let _ = session.client.logout().await;
-        }
+    // The token is dropped locally whatever the server says.
+    if load_token(&home)?.is_some()
+        && !config.servers.is_empty()
+        && let Ok(session) = Session::open(home.clone()).await
+    {
+        let _ = session.client.logout().await;
     }
     remove_token(&home)?;
     println!("signed out");

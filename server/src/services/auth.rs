@@ -43,7 +43,7 @@ impl Auth for AuthApi {
         let password = login.password.clone();
         let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
-            .map_err(|e| ServerError::internal(e))?;
+            .map_err(ServerError::internal)?;
         let user = match user {
             Some(user) if matches => user,
             _ => return Err(ServerError::unauthenticated("wrong user name or password").into()),
