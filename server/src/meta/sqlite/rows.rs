@@ -7,8 +7,34 @@ use crate::error::{Result, ServerError};
 use crate::meta::{Nanos, to_timestamp};
 
 /// The columns [`node_from_row`] reads, in order.
-pub const NODE_COLUMNS: &str = "id, kind, mode, uid, gid, size, atime, mtime, ctime, btime, \
-     nlink, symlink_target, rdev, version, ns, content_hash, trashed";
+const COLUMNS: [&str; 17] = [
+    "id",
+    "kind",
+    "mode",
+    "uid",
+    "gid",
+    "size",
+    "atime",
+    "mtime",
+    "ctime",
+    "btime",
+    "nlink",
+    "symlink_target",
+    "rdev",
+    "version",
+    "ns",
+    "content_hash",
+    "trashed",
+];
+
+/// The node columns as a select list, each qualified with `table.` when given.
+pub fn node_columns(table: Option<&str>) -> String {
+    let qualify = |column: &&str| match table {
+        Some(table) => format!("{table}.{column}"),
+        None => column.to_string(),
+    };
+    COLUMNS.iter().map(qualify).collect::<Vec<_>>().join(", ")
+}
 
 /// A node row with the flags the wire type does not carry.
 #[derive(Clone, Debug)]
@@ -32,12 +58,12 @@ impl NodeRow {
     }
 }
 
-/// Reads a row selected with [`NODE_COLUMNS`].
+/// Reads a row selected with [`node_columns`].
 pub fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRow> {
     node_from_row_at(row, 0)
 }
 
-/// Reads a row whose [`NODE_COLUMNS`] start at column `at`.
+/// Reads a row whose [`node_columns`] start at column `at`.
 pub fn node_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<NodeRow> {
     let time = |index: usize| -> rusqlite::Result<Option<proto::Timestamp>> {
         Ok(Some(to_timestamp(row.get::<_, Nanos>(at + index)?)))
@@ -74,7 +100,7 @@ pub fn node_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<NodeRow> {
 
 /// Loads a node by id, trashed or not.
 pub fn load_node(tx: &Transaction<'_>, id: u64) -> Result<Option<NodeRow>> {
-    let sql = format!("SELECT {NODE_COLUMNS} FROM inodes WHERE id = ?1");
+    let sql = format!("SELECT {} FROM inodes WHERE id = ?1", node_columns(None));
     Ok(tx
         .query_row(&sql, params![id as i64], node_from_row)
         .optional()?)
@@ -88,8 +114,8 @@ pub fn node(tx: &Transaction<'_>, id: u64) -> Result<NodeRow> {
 /// The child `name` of `parent`, if any.
 pub fn child(tx: &Transaction<'_>, parent: u64, name: &[u8]) -> Result<Option<NodeRow>> {
     let sql = format!(
-        "SELECT {NODE_COLUMNS} FROM inodes WHERE id = \
-         (SELECT inode FROM dentries WHERE parent = ?1 AND name = ?2)"
+        "SELECT {} FROM inodes WHERE id = (SELECT inode FROM dentries WHERE parent = ?1 AND name = ?2)",
+        node_columns(None)
     );
     Ok(tx
         .query_row(&sql, params![parent as i64, name], node_from_row)

@@ -60,6 +60,11 @@ impl Write<'_, '_> {
         Ok(())
     }
 
+    /// Records that a node's metadata changed (ctime) without other changes.
+    fn touch(&self, id: u64) -> Result<()> {
+        self.add_nlink(id, 0)
+    }
+
     fn add_nlink(&self, id: u64, delta: i64) -> Result<()> {
         self.tx.execute(
             "UPDATE inodes SET nlink = MAX(nlink + ?1, 0), ctime = ?2 WHERE id = ?3",
@@ -183,18 +188,12 @@ pub fn list(
     let sql = format!(
         "SELECT d.name, {} FROM dentries d JOIN inodes i ON i.id = d.inode \
          WHERE d.parent = ?1 AND d.name > ?2 ORDER BY d.name LIMIT ?3",
-        rows::NODE_COLUMNS
-            .split(", ")
-            .map(|c| format!("i.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        rows::node_columns(Some("i"))
     );
     let mut statement = tx.prepare_cached(&sql)?;
     let mut entries = statement
         .query_map(params![dir as i64, after, limit + 1], |r| {
-            let name: Vec<u8> = r.get(0)?;
-            // node_from_row reads from column 0; shift by wrapping the row access.
-            Ok((name, node_row_at(r, 1)?))
+            Ok((r.get::<_, Vec<u8>>(0)?, rows::node_from_row_at(r, 1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let more = entries.len() > limit as usize;
@@ -207,11 +206,6 @@ pub fn list(
         more,
         cursor: journal::head(tx, row.ns())?,
     })
-}
-
-/// Reads a node whose columns start at `offset` (see [`rows::NODE_COLUMNS`]).
-fn node_row_at(row: &rusqlite::Row<'_>, offset: usize) -> rusqlite::Result<NodeRow> {
-    rows::node_from_row_at(row, offset)
 }
 
 fn insert_inode(w: &Write<'_, '_>, ns: u64, op: &NewNode) -> Result<u64> {
@@ -391,7 +385,7 @@ pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
         w.add_nlink(op.parent, -1)?;
         w.add_nlink(op.new_parent, 1)?;
     }
-    w.add_nlink(src.id(), 0)?;
+    w.touch(src.id())?;
     w.touch_dir(op.parent)?;
     w.touch_dir(op.new_parent)?;
     let node = rows::node(w.tx, src.id())?.node;
@@ -421,7 +415,7 @@ fn exchange(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Res
         w.add_nlink(op.parent, -delta)?;
     }
     for id in [src.id(), dst.id()] {
-        w.add_nlink(id, 0)?;
+        w.touch(id)?;
     }
     w.touch_dir(op.parent)?;
     w.touch_dir(op.new_parent)?;
@@ -562,7 +556,7 @@ pub fn set_xattr(
          ON CONFLICT (inode, name) DO UPDATE SET value = excluded.value",
         params![id as i64, name, value],
     )?;
-    w.add_nlink(id, 0)?;
+    w.touch(id)?;
     modified(w, id).map(drop)
 }
 
@@ -578,6 +572,6 @@ pub fn remove_xattr(w: &Write<'_, '_>, id: u64, name: &[u8]) -> Result<()> {
             "no such attribute",
         ));
     }
-    w.add_nlink(id, 0)?;
+    w.touch(id)?;
     modified(w, id).map(drop)
 }
