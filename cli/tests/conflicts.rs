@@ -15,12 +15,17 @@ fn is_conflicted_copy_name(name: &str, device: &str) -> bool {
     let Some(rest) = name.strip_prefix(&format!("doc (conflicted copy from {device} ")) else {
         return false;
     };
-    let Some(date) = rest.strip_suffix(").txt") else { return false };
+    let Some(date) = rest.strip_suffix(").txt") else {
+        return false;
+    };
     let bytes = date.as_bytes();
     bytes.len() == 10
         && bytes[4] == b'-'
         && bytes[7] == b'-'
-        && bytes.iter().enumerate().all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit())
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit())
 }
 
 /// Every change from the beginning of the caller's home journal up to "caught up".
@@ -90,7 +95,11 @@ async fn concurrent_commits_on_one_base_keep_both_contents() {
     let (first, second) = tokio::join!(commit(0), commit(1));
     let replies = [first, second];
     let conflicts: Vec<usize> = (0..2).filter(|&i| replies[i].conflict).collect();
-    assert_eq!(conflicts.len(), 1, "exactly one commit must conflict: {replies:?}");
+    assert_eq!(
+        conflicts.len(),
+        1,
+        "exactly one commit must conflict: {replies:?}"
+    );
     let (loser, winner) = (conflicts[0], 1 - conflicts[0]);
 
     // The winner's reply: a new version of /doc.txt on top of V.
@@ -111,8 +120,12 @@ async fn concurrent_commits_on_one_base_keep_both_contents() {
 
     // The drive: /doc.txt holds the winner's text, the copy the loser's.
     let listing = laptop.json(&["ls", "/", "--json"]);
-    let mut listed: Vec<String> =
-        listing.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    let mut listed: Vec<String> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
     listed.sort();
     let mut expected = vec!["doc.txt".to_string(), copy_name.clone()];
     expected.sort();
@@ -131,9 +144,12 @@ async fn concurrent_commits_on_one_base_keep_both_contents() {
     let modified = changes.iter().find(|c| {
         c.kind == ChangeKind::Modified as i32
             && c.name.as_ref() == b"doc.txt"
-            && c.node.as_ref().is_some_and(|n| n.id == doc && n.version == won.version)
+            && c.node
+                .as_ref()
+                .is_some_and(|n| n.id == doc && n.version == won.version)
     });
-    let modified = modified.unwrap_or_else(|| panic!("no MODIFIED change for doc.txt's new version: {changes:#?}"));
+    let modified = modified
+        .unwrap_or_else(|| panic!("no MODIFIED change for doc.txt's new version: {changes:#?}"));
     assert_eq!(modified.device_id, sessions[winner].device_id);
     let created = changes
         .iter()
@@ -142,5 +158,8 @@ async fn concurrent_commits_on_one_base_keep_both_contents() {
     assert_eq!(created.node.as_ref().unwrap().id, copy_node);
     assert_eq!(created.device_id, sessions[loser].device_id);
     let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "journal not gap-free: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "journal not gap-free: {seqs:?}"
+    );
 }

@@ -131,13 +131,21 @@ pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
 }
 
 /// Reads the kind of an error status, falling back to its gRPC code.
+///
+/// Loft's server marks every error it sends; an unmarked UNKNOWN or INTERNAL status comes
+/// from the transport (a connection cut mid-call, a broken HTTP/2 stream), so it counts as
+/// `Unavailable`: worth retrying.
 pub fn kind_of(status: &Status) -> ErrorKind {
-    status
+    let marked = status
         .metadata()
         .get(ERROR_KIND_KEY)
         .and_then(|value| value.to_str().ok())
-        .and_then(ErrorKind::parse)
-        .unwrap_or_else(|| ErrorKind::from_code(status.code()))
+        .and_then(ErrorKind::parse);
+    match (marked, status.code()) {
+        (Some(kind), _) => kind,
+        (None, Code::Unknown | Code::Internal) => ErrorKind::Unavailable,
+        (None, code) => ErrorKind::from_code(code),
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +170,13 @@ mod tests {
             ErrorKind::Unavailable
         );
         assert_eq!(kind_of(&Status::not_found("x")), ErrorKind::NotFound);
+        assert_eq!(
+            kind_of(&Status::unknown("transport error")),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            kind_of(&status(ErrorKind::Internal, "bug")),
+            ErrorKind::Internal
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use loft_remote::RemoteError;
 use loft_remote::content::Manifest;
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, NodeKind};
@@ -15,6 +16,11 @@ use super::{make_folders, try_resolve};
 use crate::paths::{drive_path, parent_and_name, show};
 use crate::progress::bytes_bar;
 use crate::session::Session;
+
+/// How long `put` keeps retrying while the server is unreachable.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+const RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Uploads a local file as a new version of REMOTE (creating it and its folders if
 /// needed). The commit names the version it replaces, so it never conflicts with itself.
@@ -61,27 +67,47 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
             .map_err(|e| anyhow!("{}: {e}", show(&path)))?,
         Err(e) => bail!("{}: {e}", show(&path)),
     };
-    let (bar, progress) = bytes_bar(metadata.len(), "put");
-    let (manifest, stats) = upload(client.clone(), file, progress)
-        .await
-        .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
-    bar.finish_and_clear();
     let mtime = metadata
         .modified()
         .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    let reply = client
-        .commit(proto::CommitRequest {
-            node: node.id,
-            base_version: node.version,
-            manifest: Some(proto::Manifest::from(&manifest)),
-            mtime: mtime.map(|d| proto::Timestamp {
-                seconds: d.as_secs() as i64,
-                nanos: d.subsec_nanos(),
-            }),
-        })
-        .await
-        .map_err(|e| anyhow!("{}: {e}", show(&path)))?;
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| proto::Timestamp {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos(),
+        });
+    let (bar, progress) = bytes_bar(metadata.len(), "put");
+    // A server that goes away mid-upload is waited for; each new attempt sends only the
+    // chunks the server does not hold yet.
+    let started = std::time::Instant::now();
+    let mut delay = RETRY_FIRST_DELAY;
+    let (reply, stats) = loop {
+        bar.set_position(0);
+        let attempt = async {
+            let file = std::fs::File::open(local).map_err(|e| {
+                RemoteError::new(ErrorKind::Internal, format!("{}: {e}", local.display()))
+            })?;
+            let (manifest, stats) = upload(client.clone(), file, progress.clone()).await?;
+            let reply = client
+                .commit(proto::CommitRequest {
+                    node: node.id,
+                    base_version: node.version,
+                    manifest: Some(proto::Manifest::from(&manifest)),
+                    mtime,
+                })
+                .await?;
+            Ok::<_, RemoteError>((reply, stats))
+        };
+        match attempt.await {
+            Ok(done) => break done,
+            Err(e) if e.is_unavailable() && started.elapsed() < RETRY_FOR => {
+                bar.suspend(|| eprintln!("loft: {e}; retrying in {} ms", delay.as_millis()));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX_DELAY);
+            }
+            Err(e) => bail!("{}: {e}", show(&path)),
+        }
+    };
+    bar.finish_and_clear();
     if reply.conflict {
         eprintln!(
             "loft: {} changed on another device meanwhile; this content was saved as {:?}",
