@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use loft_server::connection_gauge::ConnectionGauge;
 use loft_server::{Backend, Listen, ServerConfig};
 use rand::RngCore;
 use tokio::sync::oneshot;
@@ -21,10 +22,31 @@ const LOCAL_TOKEN_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// How long to wait for another process that is starting the embedded server.
 const START_WAIT: Duration = Duration::from_secs(15);
 
+/// Longest an owner keeps serving other processes after its own command is done.
+const LINGER_MAX: Duration = Duration::from_secs(600);
+
 /// An embedded server run by this process; it stops when dropped.
 pub struct EmbeddedServer {
     _lock: std::fs::File,
     stop: Option<oneshot::Sender<()>>,
+    connections: ConnectionGauge,
+}
+
+impl EmbeddedServer {
+    /// Waits until no other process is connected (other `loft` commands that found this
+    /// server running), so that stopping it does not cut their work short.
+    pub async fn linger(&self) {
+        let deadline = tokio::time::Instant::now() + LINGER_MAX;
+        let mut idle_since = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < deadline {
+            if self.connections.open() > 0 {
+                idle_since = tokio::time::Instant::now();
+            } else if idle_since.elapsed() > Duration::from_millis(200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for EmbeddedServer {
@@ -87,6 +109,7 @@ async fn start(home: &LoftHome, device: &str, lock: std::fs::File) -> Result<Emb
     provision(home, &backend, device).await?;
     let socket = home.embedded_socket();
     let config = ServerConfig::new(dir, Listen::Unix(socket.clone()));
+    let connections = config.connections.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let shutdown = async move {
@@ -109,6 +132,7 @@ async fn start(home: &LoftHome, device: &str, lock: std::fs::File) -> Result<Emb
     Ok(EmbeddedServer {
         _lock: lock,
         stop: Some(stop),
+        connections,
     })
 }
 

@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Logout => commands::account::logout(home).await,
         command => {
             let session = Session::open(home).await?;
-            match command {
+            let result = match command {
                 Command::Devices {
                     command: DevicesCommand::List { json },
                 } => commands::account::devices_list(&session, json).await,
@@ -171,7 +171,9 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 Command::Status { json } => commands::status::status(&session, json).await,
                 Command::Login { .. } | Command::Logout => unreachable!("handled above"),
-            }
+            };
+            session.close().await;
+            result
         }
     }
 }

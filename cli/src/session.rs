@@ -17,7 +17,7 @@ pub struct Session {
     pub config: ClientConfig,
     pub client: Arc<dyn RemoteClient>,
     /// Set when this process runs the embedded server (kept alive for the command).
-    pub _embedded: Option<EmbeddedServer>,
+    pub embedded: Option<EmbeddedServer>,
     pub address: ServerAddress,
 }
 
@@ -33,6 +33,18 @@ pub fn default_device_name() -> String {
 }
 
 impl Session {
+    /// Ends the session; if this process runs the embedded server, it first keeps
+    /// serving the other processes connected to it.
+    pub async fn close(self) {
+        let Session {
+            client, embedded, ..
+        } = self;
+        drop(client);
+        if let Some(server) = embedded {
+            server.linger().await;
+        }
+    }
+
     /// Connects as the signed-in user of `home`.
     pub async fn open(home: LoftHome) -> Result<Session> {
         let config = ClientConfig::load(&home)?;
@@ -68,7 +80,7 @@ impl Session {
             home,
             config,
             client: Arc::new(client),
-            _embedded: embedded,
+            embedded,
             address,
         })
     }

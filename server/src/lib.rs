@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod chunk_store;
 pub mod conflict_name;
+pub mod connection_gauge;
 pub mod error;
 pub mod journal_hub;
 pub mod meta;

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::AuthLayer;
 use crate::chunk_store::ChunkStore;
+use crate::connection_gauge::ConnectionGauge;
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
 use crate::meta::MetaStore;
@@ -45,6 +47,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Lifetime of a login session's token.
     pub token_ttl: Duration,
+    /// Counts connections on a unix listener.
+    pub connections: ConnectionGauge,
 }
 
 impl ServerConfig {
@@ -55,6 +59,7 @@ impl ServerConfig {
             port_file: None,
             tls: None,
             token_ttl: Duration::from_secs(90 * 24 * 3600),
+            connections: ConnectionGauge::default(),
         }
     }
 }
@@ -140,8 +145,11 @@ pub async fn serve(
                 let _ = std::fs::remove_file(path);
                 let listener = tokio::net::UnixListener::bind(path)?;
                 tracing::info!(path = %path.display(), "listening");
+                let gauge = config.connections.clone();
+                let incoming = UnixListenerStream::new(listener)
+                    .map(move |stream| stream.map(|s| gauge.track(s)));
                 router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), graceful)
+                    .serve_with_incoming_shutdown(incoming, graceful)
                     .await
                     .map_err(|e| ServerError::internal(format!("server: {e}")))
             }

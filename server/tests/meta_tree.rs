@@ -93,6 +93,7 @@ async fn commit(
             caller,
             CommitOp {
                 node,
+                create: None,
                 base_version: base,
                 manifest,
                 mtime: None,
@@ -384,4 +385,58 @@ async fn other_users_see_nothing() {
         .unwrap_err()
         .kind;
     assert_eq!(kind, ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn a_repeated_commit_of_the_same_bytes_is_not_a_conflict() {
+    let f = fixture().await;
+    let doc = f
+        .meta
+        .create(&f.alice, new_node(f.alice.root, "same", NodeKind::File))
+        .await
+        .unwrap();
+    let first = commit(&f, &f.alice, doc.id, 0, b"identical").await;
+    let again = commit(&f, &f.alice, doc.id, 0, b"identical").await;
+    assert!(again.conflict_name.is_none());
+    assert_eq!(again.version, first.version);
+    assert_eq!(f.meta.versions(&f.alice, doc.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_commit_can_create_its_file() {
+    let f = fixture().await;
+    let manifest = Manifest::of_bytes(b"new file");
+    for chunk in &manifest.chunks {
+        let record = loft_server::meta::ChunkRecord {
+            id: chunk.id,
+            length: chunk.length,
+            stored_length: chunk.length,
+            compressed: false,
+        };
+        f.meta.record_chunk(&f.alice, record).await.unwrap();
+    }
+    let op = |manifest: Manifest| CommitOp {
+        node: 0,
+        create: Some(NewNode {
+            exclusive: false,
+            ..new_node(f.alice.root, "fresh.txt", NodeKind::File)
+        }),
+        base_version: 0,
+        manifest,
+        mtime: None,
+    };
+    let created = f.meta.commit(&f.alice, op(manifest.clone())).await.unwrap();
+    assert!(created.conflict_name.is_none());
+    assert_eq!(
+        f.meta
+            .lookup(&f.alice, f.alice.root, b"fresh.txt")
+            .await
+            .unwrap()
+            .id,
+        created.node.id
+    );
+    // Another device creating the same name with other bytes keeps both.
+    let other = Manifest::default();
+    let second = f.meta.commit(&f.alice, op(other)).await.unwrap();
+    assert!(second.conflict_name.is_some());
 }

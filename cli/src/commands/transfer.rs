@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -49,22 +49,12 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
         parent_and_name(&path).ok_or_else(|| anyhow!("cannot put onto the drive root"))?;
     let who = client.who_am_i().await?;
     let parent = make_folders(client.as_ref(), who.root, &parents).await?;
-    let node = match client.lookup(parent.id, name).await {
-        Ok(node) if node.kind() == NodeKind::File => node,
+    // An existing file gets a new version on top of the one seen here; a new one is
+    // created by the commit itself, so nobody sees it empty.
+    let (node, base_version) = match client.lookup(parent.id, name).await {
+        Ok(node) if node.kind() == NodeKind::File => (node.id, node.version),
         Ok(_) => bail!("{}: not a regular file", show(&path)),
-        Err(e) if e.kind == ErrorKind::NotFound => client
-            .create(proto::CreateRequest {
-                parent: parent.id,
-                name: name.to_vec().into(),
-                kind: NodeKind::File as i32,
-                mode: metadata.permissions().mode() & 0o777,
-                uid: metadata_uid(&metadata),
-                gid: metadata_gid(&metadata),
-                exclusive: false,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow!("{}: {e}", show(&path)))?,
+        Err(e) if e.kind == ErrorKind::NotFound => (0, 0),
         Err(e) => bail!("{}: {e}", show(&path)),
     };
     let mtime = metadata
@@ -89,10 +79,15 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
             let (manifest, stats) = upload(client.clone(), file, progress.clone()).await?;
             let reply = client
                 .commit(proto::CommitRequest {
-                    node: node.id,
-                    base_version: node.version,
+                    node,
+                    base_version,
                     manifest: Some(proto::Manifest::from(&manifest)),
                     mtime,
+                    parent: parent.id,
+                    name: name.to_vec().into(),
+                    mode: metadata.permissions().mode() & 0o7777,
+                    uid: metadata.uid(),
+                    gid: metadata.gid(),
                 })
                 .await?;
             Ok::<_, RemoteError>((reply, stats))
@@ -134,13 +129,6 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
         );
     }
     Ok(())
-}
-
-fn metadata_uid(metadata: &std::fs::Metadata) -> u32 {
-    std::os::unix::fs::MetadataExt::uid(metadata)
-}
-fn metadata_gid(metadata: &std::fs::Metadata) -> u32 {
-    std::os::unix::fs::MetadataExt::gid(metadata)
 }
 
 /// Downloads REMOTE's current version to LOCAL (inside it, if LOCAL is a folder). The

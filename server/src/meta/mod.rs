@@ -118,7 +118,10 @@ pub enum XattrMode {
 /// A new version of a file's content.
 #[derive(Clone, Debug)]
 pub struct CommitOp {
+    /// The file to write; 0 when `create` names a new file instead.
     pub node: u64,
+    /// Create this file (non-exclusively) and commit into it, in one transaction.
+    pub create: Option<NewNode>,
     pub base_version: u64,
     pub manifest: Manifest,
     pub mtime: Option<Nanos>,

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use loft_remote::content::Manifest;
-use loft_remote::proto::{self, commit_server::Commit};
+use loft_remote::proto::{self, NodeKind, commit_server::Commit};
 use tonic::{Request, Response, Status};
 
 use super::State;
 use crate::auth::caller;
 use crate::error::ServerError;
-use crate::meta::{CommitOp, from_timestamp};
+use crate::meta::{CommitOp, NewNode, from_timestamp};
 
 pub struct CommitApi(pub Arc<State>);
 
@@ -25,8 +25,21 @@ impl Commit for CommitApi {
             .manifest
             .ok_or_else(|| ServerError::invalid("commit without a manifest"))?;
         let manifest = Manifest::try_from(manifest).map_err(ServerError::from)?;
+        let create = (r.node == 0).then(|| NewNode {
+            parent: r.parent,
+            name: r.name.to_vec(),
+            kind: NodeKind::File,
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            symlink_target: Vec::new(),
+            rdev: 0,
+            exclusive: false,
+            mtime: r.mtime.as_ref().map(from_timestamp),
+        });
         let op = CommitOp {
             node: r.node,
+            create,
             base_version: r.base_version,
             manifest,
             mtime: r.mtime.as_ref().map(from_timestamp),

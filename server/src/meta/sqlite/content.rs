@@ -213,15 +213,24 @@ fn conflict_home(w: &Write<'_, '_>, target: &NodeRow) -> Result<(u64, Vec<u8>)> 
 
 pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutcome> {
     op.manifest.validate()?;
+    let node = match &op.create {
+        Some(new) if op.node == 0 => super::tree::create(w, new)?.id,
+        Some(_) => {
+            return Err(ServerError::invalid(
+                "a commit names a node or a file to create, not both",
+            ));
+        }
+        None => op.node,
+    };
     // A trashed target is still accepted: its content must survive as a conflicted copy.
-    let target = rows::load_node(w.tx, op.node)?
+    let target = rows::load_node(w.tx, node)?
         .filter(|row| {
             access::role(w.tx, w.caller, row.ns())
                 .ok()
                 .flatten()
                 .is_some()
         })
-        .ok_or_else(|| ServerError::not_found(format!("node {}", op.node)))?;
+        .ok_or_else(|| ServerError::not_found(format!("node {node}")))?;
     access::require_write(w.tx, w.caller, &target)?;
     if target.kind() != NodeKind::File {
         return Err(ServerError::new(
@@ -247,6 +256,19 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
         return Ok(CommitOutcome {
             node,
             version,
+            conflict_name: None,
+        });
+    }
+    // A stale base with the very content the file already has loses nothing: this is a
+    // retried commit whose reply was lost, or two devices saving the same bytes.
+    if !target.trashed
+        && target.node.content_hash.as_ref() == op.manifest.content_hash.as_slice()
+        && target.node.size == op.manifest.size
+        && target.node.version != 0
+    {
+        return Ok(CommitOutcome {
+            version: target.node.version,
+            node: target.node,
             conflict_name: None,
         });
     }
