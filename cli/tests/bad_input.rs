@@ -374,6 +374,7 @@ async fn commit_of_chunks_never_uploaded_fails() {
         base_version: 0,
         manifest: Some(manifest),
         mtime: None,
+        ..Default::default()
     };
     let error = assert_kind(
         client

@@ -177,7 +177,6 @@ pub async fn get(session: &Session, remote: &OsStr, local: &Path, json: bool) ->
         }
     };
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(node.mode & 0o777))?;
-    std::fs::File::open(&partial)?.sync_all()?;
     std::fs::rename(&partial, &target).with_context(|| format!("writing {}", target.display()))?;
     if json {
         println!(

@@ -35,18 +35,29 @@ pub fn loft_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loft"))
 }
 
-/// The `loft-server` binary, built beside `loft` (built once here if it is missing).
+/// The `loft-server` binary, built beside `loft`.
+///
+/// `cargo test -p loft-cli` builds the server *library* into `loft` but not the
+/// `loft-server` binary, so the binary is (re)built here, once per test binary, when it
+/// is missing or older than the server's or the protocol's sources.
 pub fn server_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let path = Path::new(env!("CARGO_BIN_EXE_loft")).with_file_name("loft-server");
-            if !path.exists() {
+            let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            let stale = match built {
+                None => true,
+                Some(built) => newest_server_source().is_some_and(|source| source > built),
+            };
+            if stale {
+                eprintln!("building loft-server (missing or older than its sources)");
                 let status = Command::new(env!("CARGO"))
-                    .args(["build", "-p", "loft-server", "--bin", "loft-server"])
+                    .current_dir(workspace_root())
+                    .args(["build", "--workspace", "--bin", "loft-server"])
                     .status()
-                    .expect("running cargo build -p loft-server");
-                assert!(status.success(), "cargo build -p loft-server failed");
+                    .expect("running cargo build");
+                assert!(status.success(), "cargo build --bin loft-server failed");
             }
             assert!(
                 path.exists(),
@@ -56,6 +67,42 @@ pub fn server_bin() -> PathBuf {
             path
         })
         .clone()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The newest modification time among the sources the server binary is built from.
+fn newest_server_source() -> Option<std::time::SystemTime> {
+    fn walk(path: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return;
+        };
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(modified) = metadata.modified() {
+            *newest = (*newest).max(Some(modified));
+        }
+    }
+    let root = workspace_root();
+    let mut newest = None;
+    for part in [
+        "server/src",
+        "server/Cargo.toml",
+        "remote/src",
+        "remote/proto",
+        "remote/build.rs",
+        "remote/Cargo.toml",
+    ] {
+        walk(&root.join(part), &mut newest);
+    }
+    newest
 }
 
 // ------------------------------------------------------------------ waiting
@@ -336,22 +383,24 @@ impl TestServer {
         );
     }
 
-    /// SIGTERM, then waits for the exit; returns how long that took.
-    pub fn terminate(&mut self, deadline: Duration) -> Duration {
+    /// SIGTERM, then waits for the exit; returns how long that took and the status.
+    pub fn terminate(&mut self, deadline: Duration) -> (Duration, ExitStatus) {
         let mut child = self.child.take().expect("server not running");
         let start = Instant::now();
         signal(child.id(), libc::SIGTERM);
         let status = wait_exit(&mut child, deadline);
         let took = start.elapsed();
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "loft-server did not exit within {deadline:?} of SIGTERM:\n{}",
-                self.log()
-            );
+        match status {
+            Some(status) => (took, status),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "loft-server did not exit within {deadline:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
         }
-        took
     }
 
     /// SIGKILL: the server dies on the spot.

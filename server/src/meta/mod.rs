@@ -221,8 +221,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// the grace period, or referenced by a version it can read)? A hash alone never
     /// grants access.
     async fn usable_chunks(&self, caller: &Caller, ids: &[ChunkId]) -> Result<Vec<bool>>;
-    /// The stored chunk, if the caller may read it.
-    async fn readable_chunk(&self, caller: &Caller, id: ChunkId) -> Result<Option<ChunkRecord>>;
+    /// For each id: the stored chunk, if the caller may read it.
+    async fn readable_chunks(
+        &self,
+        caller: &Caller,
+        ids: &[ChunkId],
+    ) -> Result<Vec<Option<ChunkRecord>>>;
     /// Records a chunk that is now durable in the chunk store, uploaded by the caller.
     /// Returns false if the store already had it.
     async fn record_chunk(&self, caller: &Caller, chunk: ChunkRecord) -> Result<bool>;

@@ -60,7 +60,17 @@ async fn store_one(state: &State, caller: &Caller, upload: proto::ChunkUpload) -
     .await
     .map_err(ServerError::internal)?
     .map_err(|e| ServerError::invalid(format!("chunk {id} rejected: {e}")))?;
-    let had = state.chunks.contains(&id).await?;
+    // Whether someone else stores this chunk must not show, neither in the reply nor in
+    // the time it takes: unless the caller could already use it, its bytes are written
+    // (content-addressed, so an overwrite writes the same bytes).
+    let had = state
+        .meta
+        .usable_chunks(caller, &[id])
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(false)
+        && state.chunks.contains(&id).await?;
     if !had {
         state.chunks.put(&id, compressed, &upload.data).await?;
     }
@@ -74,17 +84,15 @@ async fn store_one(state: &State, caller: &Caller, upload: proto::ChunkUpload) -
     Ok(if had { Stored::AlreadyHad } else { Stored::New })
 }
 
-/// Reads one requested range of a chunk the caller may read.
+/// Reads one requested range of a chunk the caller may read (`record` is `None` when it
+/// may not, or when no such chunk exists: the two look the same).
 async fn read_range(
     state: &State,
-    caller: &Caller,
     range: proto::ChunkRange,
+    id: ChunkId,
+    record: Option<ChunkRecord>,
 ) -> Result<proto::ChunkData> {
-    let id = chunk_id(&range.id)?;
-    let record = state
-        .meta
-        .readable_chunk(caller, id)
-        .await?
+    let record = record
         .ok_or_else(|| ServerError::new(ErrorKind::NotFound, format!("chunk {id} not found")))?;
     let stored = state.chunks.get(&id).await?;
     let whole = range.offset == 0 && (range.length == 0 || range.length == record.length);
@@ -159,8 +167,11 @@ impl Content for ContentApi {
                 let (state, caller) = (state.clone(), caller.clone());
                 async move {
                     let upload = message?;
-                    store_one(&state, &caller, upload)
+                    // A store runs to completion even if the client goes away meanwhile:
+                    // a chunk written but not recorded would be sent again on resume.
+                    tokio::spawn(async move { store_one(&state, &caller, upload).await })
                         .await
+                        .map_err(|e| Status::from(ServerError::internal(e)))?
                         .map_err(Status::from)
                 }
             })
@@ -189,11 +200,17 @@ impl Content for ContentApi {
                 ServerError::invalid(format!("at most {MAX_IDS} ranges per request")).into(),
             );
         }
+        let ids = ranges
+            .iter()
+            .map(|r| chunk_id(&r.id))
+            .collect::<Result<Vec<_>>>()?;
+        // One permission check for the whole request, before any byte is read.
+        let records = self.0.meta.readable_chunks(&caller, &ids).await?;
         let (sender, receiver) = tokio::sync::mpsc::channel(DOWNLOAD_READ_AHEAD);
         let state = self.0.clone();
         tokio::spawn(async move {
-            let mut pieces = futures::stream::iter(ranges)
-                .map(|range| read_range(&state, &caller, range))
+            let mut pieces = futures::stream::iter(ranges.into_iter().zip(ids).zip(records))
+                .map(|((range, id), record)| read_range(&state, range, id, record))
                 .buffered(DOWNLOAD_READ_AHEAD);
             while let Some(piece) = pieces.next().await {
                 let failed = piece.is_err();

@@ -60,13 +60,15 @@ pub fn usable_chunks(
         .collect()
 }
 
-pub fn readable_chunk(
+pub fn readable_chunks(
     tx: &Transaction<'_>,
     caller: &Caller,
-    id: ChunkId,
+    ids: &[ChunkId],
     cutoff: Nanos,
-) -> Result<Option<ChunkRecord>> {
-    usable(tx, caller, &id, cutoff)
+) -> Result<Vec<Option<ChunkRecord>>> {
+    ids.iter()
+        .map(|id| usable(tx, caller, id, cutoff))
+        .collect()
 }
 
 pub fn record_chunk(

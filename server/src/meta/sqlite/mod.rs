@@ -315,9 +315,13 @@ impl MetaStore for SqliteMetaStore {
             .await
     }
 
-    async fn readable_chunk(&self, caller: &Caller, id: ChunkId) -> Result<Option<ChunkRecord>> {
-        let caller = caller.clone();
-        self.read(move |tx, now| content::readable_chunk(tx, &caller, id, upload_cutoff(now)))
+    async fn readable_chunks(
+        &self,
+        caller: &Caller,
+        ids: &[ChunkId],
+    ) -> Result<Vec<Option<ChunkRecord>>> {
+        let (caller, ids) = (caller.clone(), ids.to_vec());
+        self.read(move |tx, now| content::readable_chunks(tx, &caller, &ids, upload_cutoff(now)))
             .await
     }
 
