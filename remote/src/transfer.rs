@@ -160,7 +160,7 @@ pub async fn download(
 ) -> RemoteResult<DownloadStats> {
     let received = Arc::new(AtomicU64::new(0));
     // Writing happens on a blocking thread, fed in file order.
-    let (piece_sender, mut pieces) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let (piece_sender, mut pieces) = mpsc::channel::<bytes::Bytes>(QUEUE);
     let expected_hash = manifest.content_hash;
     let writer_task = tokio::task::spawn_blocking(move || -> RemoteResult<u64> {
         let mut writer = writer;
@@ -206,19 +206,26 @@ pub async fn download(
                         ));
                     }
                     tokio::task::spawn_blocking(move || {
-                        let plain = decode(&data.data, data.compressed, wanted.length as usize)
-                            .map_err(|e| {
-                                RemoteError::new(
-                                    ErrorKind::Internal,
-                                    format!("chunk {}: {e}", wanted.id),
-                                )
-                            })?;
-                        verify(&wanted.id, &plain).map_err(|e| {
+                        let bad = |e: crate::content::ContentError| {
                             RemoteError::new(
                                 ErrorKind::Internal,
                                 format!("chunk {}: {e}", wanted.id),
                             )
-                        })?;
+                        };
+                        // Raw chunks are checked in place, without a copy.
+                        let plain = if data.compressed {
+                            bytes::Bytes::from(
+                                decode(&data.data, true, wanted.length as usize).map_err(bad)?,
+                            )
+                        } else if data.data.len() == wanted.length as usize {
+                            data.data
+                        } else {
+                            return Err(RemoteError::new(
+                                ErrorKind::Internal,
+                                format!("chunk {}: wrong length", wanted.id),
+                            ));
+                        };
+                        verify(&wanted.id, &plain).map_err(bad)?;
                         Ok(plain)
                     })
                     .await
