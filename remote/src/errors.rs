@@ -9,6 +9,27 @@ use tonic::{Code, Status};
 /// Metadata key holding the [`ErrorKind`] of an error status.
 pub const ERROR_KIND_KEY: &str = "loft-error";
 
+/// Every kind, for parsing.
+const ALL: [ErrorKind; 17] = [
+    ErrorKind::NotFound,
+    ErrorKind::NoAttribute,
+    ErrorKind::AlreadyExists,
+    ErrorKind::NotEmpty,
+    ErrorKind::NotADirectory,
+    ErrorKind::IsADirectory,
+    ErrorKind::InvalidName,
+    ErrorKind::NameTooLong,
+    ErrorKind::InvalidArgument,
+    ErrorKind::PermissionDenied,
+    ErrorKind::Unauthenticated,
+    ErrorKind::FailedPrecondition,
+    ErrorKind::QuotaExceeded,
+    ErrorKind::RateLimited,
+    ErrorKind::CrossNamespace,
+    ErrorKind::Unavailable,
+    ErrorKind::Internal,
+];
+
 /// What went wrong, precisely enough for a client to pick the POSIX errno.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -59,28 +80,7 @@ impl ErrorKind {
     }
 
     fn parse(text: &str) -> Option<ErrorKind> {
-        use ErrorKind::*;
-        [
-            NotFound,
-            NoAttribute,
-            AlreadyExists,
-            NotEmpty,
-            NotADirectory,
-            IsADirectory,
-            InvalidName,
-            NameTooLong,
-            InvalidArgument,
-            PermissionDenied,
-            Unauthenticated,
-            FailedPrecondition,
-            QuotaExceeded,
-            RateLimited,
-            CrossNamespace,
-            Unavailable,
-            Internal,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == text)
+        ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 
     /// The gRPC code that carries this kind.

@@ -8,13 +8,8 @@ use std::time::Duration;
 /// (also `K`, `M`, `G`, `T` and `B`, binary multiples).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected e.g. 4096 or 64MiB"))?;
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("invalid size {text:?}: expected e.g. 4096 or 64MiB"))?;
     let shift = match unit.trim() {
         "" | "B" => 0,
         "K" | "KiB" | "k" => 10,
@@ -36,13 +31,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// `ms` is accepted too.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 30s, 15m, 12h or 7d"))?;
+    let (number, unit) = split_number(text)
+        .ok_or_else(|| format!("invalid duration {text:?}: expected e.g. 30s, 15m, 12h or 7d"))?;
     let seconds = match unit {
         "ms" => return Ok(Duration::from_millis(number)),
         "s" => 1,
@@ -59,6 +49,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(seconds)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+/// Splits `64MiB` into `64` and `MiB`; `None` without leading digits.
+fn split_number(text: &str) -> Option<(u64, &str)> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    Some((number.parse().ok()?, unit))
 }
 
 /// Reads a password from a file, without one trailing LF or CRLF.

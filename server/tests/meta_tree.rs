@@ -70,15 +70,8 @@ fn remove(parent: u64, name: &str) -> RemoveOp {
     }
 }
 
-async fn commit(
-    f: &Fixture,
-    caller: &Caller,
-    node: u64,
-    base: u64,
-    data: &[u8],
-) -> loft_server::meta::CommitOutcome {
-    // Commits need chunks the caller uploaded: record them as the upload path would.
-    let manifest = Manifest::of_bytes(data);
+/// Records `manifest`'s chunks as uploaded by `caller`, as the upload path would.
+async fn record_uploads(f: &Fixture, caller: &Caller, manifest: &Manifest) {
     for chunk in &manifest.chunks {
         let record = loft_server::meta::ChunkRecord {
             id: chunk.id,
@@ -88,6 +81,18 @@ async fn commit(
         };
         f.meta.record_chunk(caller, record).await.unwrap();
     }
+}
+
+async fn commit(
+    f: &Fixture,
+    caller: &Caller,
+    node: u64,
+    base: u64,
+    data: &[u8],
+) -> loft_server::meta::CommitOutcome {
+    // Commits need chunks the caller uploaded: record them as the upload path would.
+    let manifest = Manifest::of_bytes(data);
+    record_uploads(f, caller, &manifest).await;
     f.meta
         .commit(
             caller,
@@ -406,15 +411,7 @@ async fn a_repeated_commit_of_the_same_bytes_is_not_a_conflict() {
 async fn a_commit_can_create_its_file() {
     let f = fixture().await;
     let manifest = Manifest::of_bytes(b"new file");
-    for chunk in &manifest.chunks {
-        let record = loft_server::meta::ChunkRecord {
-            id: chunk.id,
-            length: chunk.length,
-            stored_length: chunk.length,
-            compressed: false,
-        };
-        f.meta.record_chunk(&f.alice, record).await.unwrap();
-    }
+    record_uploads(&f, &f.alice, &manifest).await;
     let op = |manifest: Manifest| CommitOp {
         node: 0,
         create: Some(NewNode {

@@ -59,8 +59,8 @@ impl GrpcClient {
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_timeout(Duration::from_secs(20))
                 .keep_alive_while_idle(true)
-                .initial_stream_window_size(Some(8 << 20))
-                .initial_connection_window_size(Some(16 << 20))
+                .initial_stream_window_size(Some(32 << 20))
+                .initial_connection_window_size(Some(64 << 20))
         };
         let channel = match address {
             ServerAddress::Url(url) => {
