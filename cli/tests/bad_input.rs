@@ -111,7 +111,8 @@ async fn forged_and_missing_tokens_are_unauthenticated() {
     let stderr = device.fails(&["put", &file.to_string_lossy(), "/g.txt"]);
     assert!(stderr.contains(BAD_TOKEN), "unclear message: {stderr}");
     let status = device.json(&["status", "--json"]);
-    assert_eq!(status["online"], false, "{status}");
+    assert_eq!(status["signed_in"], false, "{status}");
+    assert_eq!(status["online"], true, "the server did answer: {status}");
 
     let client = raw_client(&server);
     assert_kind(
@@ -169,7 +170,7 @@ async fn expired_tokens_are_unauthenticated() {
     // Valid at first...
     let status = device.json(&["status", "--json"]);
     assert_eq!(
-        status["online"], true,
+        status["signed_in"], true,
         "a fresh token was refused: {status}"
     );
     client.who_am_i().await.expect("a fresh token was refused");
@@ -177,7 +178,7 @@ async fn expired_tokens_are_unauthenticated() {
     // ... until the TTL passes.
     wait_for("the CLI's token to expire", DEADLINE, || {
         let status = device.json(&["status", "--json"]);
-        (status["online"] == false).then_some(())
+        (status["signed_in"] == false).then_some(())
     });
     let text = device.ok(&["status"]);
     assert!(

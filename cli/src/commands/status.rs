@@ -7,7 +7,13 @@ use crate::session::Session;
 /// Prints whether the server is reachable and who this device is.
 pub async fn status(session: &Session, json: bool) -> Result<()> {
     let who = session.client.who_am_i().await;
-    let online = who.is_ok();
+    // Online: the server answered, even if only to refuse the token.
+    let online = match &who {
+        Ok(_) => true,
+        Err(error) => !error.is_unavailable(),
+    };
+    let signed_in = who.is_ok();
+    let error = who.as_ref().err().map(|e| e.to_string());
     let (user, device) = match &who {
         Ok(s) => (s.user.clone(), s.device_name.clone()),
         Err(_) => (
@@ -19,7 +25,8 @@ pub async fn status(session: &Session, json: bool) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "online": online, "server": session.address.to_string(), "user": user, "device": device,
+                "online": online, "signed_in": signed_in, "error": error,
+                "server": session.address.to_string(), "user": user, "device": device,
                 "embedded": session.config.servers.is_empty(),
                 "home": session.home.config_dir.display().to_string(),
             })
@@ -28,12 +35,16 @@ pub async fn status(session: &Session, json: bool) -> Result<()> {
         println!(
             "server: {} ({})",
             session.address,
-            if online { "online" } else { "offline" }
+            match (online, signed_in) {
+                (true, true) => "online",
+                (true, false) => "online, not signed in",
+                (false, _) => "offline",
+            }
         );
         println!("user:   {user}");
         println!("device: {device}");
         println!("home:   {}", session.home.config_dir.display());
-        if let Err(error) = who {
+        if let Some(error) = error {
             println!("error:  {error}");
         }
     }
