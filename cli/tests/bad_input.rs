@@ -221,6 +221,10 @@ async fn revoked_device_is_locked_out() {
     phone.ok(&["ls", "/"]);
     let phone_client = phone.client(&server);
     phone_client.who_am_i().await.expect("phone signed in");
+    let mut feed = phone_client
+        .watch(0, 0)
+        .await
+        .expect("phone follows its drive");
 
     let devices = laptop.json(&["devices", "list", "--json"]);
     let names: Vec<&str> = devices
@@ -231,6 +235,19 @@ async fn revoked_device_is_locked_out() {
         .collect();
     assert_eq!(names, ["laptop", "phone"]);
     laptop.ok(&["devices", "revoke", "phone"]);
+    // The phone's open change feed ends at once, refused.
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match futures::StreamExt::next(&mut feed).await {
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Some(error.kind),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the revoked device's Watch stream stayed open");
+    assert_eq!(ended, Some(ErrorKind::Unauthenticated));
 
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("f.txt");

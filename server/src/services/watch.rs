@@ -11,8 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::State;
-use crate::auth::caller;
-use crate::meta::Caller;
+use crate::auth::{TokenHash, caller};
+use crate::error::ServerError;
+use crate::meta::{Caller, now_nanos};
 
 /// Changes read from the journal per query.
 const PAGE: u32 = 500;
@@ -30,6 +31,7 @@ fn event(event: Event) -> Result<proto::WatchEvent, Status> {
 async fn follow(
     state: Arc<State>,
     caller: Caller,
+    token: TokenHash,
     ns: u64,
     mut cursor: u64,
     sender: mpsc::Sender<Result<proto::WatchEvent, Status>>,
@@ -38,6 +40,20 @@ async fn follow(
     let mut shutdown = state.shutdown.clone();
     loop {
         wake.borrow_and_update();
+        // A session revoked (or expired) while the stream is open ends it: revoking a
+        // device wakes every stream, so this happens at once.
+        match state.meta.session(token.0, now_nanos()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let error = ServerError::unauthenticated("the session ended");
+                let _ = sender.send(Err(error.into())).await;
+                return;
+            }
+            Err(error) => {
+                let _ = sender.send(Err(error.into())).await;
+                return;
+            }
+        }
         let page = match state.meta.journal_since(&caller, ns, cursor, PAGE).await {
             Ok(page) => page,
             Err(error) => {
@@ -83,6 +99,11 @@ impl Watch for WatchApi {
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = caller(&request)?;
+        let token = request
+            .extensions()
+            .get::<TokenHash>()
+            .copied()
+            .ok_or_else(|| ServerError::unauthenticated("not signed in"))?;
         let r = request.into_inner();
         let ns = if r.namespace == 0 {
             caller.home_ns
@@ -92,7 +113,7 @@ impl Watch for WatchApi {
         // Fail the call itself (not the stream) when the namespace is not the caller's.
         self.0.meta.journal_since(&caller, ns, r.cursor, 1).await?;
         let (sender, receiver) = mpsc::channel(256);
-        tokio::spawn(follow(self.0.clone(), caller, ns, r.cursor, sender));
+        tokio::spawn(follow(self.0.clone(), caller, token, ns, r.cursor, sender));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
