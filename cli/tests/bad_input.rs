@@ -372,17 +372,7 @@ async fn commit_of_chunks_never_uploaded_fails() {
     let server = TestServer::start();
     server.add_user("alice");
     let (client, session) = login_client(&server, "alice", "laptop").await;
-    let file = client
-        .create(proto::CreateRequest {
-            parent: session.root,
-            name: b"ghost.txt".to_vec().into(),
-            kind: NodeKind::File as i32,
-            mode: 0o644,
-            exclusive: true,
-            ..Default::default()
-        })
-        .await
-        .expect("create");
+    let file = new_file(&client, session.root, b"ghost.txt").await;
     let before = server.snapshot();
 
     let content = random_bytes(2 * MIB, 7);
@@ -445,17 +435,7 @@ async fn invalid_names_are_refused() {
     let server = TestServer::start();
     server.add_user("alice");
     let (client, session) = login_client(&server, "alice", "laptop").await;
-    let existing = client
-        .create(proto::CreateRequest {
-            parent: session.root,
-            name: b"ok.txt".to_vec().into(),
-            kind: NodeKind::File as i32,
-            mode: 0o644,
-            exclusive: true,
-            ..Default::default()
-        })
-        .await
-        .expect("create");
+    let existing = new_file(&client, session.root, b"ok.txt").await;
     let before = server.snapshot();
 
     let long = vec![b'x'; 256];

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use loft_remote::client::GrpcClient;
 use loft_remote::content::{ChunkId, Manifest, encode};
 use loft_remote::errors::ErrorKind;
-use loft_remote::proto::{self, NodeKind};
+use loft_remote::proto;
 use loft_remote::{RemoteClient, RemoteError};
 
 fn expect_err<T: std::fmt::Debug>(result: Result<T, RemoteError>, kind: ErrorKind, what: &str) {
@@ -54,20 +54,6 @@ async fn put_all(client: &GrpcClient, chunks: &[Vec<u8>]) -> proto::PutChunksRep
     }
     drop(sender);
     client.put_chunks(receiver).await.expect("put_chunks")
-}
-
-async fn new_file(client: &GrpcClient, root: u64, name: &[u8]) -> proto::Node {
-    client
-        .create(proto::CreateRequest {
-            parent: root,
-            name: name.to_vec().into(),
-            kind: NodeKind::File as i32,
-            mode: 0o644,
-            exclusive: true,
-            ..Default::default()
-        })
-        .await
-        .expect("create")
 }
 
 fn commit_request(node: u64, manifest: &Manifest) -> proto::CommitRequest {

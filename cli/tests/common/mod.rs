@@ -710,3 +710,18 @@ pub async fn upload_bytes(client: Arc<GrpcClient>, data: Vec<u8>) -> (Manifest, 
         .await
         .expect("upload")
 }
+
+/// Creates an empty regular file `name` in `parent` through the raw client.
+pub async fn new_file(client: &GrpcClient, parent: u64, name: &[u8]) -> loft_remote::proto::Node {
+    client
+        .create(loft_remote::proto::CreateRequest {
+            parent,
+            name: name.to_vec().into(),
+            kind: loft_remote::proto::NodeKind::File as i32,
+            mode: 0o644,
+            exclusive: true,
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+}
