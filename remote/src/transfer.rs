@@ -100,7 +100,7 @@ pub async fn upload(
                 Err(_) => break,
             }
         }
-        if batch.is_empty() || (!finished && batch.len() < HAVE_BATCH && !chunks.is_empty()) {
+        if batch.is_empty() {
             continue;
         }
         let ids: Vec<ChunkId> = batch.iter().map(|c| c.id).collect();
