@@ -1,19 +1,16 @@
-//! Loft's client-side durable state, kept under the data directory of one device.
+//! Loft's client-side durable state, kept under the cache directory of one device:
 //!
-//! This crate will hold:
+//! - the **mirror** ([`mirror`]): the drive's tree as this device knows it, the
+//!   change-feed cursor, the ledger of clean bytes held locally (LRU by last access)
+//!   and the **outbound journal** of changes not yet committed on the server;
+//! - the **body files** ([`bodies`]): one sparse local file per file, holding the
+//!   chunks fetched so far (clean) or all bytes of a file being written (dirty, the
+//!   staging area). Whole local files are what FUSE passthrough needs.
 //!
-//! - the **mirror** of the metadata tree and the change-feed cursor,
-//! - the **chunk cache**: plaintext chunks with a byte budget, LRU eviction, and
-//!   pinned and dirty chunks that are never evicted ([`chunks`]),
-//! - the **staging area** for files being written,
-//! - the **outbound journal** of changes not yet committed on the server.
-//!
-//! Only the chunk cache exists so far. Everything here is synchronous (SQLite through
-//! `rusqlite`, plain file I/O): async callers run it on blocking threads.
+//! Everything here is synchronous (SQLite through `rusqlite`, plain file I/O).
 
-#![warn(missing_docs)]
-
-pub mod chunks;
+pub mod bodies;
 mod error;
+pub mod mirror;
 
 pub use error::{CacheError, Result};

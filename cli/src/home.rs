@@ -63,6 +63,23 @@ impl LoftHome {
         self.data_dir.join("server.lock")
     }
 
+    /// Held (flock) by the live mount process of this home.
+    pub fn mount_lock(&self) -> PathBuf {
+        self.data_dir.join("mount.lock")
+    }
+    /// Where the live mount is and which process serves it.
+    pub fn mount_record(&self) -> PathBuf {
+        self.data_dir.join("mount.json")
+    }
+    /// The live mount's control socket (`loft sync`, `status`, `unmount`).
+    pub fn mount_socket(&self) -> PathBuf {
+        self.data_dir.join("mount.sock")
+    }
+    /// The background mount process logs here.
+    pub fn mount_log(&self) -> PathBuf {
+        self.data_dir.join("mount.log")
+    }
+
     /// Creates the directories (mode 0700: they hold a token).
     pub fn create(&self) -> anyhow::Result<()> {
         for dir in [&self.config_dir, &self.data_dir, &self.cache_dir] {

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod embedded;
 mod home;
+mod mount;
 mod paths;
 mod progress;
 mod session;
@@ -87,11 +88,60 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the connection and this device.
+    /// Show the connection, this device and its mount; with PATH, what of it is local.
     Status {
+        path: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
+    /// Mount the drive at DIR (in the background unless --foreground).
+    Mount {
+        dir: PathBuf,
+        /// Server to use instead of the configured one (or the embedded one).
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Budget for clean cached bytes, e.g. 64MiB, 10GiB.
+        #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+        cache_size: u64,
+        /// Writes fail with ENOSPC when less than this is free on the cache's disk.
+        #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
+        disk_reserve: u64,
+        /// Quiet time after the last close before a version is uploaded.
+        #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+        upload_debounce: std::time::Duration,
+        /// FUSE mount options, comma-separated (fsname=…, allow_other, ro, …).
+        #[arg(short = 'o', value_name = "OPTS")]
+        options: Vec<String>,
+        /// Stay in the foreground (logs on stderr).
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Unmount after every queued change is on the server (offline: keep them queued).
+    Unmount { dir: PathBuf },
+    /// Wait until every queued change of this device is on the server.
+    Sync {
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Keep files on this device (recursive); returns when all are local.
+    Pin {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Drop the local bytes of files (recursive); they stay visible as placeholders.
+    #[command(alias = "unpin")]
+    OnlineOnly {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    loft_remote::units::parse_size(text).map_err(|e| e.to_string())
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    loft_remote::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -106,7 +156,53 @@ enum DevicesCommand {
 }
 
 fn main() -> ExitCode {
-    loft_remote::binary::run_main("loft", "warn", run(Cli::parse()))
+    let cli = match mount_helper_args() {
+        Some(args) => Cli::parse_from(args),
+        None => Cli::parse(),
+    };
+    loft_remote::binary::run_main("loft", "warn", run(cli))
+}
+
+/// Invoked as `mount.fuse.loft SOURCE DIR [-o OPTS]` (by `mount -t fuse.loft` or
+/// fstab): SOURCE is the LOFT_HOME directory, or `loft` for the default one.
+fn mount_helper_args() -> Option<Vec<OsString>> {
+    let mut args = std::env::args_os();
+    let program = PathBuf::from(args.next()?);
+    if program.file_name()? != "mount.fuse.loft" {
+        return None;
+    }
+    let rest: Vec<OsString> = args.collect();
+    let mut positional = Vec::new();
+    let mut options = Vec::new();
+    let mut iter = rest.into_iter();
+    while let Some(arg) = iter.next() {
+        if arg == "-o" {
+            options.extend(iter.next());
+        } else if arg.to_string_lossy().starts_with('-') {
+            // -n, -s, -v from mount(8): nothing to do.
+        } else {
+            positional.push(arg);
+        }
+    }
+    let mut out: Vec<OsString> = vec!["loft".into(), "mount".into()];
+    match positional.as_slice() {
+        [source, dir] => {
+            if source != "loft" {
+                // SAFETY: set before any other thread exists.
+                unsafe { std::env::set_var("LOFT_HOME", source) };
+            }
+            out.push(dir.clone());
+        }
+        _ => {
+            eprintln!("usage: mount.fuse.loft SOURCE DIR [-o OPTIONS]");
+            std::process::exit(2);
+        }
+    }
+    for option in options {
+        out.push("-o".into());
+        out.push(option);
+    }
+    Some(out)
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -119,6 +215,44 @@ async fn run(cli: Cli) -> Result<()> {
             device,
         } => commands::account::login(home, servers, &user, &password_file, device).await,
         Command::Logout => commands::account::logout(home).await,
+        Command::Mount {
+            dir,
+            server,
+            cache_size,
+            disk_reserve,
+            upload_debounce,
+            options,
+            foreground,
+        } => {
+            let args = mount::MountArgs {
+                dir,
+                server,
+                cache_size,
+                disk_reserve,
+                upload_debounce,
+                options,
+                foreground,
+            };
+            mount::mount(home, args).await
+        }
+        Command::Unmount { dir } => commands::mounted::unmount(&home, &dir).await,
+        Command::Sync { timeout } => commands::mounted::sync(&home, timeout).await,
+        Command::Pin { paths } => commands::mounted::pin(&home, &paths, true).await,
+        Command::OnlineOnly { paths } => commands::mounted::pin(&home, &paths, false).await,
+        Command::Status {
+            path: Some(path),
+            json,
+        } => commands::mounted::path_status(&home, &path, json).await,
+        Command::Status { path: None, json } if json => {
+            if let Some(status) = commands::mounted::mount_status(&home).await {
+                println!("{status}");
+                return Ok(());
+            }
+            let session = Session::open(home).await?;
+            let result = commands::status::status(&session, json).await;
+            session.close().await;
+            result
+        }
         command => {
             let session = Session::open(home).await?;
             let result = match command {
@@ -148,11 +282,43 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Versions { path, json } => {
                     commands::versions::versions(&session, &path, json).await
                 }
-                Command::Status { json } => commands::status::status(&session, json).await,
-                Command::Login { .. } | Command::Logout => unreachable!("handled above"),
+                Command::Status { json, .. } => {
+                    let mount = commands::mounted::mount_status(&session.home).await;
+                    commands::status::status(&session, json).await?;
+                    if let Some(mount) = mount {
+                        print_mount_status(&mount);
+                    }
+                    Ok(())
+                }
+                _ => unreachable!("handled above"),
             };
             session.close().await;
             result
         }
+    }
+}
+
+fn print_mount_status(status: &serde_json::Value) {
+    println!(
+        "mount:  {} ({}{})",
+        status["mountpoint"].as_str().unwrap_or("?"),
+        if status["online"].as_bool().unwrap_or(false) {
+            "online"
+        } else {
+            "offline"
+        },
+        if status["passthrough"].as_bool().unwrap_or(false) {
+            ", passthrough"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "cache:  {} of {} bytes",
+        status["cache_bytes"], status["cache_budget"]
+    );
+    println!("queued: {} changes", status["queued_uploads"]);
+    if let Some(full) = status["cache_full"].as_str() {
+        println!("cache full: {full}");
     }
 }

@@ -47,12 +47,18 @@ impl Session {
 
     /// Connects as the signed-in user of `home`.
     pub async fn open(home: LoftHome) -> Result<Session> {
+        Self::open_at(home, None).await
+    }
+
+    /// Like [`Session::open`], to `server` instead of the configured one if given.
+    pub async fn open_at(home: LoftHome, server: Option<String>) -> Result<Session> {
         let config = ClientConfig::load(&home)?;
         let options = ConnectOptions {
             ca_cert: config.ca_cert.clone(),
             ..Default::default()
         };
-        let (address, embedded) = match config.servers.first() {
+        let chosen = server.or_else(|| config.servers.first().cloned());
+        let (address, embedded) = match chosen.as_ref() {
             Some(server) => (
                 server
                     .parse::<ServerAddress>()

@@ -181,74 +181,29 @@ pub async fn download(
         Ok(written)
     });
 
-    for window in manifest.chunks.chunks(GET_BATCH) {
-        let ranges = window
-            .iter()
-            .map(|c| proto::ChunkRange {
-                id: c.id.0.to_vec().into(),
-                offset: 0,
-                length: 0,
-            })
-            .collect();
-        let stream = client.get_chunks(ranges).await?;
-        let counter = received.clone();
-        let mut decoded = stream
-            .zip(futures::stream::iter(window.iter().copied()))
-            .map(|(data, wanted)| {
-                let counter = counter.clone();
-                async move {
-                    let data = data?;
-                    counter.fetch_add(data.data.len() as u64, Ordering::Relaxed);
-                    if data.id.as_ref() != wanted.id.0.as_slice() {
-                        return Err(RemoteError::new(
-                            ErrorKind::Internal,
-                            "server sent chunks out of order",
-                        ));
-                    }
-                    tokio::task::spawn_blocking(move || {
-                        let bad = |e: crate::content::ContentError| {
-                            RemoteError::new(
-                                ErrorKind::Internal,
-                                format!("chunk {}: {e}", wanted.id),
-                            )
-                        };
-                        // Raw chunks are checked in place, without a copy.
-                        let plain = if data.compressed {
-                            bytes::Bytes::from(
-                                decode(&data.data, true, wanted.length as usize).map_err(bad)?,
-                            )
-                        } else if data.data.len() == wanted.length as usize {
-                            data.data
-                        } else {
-                            return Err(RemoteError::new(
-                                ErrorKind::Internal,
-                                format!("chunk {}: wrong length", wanted.id),
-                            ));
-                        };
-                        verify(&wanted.id, &plain).map_err(bad)?;
-                        Ok(plain)
-                    })
-                    .await
-                    .map_err(io_error)?
-                }
-            })
-            .buffered(DECODERS);
-        let mut got = 0;
-        while let Some(plain) = decoded.next().await {
-            let plain = plain?;
-            progress(plain.len() as u64);
-            got += 1;
-            if piece_sender.send(plain).await.is_err() {
-                break;
+    let mut plains = fetch_chunks(client, manifest.chunks.clone(), received.clone());
+    let mut got = 0;
+    while let Some(plain) = plains.next().await {
+        let plain = match plain {
+            Ok(plain) => plain,
+            Err(error) => {
+                drop(piece_sender);
+                let _ = writer_task.await;
+                return Err(error);
             }
+        };
+        progress(plain.len() as u64);
+        got += 1;
+        if piece_sender.send(plain).await.is_err() {
+            break;
         }
-        if got != window.len() {
-            drop(piece_sender);
-            return Err(match writer_task.await {
-                Ok(Err(error)) => error,
-                _ => RemoteError::new(ErrorKind::Unavailable, "download ended early"),
-            });
-        }
+    }
+    if got != manifest.chunks.len() {
+        drop(piece_sender);
+        return Err(match writer_task.await {
+            Ok(Err(error)) => error,
+            _ => RemoteError::new(ErrorKind::Unavailable, "download ended early"),
+        });
     }
     drop(piece_sender);
     let bytes = writer_task.await.map_err(io_error)??;
@@ -256,4 +211,104 @@ pub async fn download(
         bytes,
         bytes_downloaded: received.load(Ordering::Relaxed),
     })
+}
+
+/// Fetches whole chunks in order, each decoded and checked against its id; counts
+/// the payload bytes received in `received`. Up to [`DECODERS`] chunks are decoded at
+/// once and [`GET_BATCH`] chunks are named per request.
+pub fn fetch_chunks(
+    client: Arc<dyn RemoteClient>,
+    chunks: Vec<crate::content::ChunkRef>,
+    received: Arc<AtomicU64>,
+) -> futures::stream::BoxStream<'static, RemoteResult<bytes::Bytes>> {
+    let windows: Vec<Vec<crate::content::ChunkRef>> =
+        chunks.chunks(GET_BATCH).map(<[_]>::to_vec).collect();
+    futures::stream::iter(windows)
+        .then(move |window| {
+            let client = client.clone();
+            let received = received.clone();
+            async move {
+                let ranges = window
+                    .iter()
+                    .map(|c| proto::ChunkRange {
+                        id: c.id.0.to_vec().into(),
+                        offset: 0,
+                        length: 0,
+                    })
+                    .collect();
+                let stream = client.get_chunks(ranges).await?;
+                let expected = window.len();
+                let decoded = stream
+                    .zip(futures::stream::iter(window))
+                    .map(move |(data, wanted)| decode_piece(data, wanted, received.clone()))
+                    .buffered(DECODERS);
+                Ok::<_, RemoteError>(counted(decoded, expected))
+            }
+        })
+        .map(|window| match window {
+            Ok(stream) => stream.boxed(),
+            Err(error) => futures::stream::once(async move { Err(error) }).boxed(),
+        })
+        .flatten()
+        .boxed()
+}
+
+/// Ends a window's stream with an error when the server sent fewer chunks than asked.
+fn counted(
+    stream: impl futures::Stream<Item = RemoteResult<bytes::Bytes>> + Send + 'static,
+    expected: usize,
+) -> impl futures::Stream<Item = RemoteResult<bytes::Bytes>> + Send + 'static {
+    let mut got = 0usize;
+    stream
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .filter_map(move |item| {
+            let out = match item {
+                Some(item) => {
+                    got += 1;
+                    Some(item)
+                }
+                None if got < expected => Some(Err(RemoteError::new(
+                    ErrorKind::Unavailable,
+                    "download ended early",
+                ))),
+                None => None,
+            };
+            async move { out }
+        })
+}
+
+async fn decode_piece(
+    data: RemoteResult<proto::ChunkData>,
+    wanted: crate::content::ChunkRef,
+    received: Arc<AtomicU64>,
+) -> RemoteResult<bytes::Bytes> {
+    let data = data?;
+    received.fetch_add(data.data.len() as u64, Ordering::Relaxed);
+    if data.id.as_ref() != wanted.id.0.as_slice() {
+        return Err(RemoteError::new(
+            ErrorKind::Internal,
+            "server sent chunks out of order",
+        ));
+    }
+    tokio::task::spawn_blocking(move || {
+        let bad = |e: crate::content::ContentError| {
+            RemoteError::new(ErrorKind::Internal, format!("chunk {}: {e}", wanted.id))
+        };
+        // Raw chunks are checked in place, without a copy.
+        let plain = if data.compressed {
+            bytes::Bytes::from(decode(&data.data, true, wanted.length as usize).map_err(bad)?)
+        } else if data.data.len() == wanted.length as usize {
+            data.data
+        } else {
+            return Err(RemoteError::new(
+                ErrorKind::Internal,
+                format!("chunk {}: wrong length", wanted.id),
+            ));
+        };
+        verify(&wanted.id, &plain).map_err(bad)?;
+        Ok(plain)
+    })
+    .await
+    .map_err(io_error)?
 }

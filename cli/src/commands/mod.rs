@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod files;
+pub mod mounted;
 pub mod status;
 pub mod transfer;
 pub mod versions;

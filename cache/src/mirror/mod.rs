@@ -1,0 +1,607 @@
+//! The mirror: the device's copy of the drive's tree (nodes, entries, xattrs), the
+//! ledger of clean bytes held in local body files, the outbound journal and settings,
+//! in one SQLite database (WAL). Every local change is one transaction, so the mirror
+//! and the journal never disagree after a crash.
+
+mod outbox;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub use outbox::{Op, Queued};
+
+use crate::{CacheError, Result};
+
+/// Inode number of the drive's root.
+pub const ROOT_INO: u64 = 1;
+
+/// Node kinds, numbered as on the wire (`NodeKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    File = 1,
+    Directory = 2,
+    Symlink = 3,
+    Fifo = 4,
+    Socket = 5,
+    CharDevice = 6,
+    BlockDevice = 7,
+}
+
+impl Kind {
+    /// From the wire number; unknown numbers are files.
+    pub fn from_wire(n: i32) -> Kind {
+        match n {
+            2 => Kind::Directory,
+            3 => Kind::Symlink,
+            4 => Kind::Fifo,
+            5 => Kind::Socket,
+            6 => Kind::CharDevice,
+            7 => Kind::BlockDevice,
+            _ => Kind::File,
+        }
+    }
+}
+
+/// One inode as this device knows it. Times are nanoseconds since the epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub ino: u64,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub atime: i64,
+    pub mtime: i64,
+    pub ctime: i64,
+    pub btime: i64,
+    pub nlink: u32,
+    pub symlink: Vec<u8>,
+    pub version: u64,
+    pub manifest: Option<Vec<u8>>,
+    pub dirty: bool,
+    pub pinned: bool,
+    pub listed: bool,
+    pub xattrs_listed: bool,
+    pub body: u64,
+    pub local_bytes: u64,
+}
+
+impl Node {
+    /// A new node of `kind` with everything else zero.
+    pub fn new(kind: Kind, mode: u32, now: i64) -> Node {
+        Node {
+            ino: 0,
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            btime: now,
+            nlink: 0,
+            symlink: Vec::new(),
+            version: 0,
+            manifest: None,
+            dirty: false,
+            pinned: false,
+            listed: false,
+            xattrs_listed: false,
+            body: 0,
+            local_bytes: 0,
+        }
+    }
+}
+
+/// A clean chunk range held in a body file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub ino: u64,
+    pub body: u64,
+    pub idx: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The mirror database.
+pub struct Mirror {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+const NODE_COLUMNS: &str = "ino, kind, mode, uid, gid, rdev, size, atime, mtime, ctime, \
+    btime, nlink, symlink, version, manifest, dirty, pinned, listed, xattrs_listed, body, \
+    local_bytes";
+
+fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+    Ok(Node {
+        ino: r.get(0)?,
+        kind: Kind::from_wire(r.get(1)?),
+        mode: r.get(2)?,
+        uid: r.get(3)?,
+        gid: r.get(4)?,
+        rdev: r.get(5)?,
+        size: r.get(6)?,
+        atime: r.get(7)?,
+        mtime: r.get(8)?,
+        ctime: r.get(9)?,
+        btime: r.get(10)?,
+        nlink: r.get(11)?,
+        symlink: r.get(12)?,
+        version: r.get(13)?,
+        manifest: r.get(14)?,
+        dirty: r.get(15)?,
+        pinned: r.get(16)?,
+        listed: r.get(17)?,
+        xattrs_listed: r.get(18)?,
+        body: r.get(19)?,
+        local_bytes: r.get(20)?,
+    })
+}
+
+impl Mirror {
+    /// Opens (creating if needed) the mirror at `path`; a new mirror gets a root
+    /// directory with `root_mode`.
+    pub fn open(path: &Path, now: i64) -> Result<Mirror> {
+        let mut conn = Connection::open(path).map_err(CacheError::from)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Commits reach the OS at once (a killed process loses nothing); `sync_wal`
+        // makes them durable against power loss when a caller fsyncs.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)?;
+        let has_root: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM nodes WHERE ino = ?1)",
+            [ROOT_INO],
+            |r| r.get(0),
+        )?;
+        if !has_root {
+            let mut root = Node::new(Kind::Directory, 0o755, now);
+            root.ino = ROOT_INO;
+            root.nlink = 2;
+            Db(&conn).insert_node(&root)?;
+        }
+        Ok(Mirror {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Runs `f` on the database (no transaction: for reads).
+    pub fn read<T, E: From<CacheError>>(
+        &self,
+        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&Db(&conn))
+    }
+
+    /// Runs `f` in one transaction, committed if `f` returns `Ok`.
+    pub fn write<T, E: From<CacheError>>(
+        &self,
+        f: impl FnOnce(&Db<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| E::from(CacheError::from(e)))?;
+        let out = f(&Db(&tx))?;
+        tx.commit().map_err(|e| E::from(CacheError::from(e)))?;
+        Ok(out)
+    }
+
+    /// Makes every committed transaction durable against power loss.
+    pub fn sync_wal(&self) -> Result<()> {
+        let mut wal = self.path.as_os_str().to_owned();
+        wal.push("-wal");
+        match std::fs::File::open(&wal) {
+            Ok(file) => file.sync_data().map_err(CacheError::io(PathBuf::from(wal))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::io(PathBuf::from(wal))(e)),
+        }
+    }
+}
+
+/// The mirror's operations, inside [`Mirror::read`] or [`Mirror::write`].
+pub struct Db<'c>(&'c Connection);
+
+impl Db<'_> {
+    pub fn node(&self, ino: u64) -> Result<Option<Node>> {
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE ino = ?1");
+        Ok(self
+            .0
+            .prepare_cached(&sql)?
+            .query_row([ino], node_from_row)
+            .optional()?)
+    }
+
+    /// Inserts `node`; `node.ino == 0` assigns a fresh inode number.
+    pub fn insert_node(&self, node: &Node) -> Result<u64> {
+        let ino = (node.ino != 0).then_some(node.ino);
+        self.0
+            .prepare_cached(
+                "INSERT INTO nodes(ino, kind, mode, uid, gid, rdev, size, atime, mtime, ctime, \
+                 btime, nlink, symlink, version, manifest, dirty, pinned, listed, xattrs_listed, \
+                 body, local_bytes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19, ?20, ?21)",
+            )?
+            .execute(params![
+                ino,
+                node.kind as u8,
+                node.mode,
+                node.uid,
+                node.gid,
+                node.rdev,
+                node.size,
+                node.atime,
+                node.mtime,
+                node.ctime,
+                node.btime,
+                node.nlink,
+                node.symlink,
+                node.version,
+                node.manifest,
+                node.dirty,
+                node.pinned,
+                node.listed,
+                node.xattrs_listed,
+                node.body,
+                node.local_bytes,
+            ])?;
+        Ok(self.0.last_insert_rowid() as u64)
+    }
+
+    /// Writes every column of `node`.
+    pub fn update_node(&self, node: &Node) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "UPDATE nodes SET kind = ?2, mode = ?3, uid = ?4, gid = ?5, rdev = ?6, \
+                 size = ?7, atime = ?8, mtime = ?9, ctime = ?10, btime = ?11, nlink = ?12, \
+                 symlink = ?13, version = ?14, manifest = ?15, dirty = ?16, pinned = ?17, \
+                 listed = ?18, xattrs_listed = ?19, body = ?20, local_bytes = ?21 \
+                 WHERE ino = ?1",
+            )?
+            .execute(params![
+                node.ino,
+                node.kind as u8,
+                node.mode,
+                node.uid,
+                node.gid,
+                node.rdev,
+                node.size,
+                node.atime,
+                node.mtime,
+                node.ctime,
+                node.btime,
+                node.nlink,
+                node.symlink,
+                node.version,
+                node.manifest,
+                node.dirty,
+                node.pinned,
+                node.listed,
+                node.xattrs_listed,
+                node.body,
+                node.local_bytes,
+            ])?;
+        Ok(())
+    }
+
+    /// Forgets a node (its xattrs and ledger rows too); its id mapping stays.
+    pub fn delete_node(&self, ino: u64) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM nodes WHERE ino = ?1")?
+            .execute([ino])?;
+        self.0
+            .prepare_cached("DELETE FROM xattrs WHERE ino = ?1")?
+            .execute([ino])?;
+        self.0
+            .prepare_cached("DELETE FROM present WHERE ino = ?1")?
+            .execute([ino])?;
+        Ok(())
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT ino FROM dentries WHERE parent = ?1 AND name = ?2")?
+            .query_row(params![parent, name], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The entries of `dir`, by name.
+    pub fn entries(&self, dir: u64) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT name, ino FROM dentries WHERE parent = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([dir], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn has_entries(&self, dir: u64) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM dentries WHERE parent = ?1)")?
+            .query_row([dir], |r| r.get(0))?)
+    }
+
+    /// Some entry naming `ino` (its parent and name), if any.
+    pub fn any_entry_of(&self, ino: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT parent, name FROM dentries WHERE ino = ?1 LIMIT 1")?
+            .query_row([ino], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    pub fn add_entry(&self, parent: u64, name: &[u8], ino: u64) -> Result<()> {
+        self.0
+            .prepare_cached("INSERT OR REPLACE INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)")?
+            .execute(params![parent, name, ino])?;
+        Ok(())
+    }
+
+    pub fn remove_entry(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM dentries WHERE parent = ?1 AND name = ?2")?
+            .execute(params![parent, name])?;
+        Ok(())
+    }
+
+    pub fn remote_of(&self, ino: u64) -> Result<Option<u64>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT remote FROM idmap WHERE ino = ?1")?
+            .query_row([ino], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn ino_of_remote(&self, remote: u64) -> Result<Option<u64>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT ino FROM idmap WHERE remote = ?1")?
+            .query_row([remote], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Maps `ino` to `remote`, dropping any other inode's claim on that id.
+    pub fn set_remote(&self, ino: u64, remote: u64) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM idmap WHERE remote = ?1 OR ino = ?2")?
+            .execute(params![remote, ino])?;
+        self.0
+            .prepare_cached("INSERT INTO idmap(ino, remote) VALUES (?1, ?2)")?
+            .execute(params![ino, remote])?;
+        Ok(())
+    }
+
+    pub fn xattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2")?
+            .query_row(params![ino, name], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn xattr_names(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([ino], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn set_xattr(&self, ino: u64, name: &[u8], value: &[u8]) -> Result<()> {
+        self.0
+            .prepare_cached("INSERT OR REPLACE INTO xattrs(ino, name, value) VALUES (?1, ?2, ?3)")?
+            .execute(params![ino, name, value])?;
+        Ok(())
+    }
+
+    /// Removes an xattr; false if there was none.
+    pub fn remove_xattr(&self, ino: u64, name: &[u8]) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("DELETE FROM xattrs WHERE ino = ?1 AND name = ?2")?
+            .execute(params![ino, name])?
+            > 0)
+    }
+
+    // ---------------------------------------------------------------- ledger
+
+    /// Chunk indexes of `ino`'s body `body` held locally.
+    pub fn held_chunks(&self, ino: u64, body: u64) -> Result<Vec<u64>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT idx FROM present WHERE ino = ?1 AND body = ?2")?;
+        let rows = stmt.query_map([ino, body], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a clean chunk range as held (and adds it to the node's local bytes).
+    pub fn hold(&self, held: Held, access: i64) -> Result<()> {
+        let added = self
+            .0
+            .prepare_cached(
+                "INSERT OR IGNORE INTO present(ino, body, idx, offset, len, access) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                held.ino,
+                held.body,
+                held.idx,
+                held.offset,
+                held.len,
+                access
+            ])?;
+        if added > 0 {
+            self.0
+                .prepare_cached("UPDATE nodes SET local_bytes = local_bytes + ?2 WHERE ino = ?1")?
+                .execute(params![held.ino, held.len])?;
+        }
+        Ok(())
+    }
+
+    /// Forgets one held range (after its bytes were dropped).
+    pub fn release(&self, held: Held) -> Result<()> {
+        let removed = self
+            .0
+            .prepare_cached("DELETE FROM present WHERE ino = ?1 AND body = ?2 AND idx = ?3")?
+            .execute(params![held.ino, held.body, held.idx])?;
+        if removed > 0 {
+            self.0
+                .prepare_cached(
+                    "UPDATE nodes SET local_bytes = MAX(local_bytes - ?2, 0) WHERE ino = ?1",
+                )?
+                .execute(params![held.ino, held.len])?;
+        }
+        Ok(())
+    }
+
+    /// Forgets every held range of `ino`; returns the bytes they held.
+    pub fn release_all(&self, ino: u64) -> Result<u64> {
+        let bytes: u64 = self
+            .0
+            .prepare_cached("SELECT COALESCE(SUM(len), 0) FROM present WHERE ino = ?1")?
+            .query_row([ino], |r| r.get(0))?;
+        self.0
+            .prepare_cached("DELETE FROM present WHERE ino = ?1")?
+            .execute([ino])?;
+        Ok(bytes)
+    }
+
+    /// Marks `ino`'s held ranges as used now.
+    pub fn touch(&self, ino: u64, access: i64) -> Result<()> {
+        self.0
+            .prepare_cached("UPDATE present SET access = ?2 WHERE ino = ?1")?
+            .execute(params![ino, access])?;
+        Ok(())
+    }
+
+    /// Clean bytes held, all files.
+    pub fn held_bytes(&self) -> Result<u64> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT COALESCE(SUM(len), 0) FROM present")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Least recently used ranges of unpinned files, oldest first.
+    pub fn eviction_candidates(&self, limit: u32, skip: u32) -> Result<Vec<Held>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT p.ino, p.body, p.idx, p.offset, p.len FROM present p \
+             JOIN nodes n ON n.ino = p.ino WHERE n.pinned = 0 \
+             ORDER BY p.access LIMIT ?1 OFFSET ?2",
+        )?;
+        let rows = stmt.query_map([limit, skip], |r| {
+            Ok(Held {
+                ino: r.get(0)?,
+                body: r.get(1)?,
+                idx: r.get(2)?,
+                offset: r.get(3)?,
+                len: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---------------------------------------------------------------- outbox
+
+    pub fn push(&self, op: &Op, now: i64) -> Result<()> {
+        let text = serde_json::to_string(op).expect("operations serialize");
+        self.0
+            .prepare_cached("INSERT INTO outbox(op, queued) VALUES (?1, ?2)")?
+            .execute(params![text, now])?;
+        Ok(())
+    }
+
+    /// The first `limit` queued operations, oldest first.
+    pub fn queued(&self, limit: u32) -> Result<Vec<Queued>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT seq, op, queued FROM outbox ORDER BY seq LIMIT ?1")?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, text, queued) = row?;
+            let op = serde_json::from_str(&text)
+                .map_err(|e| CacheError::Corrupt(format!("outbox row {seq}: {e}")))?;
+            out.push(Queued { seq, op, queued });
+        }
+        Ok(out)
+    }
+
+    pub fn unqueue(&self, seq: i64) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+            .execute([seq])?;
+        Ok(())
+    }
+
+    pub fn queued_count(&self) -> Result<u64> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT COUNT(*) FROM outbox")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    /// Files with local changes not yet committed.
+    pub fn dirty_files(&self) -> Result<Vec<u64>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT ino FROM nodes WHERE dirty = 1 ORDER BY ino")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---------------------------------------------------------------- settings
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.0
+            .prepare_cached("INSERT OR REPLACE INTO settings(key, value) VALUES (?1, ?2)")?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+}
+
+impl Db<'_> {
+    /// Nodes no entry names (unlinked while open when the process ended).
+    pub fn orphans(&self) -> Result<Vec<Node>> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE ino != {ROOT_INO} AND \
+             NOT EXISTS(SELECT 1 FROM dentries d WHERE d.ino = nodes.ino)"
+        );
+        let mut stmt = self.0.prepare(&sql)?;
+        let rows = stmt.query_map([], node_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// `(ino, body)` of every file node: the body files that may exist.
+    pub fn bodies_in_use(&self) -> Result<std::collections::HashSet<(u64, u64)>> {
+        let mut stmt = self
+            .0
+            .prepare("SELECT ino, body FROM nodes WHERE kind = 1")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}

@@ -1,0 +1,63 @@
+//! Operations waiting in the outbound journal. They name local inodes; the sync
+//! engine maps them to server ids when it sends them, in order.
+
+use serde::{Deserialize, Serialize};
+
+/// One local change not yet applied on the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// A new entry `(parent, name)` for node `ino` (its attributes as created).
+    Create {
+        ino: u64,
+        parent: u64,
+        name: Vec<u8>,
+        kind: u8,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+        symlink: Vec<u8>,
+        mtime: i64,
+    },
+    /// A hard link to `ino` at `(parent, name)`.
+    Link { ino: u64, parent: u64, name: Vec<u8> },
+    /// Rename of the entry naming `ino`.
+    Rename {
+        ino: u64,
+        parent: u64,
+        name: Vec<u8>,
+        new_parent: u64,
+        new_name: Vec<u8>,
+        no_replace: bool,
+        exchange: bool,
+    },
+    /// Unlink (`directory` false) or rmdir (`directory` true).
+    Remove {
+        parent: u64,
+        name: Vec<u8>,
+        directory: bool,
+    },
+    SetAttr {
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime: Option<i64>,
+        mtime: Option<i64>,
+    },
+    SetXattr {
+        ino: u64,
+        name: Vec<u8>,
+        value: Vec<u8>,
+    },
+    RemoveXattr { ino: u64, name: Vec<u8> },
+}
+
+/// An operation as queued.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub seq: i64,
+    pub op: Op,
+    /// When it was queued (ns since the epoch).
+    pub queued: i64,
+}

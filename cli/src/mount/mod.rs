@@ -1,0 +1,275 @@
+//! `loft mount`: the mount process. It holds this home's mount lock, runs the core
+//! (`loft_vfs`) with its sync engine, serves FUSE through `loft_vfs_linux`, answers
+//! the control socket, and on unmount sends what is queued before it exits.
+
+pub mod control;
+pub mod daemon;
+pub mod record;
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use loft_vfs::{Vfs, VfsConfig};
+use loft_vfs_linux::MountOptions;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::home::LoftHome;
+use crate::session::{Session, device_name};
+use record::{DirState, MountRecord, dir_state};
+
+/// What `loft mount` was asked for.
+#[derive(Clone, Debug)]
+pub struct MountArgs {
+    pub dir: PathBuf,
+    pub server: Option<String>,
+    pub cache_size: u64,
+    pub disk_reserve: u64,
+    pub upload_debounce: Duration,
+    pub options: Vec<String>,
+    pub foreground: bool,
+}
+
+impl MountArgs {
+    /// The command line that runs this mount in the foreground.
+    fn foreground_argv(&self) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec!["mount".into(), self.dir.clone().into()];
+        argv.push("--foreground".into());
+        argv.push(format!("--cache-size={}", self.cache_size).into());
+        argv.push(format!("--disk-reserve={}", self.disk_reserve).into());
+        argv.push(format!("--upload-debounce={}ms", self.upload_debounce.as_millis()).into());
+        if let Some(server) = &self.server {
+            argv.push(format!("--server={server}").into());
+        }
+        for option in &self.options {
+            argv.push("-o".into());
+            argv.push(option.into());
+        }
+        argv
+    }
+}
+
+/// `loft mount`.
+pub async fn mount(home: LoftHome, args: MountArgs) -> Result<()> {
+    if !args.foreground {
+        let dir = absolute(&args.dir)?;
+        let args = MountArgs { dir, ..args };
+        let note = daemon::spawn_and_wait(&home, &args.foreground_argv())?;
+        println!("mounted {} ({note})", args.dir.display());
+        return Ok(());
+    }
+    let prepared = prepare(&home, &args).await;
+    let mounted = match prepared {
+        Ok(mounted) => mounted,
+        Err(error) => {
+            daemon::report(&Err(anyhow!("{error:#}")));
+            return Err(error);
+        }
+    };
+    serve(home, mounted).await
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf> {
+    if dir.is_absolute() {
+        Ok(dir.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(dir))
+    }
+}
+
+struct Live {
+    _lock: std::fs::File,
+    session: Session,
+    vfs: Arc<Vfs>,
+    mounted: loft_vfs_linux::Mounted,
+    mountpoint: PathBuf,
+    listener: UnixListener,
+}
+
+fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    Ok(locked.then_some(file))
+}
+
+/// Lazily detaches a dead FUSE mount (its process is gone).
+fn detach(dir: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+        // SAFETY: `path` is NUL-terminated.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        return Ok(());
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(dir)
+        .status()?;
+    if !status.success() {
+        bail!("fusermount3 -uz {} failed", dir.display());
+    }
+    Ok(())
+}
+
+async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
+    home.create()?;
+    let Some(lock) = try_lock(&home.mount_lock())? else {
+        return Err(match MountRecord::live(home) {
+            Some(live) => anyhow!(
+                "this LOFT_HOME already has a live mount at {} (pid {})",
+                live.mountpoint.display(),
+                live.pid
+            ),
+            None => anyhow!("another process is mounting this LOFT_HOME"),
+        });
+    };
+    // A crashed mount of this home leaves its directory dead: clean it up.
+    if let Ok(text) = std::fs::read(home.mount_record()) {
+        if let Ok(old) = serde_json::from_slice::<MountRecord>(&text) {
+            if dir_state(&old.mountpoint) == DirState::DeadMount {
+                info!("cleaning up the dead mount at {}", old.mountpoint.display());
+                detach(&old.mountpoint)?;
+            }
+        }
+        MountRecord::remove(home);
+    }
+    let dir = &args.dir;
+    match dir_state(dir) {
+        DirState::Missing => bail!("{}: no such directory", dir.display()),
+        DirState::NotADirectory => bail!("{}: not a directory", dir.display()),
+        DirState::Mounted => bail!("{}: already mounted", dir.display()),
+        DirState::DeadMount => {
+            info!("cleaning up the dead mount at {}", dir.display());
+            detach(dir)?;
+        }
+        DirState::Plain => {}
+    }
+    let mountpoint = dir.canonicalize()?;
+    let session = Session::open_at(home.clone(), args.server.clone()).await?;
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let root = uid == 0;
+    let mut config = VfsConfig::new(home.cache_dir.clone());
+    config.cache_size = args.cache_size;
+    config.disk_reserve = args.disk_reserve;
+    config.upload_debounce = args.upload_debounce;
+    config.owner = (!root).then_some((uid, gid));
+    config.device = device_name(&session.config);
+    let client = session.client.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let vfs = tokio::task::spawn_blocking(move || Vfs::new(config, client, runtime))
+        .await?
+        .map_err(|e| anyhow!("opening the local cache: {e}"))?;
+    tokio::spawn(vfs.clone().run_sync());
+    let options = MountOptions {
+        options: args.options.clone(),
+        allow_other: root,
+        passthrough: root,
+        threads: 4,
+    };
+    let fs = vfs.clone();
+    let point = mountpoint.clone();
+    let mounted = tokio::task::spawn_blocking(move || loft_vfs_linux::mount(fs, &point, &options))
+        .await?
+        .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    let socket = home.mount_socket();
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("binding {}", socket.display()))?;
+    MountRecord {
+        pid: std::process::id(),
+        mountpoint: mountpoint.clone(),
+    }
+    .save(home)?;
+    Ok(Live {
+        _lock: lock,
+        session,
+        vfs,
+        mounted,
+        mountpoint,
+        listener,
+    })
+}
+
+/// Waits for the mount to end (`loft unmount`, `umount`, SIGTERM), then sends what
+/// is queued while the server is reachable.
+async fn serve(home: LoftHome, live: Live) -> Result<()> {
+    let Live {
+        _lock,
+        session,
+        vfs,
+        mut mounted,
+        mountpoint,
+        listener,
+    } = live;
+    let online = tokio::time::timeout(Duration::from_secs(2), session.client.who_am_i())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let note = if online {
+        "online".to_string()
+    } else {
+        "offline: server unreachable, serving from the local mirror".to_string()
+    };
+    info!("mounted {} ({note})", mountpoint.display());
+    daemon::report(&Ok(note));
+
+    let (unmount_sender, mut unmount_requests) = mpsc::channel(1);
+    tokio::spawn(control::serve(
+        listener,
+        vfs.clone(),
+        mountpoint.display().to_string(),
+        unmount_sender,
+    ));
+    let mut waiter = tokio::task::spawn_blocking(move || mounted.wait());
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            ended = &mut waiter => {
+                if let Ok(Err(error)) = ended {
+                    warn!("FUSE session ended: {error}");
+                }
+                break;
+            }
+            _ = unmount_requests.recv() => unmount_now(&mountpoint, false),
+            _ = terminate.recv() => unmount_now(&mountpoint, true),
+            _ = interrupt.recv() => unmount_now(&mountpoint, true),
+        }
+    }
+    info!("unmounted {}", mountpoint.display());
+    if vfs.is_online() {
+        if let Err(left) = vfs.wait_synced(Duration::from_secs(10)).await {
+            warn!("{left} changes stay queued for the next mount");
+        }
+    }
+    let _ = std::fs::remove_file(home.mount_socket());
+    MountRecord::remove(&home);
+    session.close().await;
+    Ok(())
+}
+
+fn unmount_now(mountpoint: &Path, force: bool) {
+    match loft_vfs_linux::unmount_path(mountpoint) {
+        Ok(()) => {}
+        Err(error) if force => {
+            warn!("unmount: {error}; detaching");
+            let _ = detach(mountpoint);
+        }
+        Err(error) => warn!("unmount of {} failed: {error}", mountpoint.display()),
+    }
+}

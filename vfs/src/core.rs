@@ -1,0 +1,270 @@
+//! The core's shared state: the mirror, body files, open files and handles,
+//! counters, and the channel to the kernel adapter.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use loft_cache::bodies::Bodies;
+use loft_cache::mirror::{Db, Mirror, Node};
+use loft_remote::RemoteClient;
+use loft_remote::content::{ChunkIndex, Manifest};
+use tokio::runtime::Handle;
+
+use crate::attr::{Attr, now};
+use crate::config::VfsConfig;
+use crate::error::{VfsError, VfsResult};
+
+/// A file version's chunk layout, shared by the handles reading it.
+pub(crate) struct Layout {
+    pub manifest: Manifest,
+    pub index: ChunkIndex,
+}
+
+impl Layout {
+    pub fn new(manifest: Manifest) -> Arc<Layout> {
+        let index = ChunkIndex::new(&manifest);
+        Arc::new(Layout { manifest, index })
+    }
+}
+
+/// Per-inode state while any handle (or an internal user such as pin) has it open.
+pub(crate) struct OpenFile {
+    pub users: u32,
+    pub writers: u32,
+    /// Handles that read the body without checking which chunks are held (it was
+    /// whole when they opened): the body must not be punched under them.
+    pub direct: u32,
+    /// Reads in progress: their chunk ranges must not be evicted under them.
+    pub busy: u32,
+    /// Body generation the clean-chunk sets below describe.
+    pub body: u64,
+    pub held: HashSet<u64>,
+    pub fetching: HashSet<u64>,
+}
+
+/// One open file handle.
+pub(crate) struct FileHandle {
+    pub ino: u64,
+    pub write: bool,
+    pub file: Arc<File>,
+    /// Chunk layout when some bytes may not be local; `None` when the body is whole.
+    pub layout: Option<Arc<Layout>>,
+    pub body: u64,
+    pub passthrough: AtomicBool,
+    /// End of the previous read, to spot sequential access.
+    pub next_offset: AtomicU64,
+    /// Read-ahead has been started up to here.
+    pub prefetched_until: AtomicU64,
+}
+
+/// A directory handle: the entries as they were at opendir.
+pub(crate) struct DirHandle {
+    pub entries: Vec<(Vec<u8>, u64)>,
+}
+
+/// Content changes of a dirty file not yet uploaded.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Pending {
+    /// Bumped by every change to the bytes.
+    pub generation: u64,
+    /// Not uploaded before this instant (the debounce after the last close).
+    pub ready_at: Option<Instant>,
+}
+
+/// Something the kernel must forget, sent by the core and applied by the adapter on
+/// its own thread (never from inside a handler).
+#[derive(Clone, Debug)]
+pub enum KernelNote {
+    /// Cached attributes and pages of an inode.
+    Inode(u64),
+    /// A cached name in a directory.
+    Entry { parent: u64, name: Vec<u8> },
+}
+
+/// What `open` hands to the adapter.
+pub struct Opened {
+    pub fh: u64,
+    /// The whole file's bytes are local in this file: the adapter may let the kernel
+    /// read and write it directly (FUSE passthrough).
+    pub backing: Option<Arc<File>>,
+    pub attr: Attr,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub bytes_downloaded: AtomicU64,
+    pub bytes_uploaded: AtomicU64,
+    pub online: AtomicBool,
+    pub cache_full: Mutex<Option<String>>,
+    pub passthrough: AtomicBool,
+    pub rejected: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// The file system core. Cheap to share: adapters hold an `Arc<Vfs>`.
+pub struct Vfs {
+    pub(crate) mirror: Mirror,
+    pub(crate) bodies: Bodies,
+    pub(crate) client: Arc<dyn RemoteClient>,
+    pub(crate) rt: Handle,
+    pub(crate) config: VfsConfig,
+    pub(crate) files: Mutex<HashMap<u64, OpenFile>>,
+    /// Signalled when a chunk fetch ends (waiters hold `files`).
+    pub(crate) fetched: Condvar,
+    pub(crate) handles: Mutex<HashMap<u64, Arc<FileHandle>>>,
+    pub(crate) dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    pub(crate) next_handle: AtomicU64,
+    pub(crate) budget_lock: Mutex<()>,
+    /// Clean bytes held plus bytes reserved by fetches in flight.
+    pub(crate) held_total: AtomicU64,
+    pub(crate) pending: Mutex<HashMap<u64, Pending>>,
+    pub(crate) counters: Counters,
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) listing_lock: Mutex<()>,
+    pub(crate) kernel: OnceLock<Box<dyn Fn(KernelNote) + Send + Sync>>,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Vfs {
+    /// Opens the mirror and body files under `config.cache_dir`. Nothing is asked of
+    /// the server here: a mount comes up offline from its mirror.
+    pub fn new(
+        config: VfsConfig,
+        client: Arc<dyn RemoteClient>,
+        rt: Handle,
+    ) -> VfsResult<Arc<Vfs>> {
+        std::fs::create_dir_all(&config.cache_dir)?;
+        let mirror = Mirror::open(&config.cache_dir.join("mirror.db"), now())?;
+        let bodies = Bodies::open(&config.cache_dir.join("bodies"))?;
+        let held = mirror.read(|db| db.held_bytes())?;
+        let vfs = Arc::new(Vfs {
+            mirror,
+            bodies,
+            client,
+            rt,
+            config,
+            files: Mutex::new(HashMap::new()),
+            fetched: Condvar::new(),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            budget_lock: Mutex::new(()),
+            held_total: AtomicU64::new(held),
+            pending: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            wake: tokio::sync::Notify::new(),
+            listing_lock: Mutex::new(()),
+            kernel: OnceLock::new(),
+        });
+        vfs.recover()?;
+        Ok(vfs)
+    }
+
+    /// After a crash: forget orphans (unlinked files whose last user is gone), take
+    /// dirty files' size and time from their bodies, drop unknown body files.
+    fn recover(&self) -> VfsResult<()> {
+        let dirty = self.tx(|db| {
+            let dirty = db.dirty_files()?;
+            Ok(dirty)
+        })?;
+        for ino in &dirty {
+            self.persist_body_attrs(*ino)?;
+            lock(&self.pending).insert(*ino, Pending::default());
+        }
+        let orphans: Vec<Node> = self.mirror.read(|db| db.orphans())?;
+        for node in orphans {
+            self.forget_node(&node)?;
+        }
+        let known: HashSet<(u64, u64)> = self.mirror.read(|db| db.bodies_in_use())?;
+        for (ino, body) in self.bodies.list()? {
+            if !known.contains(&(ino, body)) {
+                self.bodies.remove(ino, body)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets how the core tells the kernel to drop cached names and attributes.
+    pub fn set_kernel_notes(&self, notes: Box<dyn Fn(KernelNote) + Send + Sync>) {
+        let _ = self.kernel.set(notes);
+    }
+
+    pub(crate) fn tell_kernel(&self, note: KernelNote) {
+        if let Some(notes) = self.kernel.get() {
+            notes(note);
+        }
+    }
+
+    pub fn config(&self) -> &VfsConfig {
+        &self.config
+    }
+
+    /// Records that the kernel serves handle `fh` by passthrough.
+    pub fn mark_passthrough(&self, fh: u64) {
+        let Some(handle) = lock(&self.handles).get(&fh).cloned() else {
+            return;
+        };
+        handle.passthrough.store(true, Ordering::SeqCst);
+        self.counters.passthrough.store(true, Ordering::Relaxed);
+    }
+
+    /// A write transaction on the mirror.
+    pub(crate) fn tx<T>(&self, f: impl FnOnce(&Db<'_>) -> VfsResult<T>) -> VfsResult<T> {
+        self.mirror.write(f)
+    }
+
+    /// A read of the mirror.
+    pub(crate) fn rx<T>(&self, f: impl FnOnce(&Db<'_>) -> VfsResult<T>) -> VfsResult<T> {
+        self.mirror.read(f)
+    }
+
+    pub(crate) fn node(&self, ino: u64) -> VfsResult<Node> {
+        self.mirror
+            .read(|db| db.node(ino))?
+            .ok_or(VfsError::NotFound)
+    }
+
+    pub(crate) fn handle(&self, fh: u64) -> VfsResult<Arc<FileHandle>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(VfsError::BadHandle)
+    }
+
+    pub(crate) fn new_handle_id(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Drops a node that no entry names and nothing holds open: its row, ledger rows
+    /// and body files.
+    pub(crate) fn forget_node(&self, node: &Node) -> VfsResult<()> {
+        let freed = self.tx(|db| {
+            let freed = db.release_all(node.ino)?;
+            db.delete_node(node.ino)?;
+            Ok(freed)
+        })?;
+        self.held_total.fetch_sub(
+            freed.min(self.held_total.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        lock(&self.pending).remove(&node.ino);
+        for (ino, body) in self.bodies.list_of(node.ino)? {
+            self.bodies.remove(ino, body)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_open(&self, ino: u64) -> bool {
+        lock(&self.files).contains_key(&ino)
+    }
+
+    pub(crate) fn attr_of(&self, node: &Node) -> Attr {
+        Attr::of(node, self.config.owner)
+    }
+}

@@ -1,0 +1,194 @@
+//! What a file or the whole mount holds locally, for `loft status` and the
+//! `user.loft.state` xattr.
+
+use std::sync::atomic::Ordering;
+
+use loft_cache::mirror::Kind;
+use serde::Serialize;
+
+use crate::core::{Vfs, lock};
+use crate::error::VfsResult;
+
+/// How much of a file is on this device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileState {
+    /// Nothing local: a placeholder.
+    OnlineOnly,
+    /// Some chunks local.
+    Partial,
+    /// Every byte local and committed.
+    Hydrated,
+    /// Local changes not yet committed.
+    Dirty,
+}
+
+impl FileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::OnlineOnly => "online-only",
+            FileState::Partial => "partial",
+            FileState::Hydrated => "hydrated",
+            FileState::Dirty => "dirty",
+        }
+    }
+}
+
+/// `loft status PATH --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathStatus {
+    pub state: FileState,
+    pub pinned: bool,
+    pub size: u64,
+    pub local_bytes: u64,
+}
+
+/// `loft status --json` for a mount.
+#[derive(Clone, Debug, Serialize)]
+pub struct MountStatus {
+    pub online: bool,
+    pub cache_bytes: u64,
+    pub cache_budget: u64,
+    pub queued_uploads: u64,
+    pub bytes_downloaded: u64,
+    pub bytes_uploaded: u64,
+    pub passthrough: bool,
+    /// Why the last hydration was refused, while the cache stays full.
+    pub cache_full: Option<String>,
+    /// Changes the server refused (logged with the reason).
+    pub rejected_changes: u64,
+    pub last_error: Option<String>,
+}
+
+impl Vfs {
+    pub(crate) fn file_state(&self, ino: u64) -> VfsResult<FileState> {
+        Ok(self.path_status(ino)?.state)
+    }
+
+    /// A file's state; for a directory, the sum over everything below it.
+    pub fn path_status(&self, ino: u64) -> VfsResult<PathStatus> {
+        let node = self.node(ino)?;
+        if node.kind == Kind::Directory {
+            let (mut size, mut local, mut dirty) = (0u64, 0u64, false);
+            let mut stack = vec![ino];
+            while let Some(dir) = stack.pop() {
+                for (_, child) in self.mirror.read(|db| db.entries(dir))? {
+                    let Some(child) = self.mirror.read(|db| db.node(child))? else {
+                        continue;
+                    };
+                    match child.kind {
+                        Kind::Directory => stack.push(child.ino),
+                        Kind::File => {
+                            size += child.size;
+                            local += if child.dirty {
+                                child.size
+                            } else {
+                                child.local_bytes.min(child.size)
+                            };
+                            dirty |= child.dirty;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            return Ok(PathStatus {
+                state: classify(dirty, size, local),
+                pinned: node.pinned,
+                size,
+                local_bytes: local,
+            });
+        }
+        let attr = self.getattr(ino)?;
+        let local = if node.dirty {
+            attr.size
+        } else {
+            node.local_bytes.min(node.size)
+        };
+        Ok(PathStatus {
+            state: classify(node.dirty, attr.size, local),
+            pinned: node.pinned,
+            size: attr.size,
+            local_bytes: local,
+        })
+    }
+
+    pub fn mount_status(&self) -> VfsResult<MountStatus> {
+        let (queued, dirty) = self
+            .rx(|db| Ok((db.queued_count()?, db.dirty_files()?.len() as u64)))?;
+        Ok(MountStatus {
+            online: self.counters.online.load(Ordering::Relaxed),
+            cache_bytes: self.held_total.load(Ordering::Relaxed),
+            cache_budget: self.config.cache_size,
+            queued_uploads: queued + dirty,
+            bytes_downloaded: self.counters.bytes_downloaded.load(Ordering::Relaxed),
+            bytes_uploaded: self.counters.bytes_uploaded.load(Ordering::Relaxed),
+            passthrough: self.counters.passthrough.load(Ordering::Relaxed),
+            cache_full: lock(&self.counters.cache_full).clone(),
+            rejected_changes: self.counters.rejected.load(Ordering::Relaxed),
+            last_error: lock(&self.counters.last_error).clone(),
+        })
+    }
+
+    /// Resolves a drive path (`/a/b`) to an inode, listing directories on the way.
+    pub fn resolve(&self, path: &[u8]) -> VfsResult<u64> {
+        let mut ino = crate::ROOT_INO;
+        for part in path.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
+            ino = self.lookup(ino, part)?.ino;
+        }
+        Ok(ino)
+    }
+}
+
+fn classify(dirty: bool, size: u64, local: u64) -> FileState {
+    if dirty {
+        FileState::Dirty
+    } else if local >= size {
+        FileState::Hydrated
+    } else if local == 0 {
+        FileState::OnlineOnly
+    } else {
+        FileState::Partial
+    }
+}
+
+/// What `statfs` reports: the cache disk's space (the drive has no quota yet).
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub free: u64,
+    pub available: u64,
+    pub files: u64,
+    pub files_free: u64,
+}
+
+impl Vfs {
+    /// Space figures in 4 KiB blocks, from the file system holding the cache.
+    pub fn statfs(&self) -> VfsResult<FsStats> {
+        let path = std::ffi::CString::new(
+            std::os::unix::ffi::OsStrExt::as_bytes(self.config.cache_dir.as_os_str()),
+        )
+        .map_err(|_| crate::VfsError::Invalid("cache path"))?;
+        let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `path` is NUL-terminated; `stat` is writable memory of the right type.
+        if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: statvfs returned 0, so it filled `stat`.
+        let stat = unsafe { stat.assume_init() };
+        #[allow(clippy::unnecessary_cast)]
+        let scale = |blocks: u64| blocks.saturating_mul(stat.f_frsize as u64) / 4096;
+        #[allow(clippy::unnecessary_cast)]
+        Ok(FsStats {
+            blocks: scale(stat.f_blocks as u64),
+            free: scale(stat.f_bfree as u64),
+            available: scale(stat.f_bavail as u64),
+            files: u64::MAX >> 8,
+            files_free: u64::MAX >> 9,
+        })
+    }
+
+    /// `fsyncdir`: the mirror reaches the disk.
+    pub fn sync_metadata(&self) -> VfsResult<()> {
+        Ok(self.mirror.sync_wal()?)
+    }
+}

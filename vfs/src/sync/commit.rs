@@ -1,0 +1,218 @@
+//! Uploading a dirty file and committing it as a version, on the version it was
+//! written on top of. Only chunks the server lacks are sent.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use loft_cache::mirror::{Held, Kind};
+use loft_remote::content::{ChunkIndex, Manifest};
+use loft_remote::errors::ErrorKind;
+use loft_remote::proto;
+use loft_remote::transfer::upload;
+use tracing::{info, warn};
+
+use super::Stop;
+use crate::attr::now;
+use crate::core::{KernelNote, Vfs, lock};
+use crate::error::is_unreachable;
+use crate::listing::timestamp;
+
+/// Where a commit puts its content.
+enum Target<'a> {
+    /// The existing server node.
+    Existing(u64),
+    /// A new file `name` in server directory `parent`.
+    New { parent: u64, name: &'a [u8] },
+}
+
+impl Vfs {
+    /// Uploads a new file and creates it on the server with that content as its
+    /// first version, in one commit.
+    pub(crate) async fn upload_new(
+        self: &Arc<Self>,
+        ino: u64,
+        parent: u64,
+        name: &[u8],
+    ) -> Result<(), Stop> {
+        self.upload(ino, Target::New { parent, name }).await
+    }
+
+    /// Uploads a dirty file the server already knows.
+    pub(crate) async fn upload_existing(self: &Arc<Self>, ino: u64) -> Result<(), Stop> {
+        let Ok(Some(remote)) = self.mirror.read(|db| db.remote_of(ino)) else {
+            return Ok(());
+        };
+        self.upload(ino, Target::Existing(remote)).await
+    }
+
+    async fn upload(self: &Arc<Self>, ino: u64, target: Target<'_>) -> Result<(), Stop> {
+        let Ok(Some(node)) = self.mirror.read(|db| db.node(ino)) else {
+            return Ok(());
+        };
+        if !node.dirty || node.kind != Kind::File {
+            return Ok(());
+        }
+        let generation = lock(&self.pending).get(&ino).map_or(0, |p| p.generation);
+        let path = self.bodies.path(ino, node.body);
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(error) => {
+                warn!(ino, "dirty file without a body ({error}); committing it empty");
+                self.bodies.create_body(ino, node.body, 0).ok();
+                match std::fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(_) => return Ok(()),
+                }
+            }
+        };
+        let reader = file.take(node.size);
+        let uploaded = upload(self.client.clone(), reader, Arc::new(|_| {})).await;
+        let (manifest, stats) = match uploaded {
+            Ok(done) => done,
+            Err(error) if is_unreachable(&error) => return Err(self.sync_failed(error)),
+            Err(error) => {
+                warn!(ino, "upload failed: {error}");
+                *lock(&self.counters.last_error) = Some(error.to_string());
+                return Ok(());
+            }
+        };
+        self.counters
+            .bytes_uploaded
+            .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
+        if let (Target::Existing(_), Some(stored)) = (&target, &node.manifest) {
+            if let Ok(stored) = Self::decode_manifest(stored) {
+                if stored.content_hash == manifest.content_hash && stored.size == manifest.size {
+                    self.finish_clean(ino, generation, &manifest, node.version);
+                    return Ok(());
+                }
+            }
+        }
+        let (node_id, parent, name) = match target {
+            Target::Existing(id) => (id, 0, Vec::new()),
+            Target::New { parent, name } => (0, parent, name.to_vec()),
+        };
+        let request = proto::CommitRequest {
+            node: node_id,
+            base_version: node.version,
+            manifest: Some(proto::Manifest::from(&manifest)),
+            mtime: Some(timestamp(node.mtime)),
+            parent,
+            name: name.into(),
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+        };
+        let reply = match self.client.commit(request).await {
+            Ok(reply) => reply,
+            Err(error) if is_unreachable(&error) => return Err(self.sync_failed(error)),
+            Err(error) if error.kind == ErrorKind::QuotaExceeded => {
+                warn!(ino, "commit refused, over quota; the file stays local: {error}");
+                *lock(&self.counters.last_error) = Some(error.to_string());
+                return Ok(());
+            }
+            Err(error) => {
+                warn!(ino, "commit refused: {error}");
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.counters.last_error) = Some(error.to_string());
+                // Keep the bytes; stop retrying a commit the server will not take.
+                self.finish_clean(ino, generation, &manifest, node.version);
+                return Ok(());
+            }
+        };
+        let Some(committed) = reply.node else {
+            return Ok(());
+        };
+        let _ = self.mirror.write(|db| db.set_remote(ino, committed.id));
+        if reply.conflict {
+            self.became_conflicted_copy(ino, &reply.conflict_name);
+        }
+        self.finish_clean(ino, generation, &manifest, reply.version);
+        Ok(())
+    }
+
+    /// Records a committed version; the file turns clean unless it changed meanwhile
+    /// (then it stays dirty, now based on `version`).
+    fn finish_clean(&self, ino: u64, generation: u64, manifest: &Manifest, version: u64) {
+        let encoded = Self::encode_manifest(manifest);
+        let index = ChunkIndex::new(manifest);
+        let stamp = now();
+        // Holding `files` keeps writers from opening the file meanwhile.
+        let mut files = lock(&self.files);
+        let writers = files.get(&ino).map_or(0, |f| f.writers);
+        let unchanged = writers == 0
+            && lock(&self.pending)
+                .get(&ino)
+                .is_none_or(|p| p.generation == generation);
+        let result = self.tx(|db| {
+            let Some(mut node) = db.node(ino)? else {
+                return Ok(0);
+            };
+            node.version = version;
+            node.manifest = Some(encoded.clone());
+            if !unchanged || node.size != manifest.size {
+                db.update_node(&node)?;
+                return Ok(0);
+            }
+            node.dirty = false;
+            node.local_bytes = 0;
+            db.update_node(&node)?;
+            for (idx, chunk) in manifest.chunks.iter().enumerate() {
+                db.hold(
+                    Held {
+                        ino,
+                        body: node.body,
+                        idx: idx as u64,
+                        offset: index.start_of(idx).unwrap_or(0),
+                        len: chunk.length.into(),
+                    },
+                    stamp,
+                )?;
+            }
+            Ok(manifest.size)
+        });
+        match result {
+            Ok(held) if held > 0 || (unchanged && manifest.size == 0) => {
+                lock(&self.pending).remove(&ino);
+                if let Some(open) = files.get_mut(&ino) {
+                    open.held = (0..manifest.chunks.len() as u64).collect();
+                }
+                self.held_total.fetch_add(held, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(error) => warn!(ino, "recording a commit: {error}"),
+        }
+        drop(files);
+        self.trim_to_budget();
+    }
+
+    /// The server kept someone else's content under this file's name and put ours
+    /// beside it: the local entry takes the conflicted copy's name, and the
+    /// directory is listed again to show the other version.
+    fn became_conflicted_copy(&self, ino: u64, conflict_name: &[u8]) {
+        let moved = self.tx(|db| {
+            let Some((parent, name)) = db.any_entry_of(ino)? else {
+                return Ok(None);
+            };
+            db.remove_entry(parent, &name)?;
+            db.add_entry(parent, conflict_name, ino)?;
+            if let Some(mut dir) = db.node(parent)? {
+                dir.listed = false;
+                db.update_node(&dir)?;
+            }
+            Ok(Some((parent, name)))
+        });
+        if let Ok(Some((parent, name))) = moved {
+            info!(
+                "conflict: {} kept as {}",
+                String::from_utf8_lossy(&name),
+                String::from_utf8_lossy(conflict_name)
+            );
+            self.tell_kernel(KernelNote::Entry {
+                parent,
+                name: name.clone(),
+            });
+            self.tell_kernel(KernelNote::Inode(parent));
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The sync engine: sends the outbound journal in order and uploads dirty files once
+//! they are closed and quiet. When the server is unreachable it waits and retries;
+//! nothing is dropped, so offline changes replay on reconnection. A change the server
+//! refuses for good is logged and counted, then skipped.
+
+mod commit;
+mod ops;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::core::{Vfs, lock};
+
+/// Why a sync round stopped early.
+pub(crate) enum Stop {
+    /// The server is unreachable.
+    Offline,
+}
+
+/// What became of one queued operation.
+pub(crate) enum Applied {
+    Done,
+    /// Not yet: a new file waits for its first close.
+    Wait,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Vfs {
+    /// Runs the sync engine until the process ends.
+    pub async fn run_sync(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if !self.counters.online.load(Ordering::Relaxed) && !self.probe().await {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            let next = match self.sync_round().await {
+                Ok(next) => next,
+                Err(Stop::Offline) => continue,
+            };
+            let notified = self.wake.notified();
+            match next {
+                Some(at) => {
+                    let _ = tokio::time::timeout_at(at.into(), notified).await;
+                }
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                }
+            }
+        }
+    }
+
+    /// Asks the server whether it is there; true (and online) if it answered.
+    async fn probe(&self) -> bool {
+        match self.client.who_am_i().await {
+            Ok(_) => {
+                if !self.counters.online.swap(true, Ordering::Relaxed) {
+                    info!("server reachable, syncing");
+                }
+                true
+            }
+            Err(error) => {
+                *lock(&self.counters.last_error) = Some(error.to_string());
+                false
+            }
+        }
+    }
+
+    /// One pass over the journal and the dirty files. Returns when to look again
+    /// (`None`: when woken, or in a second).
+    async fn sync_round(self: &Arc<Self>) -> Result<Option<Instant>, Stop> {
+        let mut again: Option<Instant> = None;
+        // The journal, in order; a new file still being written holds the rest back.
+        loop {
+            let batch = match self.mirror.read(|db| db.queued(64)) {
+                Ok(batch) => batch,
+                Err(error) => {
+                    warn!("reading the outbound journal: {error}");
+                    return Ok(None);
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let mut blocked = false;
+            for queued in batch {
+                match self.apply(&queued).await? {
+                    Applied::Done => {
+                        if let Err(error) = self.mirror.write(|db| db.unqueue(queued.seq)) {
+                            warn!("updating the outbound journal: {error}");
+                            return Ok(None);
+                        }
+                    }
+                    Applied::Wait => {
+                        again = Some(Instant::now() + Duration::from_millis(20));
+                        blocked = true;
+                        break;
+                    }
+                }
+            }
+            if blocked {
+                break;
+            }
+        }
+        // Dirty files that exist on the server and are closed and quiet.
+        let dirty = self.mirror.read(|db| db.dirty_files()).unwrap_or_default();
+        for ino in dirty {
+            if self.writers(ino) > 0 {
+                continue;
+            }
+            if let Some(at) = self.not_ready_until(ino) {
+                again = Some(again.map_or(at, |a| a.min(at)));
+                continue;
+            }
+            let Ok(Some(_)) = self.mirror.read(|db| db.remote_of(ino)) else {
+                continue; // its creation is still queued
+            };
+            self.upload_existing(ino).await?;
+        }
+        Ok(again)
+    }
+
+    /// When a dirty file's debounce ends, if it has not yet.
+    pub(crate) fn not_ready_until(&self, ino: u64) -> Option<Instant> {
+        let pending = lock(&self.pending);
+        let at = pending.get(&ino)?.ready_at?;
+        (at > Instant::now()).then_some(at)
+    }
+
+    /// Waits until everything queued on this device is on the server; fails when
+    /// the server is unreachable or `timeout` passes first. Returns what is left.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = self
+                .rx(|db| Ok(db.queued_count()? + db.dirty_files()?.len() as u64))
+                .unwrap_or(u64::MAX);
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline || !self.counters.online.load(Ordering::Relaxed) {
+                return Err(left);
+            }
+            self.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Changes not yet on the server.
+    pub fn pending_changes(&self) -> u64 {
+        self.rx(|db| Ok(db.queued_count()? + db.dirty_files()?.len() as u64))
+            .unwrap_or(0)
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.counters.online.load(Ordering::Relaxed)
+    }
+}

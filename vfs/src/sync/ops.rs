@@ -1,0 +1,218 @@
+//! Sending one queued operation, with local inodes mapped to server ids.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use loft_cache::mirror::{Kind, Op, Queued, ROOT_INO};
+use loft_remote::client::RemoteError;
+use loft_remote::errors::ErrorKind;
+use loft_remote::proto;
+use tracing::warn;
+
+use super::{Applied, Stop};
+use crate::core::{Vfs, lock};
+use crate::error::is_unreachable;
+use crate::listing::timestamp;
+
+fn unqueued_since(queued: i64) -> Duration {
+    let age = crate::attr::now().saturating_sub(queued).max(0);
+    Duration::from_nanos(age as u64)
+}
+
+impl Vfs {
+    /// The server id of a local inode, if the server knows it.
+    pub(crate) async fn remote_id(&self, ino: u64) -> Result<Option<u64>, Stop> {
+        if let Ok(Some(id)) = self.mirror.read(|db| db.remote_of(ino)) {
+            return Ok(Some(id));
+        }
+        if ino != ROOT_INO {
+            return Ok(None);
+        }
+        match self.client.resolve(b"/").await {
+            Ok(root) => {
+                let _ = self.mirror.write(|db| db.set_remote(ROOT_INO, root.id));
+                Ok(Some(root.id))
+            }
+            Err(error) => Err(self.sync_failed(error)),
+        }
+    }
+
+    /// Classifies a failed call: unreachable stops the round; anything else is
+    /// returned to the caller as a refusal.
+    pub(crate) fn sync_failed(&self, error: RemoteError) -> Stop {
+        if is_unreachable(&error) {
+            self.counters.online.store(false, Ordering::Relaxed);
+            warn!("server unreachable, changes stay queued: {}", error.message);
+        }
+        *lock(&self.counters.last_error) = Some(error.to_string());
+        Stop::Offline
+    }
+
+    fn refused(&self, what: &str, error: &RemoteError) -> Applied {
+        warn!("server refused {what}: {error}; the change stays local only");
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.counters.last_error) = Some(format!("{what}: {error}"));
+        Applied::Done
+    }
+
+    /// Sends `queued.op`.
+    pub(crate) async fn apply(self: &Arc<Self>, queued: &Queued) -> Result<Applied, Stop> {
+        macro_rules! ids {
+            ($($ino:expr),+) => {
+                ( $( match self.remote_id($ino).await? {
+                    Some(id) => id,
+                    None => {
+                        warn!(?queued.op, "skipped: a node it names is unknown to the server");
+                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Applied::Done);
+                    }
+                } ),+ )
+            };
+        }
+        let outcome = match &queued.op {
+            Op::Create {
+                ino,
+                parent,
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                rdev,
+                symlink,
+                mtime,
+            } => {
+                let parent_id = ids!(*parent);
+                if *kind == Kind::File as u8 {
+                    let node = self.mirror.read(|db| db.node(*ino)).ok().flatten();
+                    if let Some(node) = node.filter(|n| n.dirty) {
+                        let busy = self.writers(*ino) > 0 || self.not_ready_until(*ino).is_some();
+                        if busy && unqueued_since(queued.queued) < self.config.create_wait {
+                            return Ok(Applied::Wait);
+                        }
+                        if !busy {
+                            self.upload_new(node.ino, parent_id, name).await?;
+                            return Ok(Applied::Done);
+                        }
+                    }
+                }
+                let request = proto::CreateRequest {
+                    parent: parent_id,
+                    name: name.clone().into(),
+                    kind: i32::from(*kind),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    symlink_target: symlink.clone().into(),
+                    rdev: *rdev,
+                    exclusive: true,
+                    mtime: Some(timestamp(*mtime)),
+                };
+                match self.client.create(request).await {
+                    Ok(node) => {
+                        let _ = self.mirror.write(|db| db.set_remote(*ino, node.id));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Link { ino, parent, name } => {
+                let (node, parent) = ids!(*ino, *parent);
+                self.client.link(node, parent, name).await.map(|_| ())
+            }
+            Op::Rename {
+                ino,
+                parent,
+                name,
+                new_parent,
+                new_name,
+                no_replace,
+                exchange,
+            } => {
+                let (parent_id, new_parent_id) = ids!(*parent, *new_parent);
+                let request = proto::RenameRequest {
+                    parent: parent_id,
+                    name: name.clone().into(),
+                    new_parent: new_parent_id,
+                    new_name: new_name.clone().into(),
+                    no_replace: *no_replace,
+                    exchange: *exchange,
+                };
+                match self.client.rename(request).await {
+                    Ok(reply) => {
+                        if let Some(node) = reply.node {
+                            // Over a file, the target keeps its id and history and
+                            // the moved content becomes its new version.
+                            let _ = self.tx(|db| {
+                                db.set_remote(*ino, node.id)?;
+                                if let Some(mut local) = db.node(*ino)? {
+                                    if local.kind == Kind::File && local.version != node.version {
+                                        local.version = node.version;
+                                        db.update_node(&local)?;
+                                    }
+                                }
+                                Ok(())
+                            });
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Remove {
+                parent,
+                name,
+                directory,
+            } => {
+                let parent_id = ids!(*parent);
+                let request = proto::RemoveRequest {
+                    parent: parent_id,
+                    name: name.clone().into(),
+                    recursive: false,
+                    directory_only: *directory,
+                    non_directory_only: !*directory,
+                };
+                match self.client.remove(request).await {
+                    Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
+            }
+            Op::SetAttr {
+                ino,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            } => {
+                let id = ids!(*ino);
+                let request = proto::SetAttrRequest {
+                    id,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    atime: atime.map(timestamp),
+                    mtime: mtime.map(timestamp),
+                };
+                self.client.set_attr(request).await.map(|_| ())
+            }
+            Op::SetXattr { ino, name, value } => {
+                let id = ids!(*ino);
+                self.client.set_xattr(id, name, value, 0).await
+            }
+            Op::RemoveXattr { ino, name } => {
+                let id = ids!(*ino);
+                match self.client.remove_xattr(id, name).await {
+                    Err(e) if e.kind == ErrorKind::NoAttribute => Ok(()),
+                    other => other,
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(Applied::Done),
+            Err(error) if is_unreachable(&error) => Err(self.sync_failed(error)),
+            Err(error) => Ok(self.refused(&format!("{:?}", queued.op), &error)),
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! The namespace: lookup, create, remove, rename, link, attributes and directory
+//! listings. Every change is applied to the mirror and queued for the server in one
+//! transaction.
+
+use std::sync::Arc;
+
+use loft_cache::mirror::{Db, Kind, Node, Op, ROOT_INO};
+use loft_remote::names::NAME_MAX;
+
+use crate::attr::{Attr, Nanos, now};
+use crate::core::{DirHandle, Opened, Vfs, lock};
+use crate::error::{VfsError, VfsResult};
+use crate::files::{OpenMode, system_time};
+
+/// A time to set: a given instant or "now".
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSet {
+    At(Nanos),
+    Now,
+}
+
+/// The attribute changes of one `setattr`.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+pub(crate) fn check_name(name: &[u8]) -> VfsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(VfsError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(VfsError::Invalid("bad name"));
+    }
+    Ok(())
+}
+
+const S_ISGID: u32 = 0o2000;
+
+/// What a new node is.
+pub(crate) struct NewNode<'a> {
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub symlink: &'a [u8],
+}
+
+fn dir_node(db: &Db<'_>, ino: u64) -> VfsResult<Node> {
+    let node = db.node(ino)?.ok_or(VfsError::NotFound)?;
+    if node.kind != Kind::Directory {
+        return Err(VfsError::NotDir);
+    }
+    Ok(node)
+}
+
+fn touch_dir(db: &Db<'_>, dir: &mut Node, stamp: Nanos, nlink_delta: i32) -> VfsResult<()> {
+    dir.mtime = stamp;
+    dir.ctime = stamp;
+    dir.nlink = (dir.nlink as i64 + i64::from(nlink_delta)).max(2) as u32;
+    db.update_node(dir)?;
+    Ok(())
+}
+
+impl Vfs {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(VfsError::NameTooLong);
+        }
+        self.ensure_listed(parent)?;
+        let ino = self
+            .mirror
+            .read(|db| db.lookup(parent, name))?
+            .ok_or(VfsError::NotFound)?;
+        self.getattr(ino)
+    }
+
+    pub fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
+        let node = self.node(ino)?;
+        if node.kind != Kind::Symlink {
+            return Err(VfsError::Invalid("not a symlink"));
+        }
+        Ok(node.symlink)
+    }
+
+    /// Creates a node (not yet opened) and queues its creation.
+    pub(crate) fn make_node(&self, parent: u64, name: &[u8], new: NewNode<'_>) -> VfsResult<Node> {
+        check_name(name)?;
+        self.ensure_listed(parent)?;
+        let stamp = now();
+        let node = self.tx(|db| {
+            let mut dir = dir_node(db, parent)?;
+            if db.lookup(parent, name)?.is_some() {
+                return Err(VfsError::Exists);
+            }
+            let mut node = Node::new(new.kind, new.mode & 0o7777, stamp);
+            node.uid = new.uid;
+            node.gid = new.gid;
+            if dir.mode & S_ISGID != 0 {
+                node.gid = dir.gid;
+                if new.kind == Kind::Directory {
+                    node.mode |= S_ISGID;
+                }
+            }
+            node.rdev = new.rdev;
+            node.symlink = new.symlink.to_vec();
+            node.size = new.symlink.len() as u64;
+            node.nlink = if new.kind == Kind::Directory { 2 } else { 1 };
+            node.listed = true;
+            node.xattrs_listed = true;
+            node.pinned = dir.pinned;
+            node.dirty = new.kind == Kind::File;
+            node.ino = db.insert_node(&node)?;
+            db.add_entry(parent, name, node.ino)?;
+            touch_dir(db, &mut dir, stamp, i32::from(new.kind == Kind::Directory))?;
+            db.push(
+                &Op::Create {
+                    ino: node.ino,
+                    parent,
+                    name: name.to_vec(),
+                    kind: new.kind as u8,
+                    mode: node.mode,
+                    uid: node.uid,
+                    gid: node.gid,
+                    rdev: node.rdev,
+                    symlink: node.symlink.clone(),
+                    mtime: stamp,
+                },
+                stamp,
+            )?;
+            Ok(node)
+        })?;
+        if node.kind == Kind::File {
+            self.bodies.create_body(node.ino, node.body, 0)?;
+            lock(&self.pending).entry(node.ino).or_default();
+        }
+        self.wake.notify_one();
+        Ok(node)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> VfsResult<Attr> {
+        let node = self.make_node(
+            parent,
+            name,
+            NewNode {
+                kind: Kind::Directory,
+                mode,
+                uid,
+                gid,
+                rdev: 0,
+                symlink: b"",
+            },
+        )?;
+        Ok(self.attr_of(&node))
+    }
+
+    /// mknod: regular files, fifos, sockets and device nodes.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        mode: u32,
+        rdev: u64,
+        uid: u32,
+        gid: u32,
+    ) -> VfsResult<Attr> {
+        if kind == Kind::Directory || kind == Kind::Symlink {
+            return Err(VfsError::Invalid("mknod of a directory or symlink"));
+        }
+        let node = self.make_node(
+            parent,
+            name,
+            NewNode {
+                kind,
+                mode,
+                uid,
+                gid,
+                rdev,
+                symlink: b"",
+            },
+        )?;
+        Ok(self.attr_of(&node))
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> VfsResult<Attr> {
+        if target.len() > 4095 {
+            return Err(VfsError::NameTooLong);
+        }
+        let node = self.make_node(
+            parent,
+            name,
+            NewNode {
+                kind: Kind::Symlink,
+                mode: 0o777,
+                uid,
+                gid,
+                rdev: 0,
+                symlink: target,
+            },
+        )?;
+        Ok(self.attr_of(&node))
+    }
+
+    /// create: a new regular file, opened.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        write: bool,
+    ) -> VfsResult<Opened> {
+        let node = self.make_node(
+            parent,
+            name,
+            NewNode {
+                kind: Kind::File,
+                mode,
+                uid,
+                gid,
+                rdev: 0,
+                symlink: b"",
+            },
+        )?;
+        self.open(
+            node.ino,
+            OpenMode {
+                write,
+                truncate: false,
+            },
+        )
+    }
+
+    /// Drops one link of `ino` (already removed from its directory, in `db`). A node
+    /// nobody names and nobody has open is forgotten by the caller afterwards.
+    fn unlink_node(db: &Db<'_>, ino: u64, stamp: Nanos) -> VfsResult<Option<Node>> {
+        let Some(mut node) = db.node(ino)? else {
+            return Ok(None);
+        };
+        node.nlink = if node.kind == Kind::Directory {
+            0
+        } else {
+            node.nlink.saturating_sub(1)
+        };
+        node.ctime = stamp;
+        db.update_node(&node)?;
+        Ok(Some(node))
+    }
+
+    fn forget_if_unused(&self, node: Option<Node>) -> VfsResult<()> {
+        if let Some(node) = node {
+            if node.nlink == 0 && !self.is_open(node.ino) {
+                self.forget_node(&node)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], directory: bool) -> VfsResult<()> {
+        if name.len() > NAME_MAX {
+            return Err(VfsError::NameTooLong);
+        }
+        self.ensure_listed(parent)?;
+        let target = self
+            .mirror
+            .read(|db| db.lookup(parent, name))?
+            .ok_or(VfsError::NotFound)?;
+        let node = self.node(target)?;
+        match (directory, node.kind == Kind::Directory) {
+            (true, false) => return Err(VfsError::NotDir),
+            (false, true) => return Err(VfsError::IsDir),
+            (true, true) => self.ensure_listed(target)?,
+            _ => {}
+        }
+        let stamp = now();
+        let gone = self.tx(|db| {
+            let mut dir = dir_node(db, parent)?;
+            if db.lookup(parent, name)? != Some(target) {
+                return Err(VfsError::NotFound);
+            }
+            if directory && db.has_entries(target)? {
+                return Err(VfsError::NotEmpty);
+            }
+            db.remove_entry(parent, name)?;
+            touch_dir(db, &mut dir, stamp, -i32::from(directory))?;
+            db.push(
+                &Op::Remove {
+                    parent,
+                    name: name.to_vec(),
+                    directory,
+                },
+                stamp,
+            )?;
+            Self::unlink_node(db, target, stamp)
+        })?;
+        self.forget_if_unused(gone)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// True if `ancestor` is `ino` or one of its parents.
+    fn is_ancestor(db: &Db<'_>, ancestor: u64, mut ino: u64) -> VfsResult<bool> {
+        for _ in 0..4096 {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            if ino == ROOT_INO {
+                return Ok(false);
+            }
+            match db.any_entry_of(ino)? {
+                Some((parent, _)) => ino = parent,
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        no_replace: bool,
+        exchange: bool,
+    ) -> VfsResult<()> {
+        check_name(new_name)?;
+        if name.len() > NAME_MAX {
+            return Err(VfsError::NameTooLong);
+        }
+        self.ensure_listed(parent)?;
+        self.ensure_listed(new_parent)?;
+        // A directory replaced must be known to be empty.
+        if let Some(existing) = self.mirror.read(|db| db.lookup(new_parent, new_name))? {
+            if self.node(existing)?.kind == Kind::Directory {
+                self.ensure_listed(existing)?;
+            }
+        }
+        let stamp = now();
+        let replaced = self.tx(|db| {
+            let source = db.lookup(parent, name)?.ok_or(VfsError::NotFound)?;
+            let source_node = db.node(source)?.ok_or(VfsError::NotFound)?;
+            let target = db.lookup(new_parent, new_name)?;
+            let mut from_dir = dir_node(db, parent)?;
+            let mut to_dir = dir_node(db, new_parent)?;
+            let moving_dir = source_node.kind == Kind::Directory;
+            if moving_dir && Self::is_ancestor(db, source, new_parent)? {
+                return Err(VfsError::Invalid("cannot move a directory into itself"));
+            }
+            if target == Some(source) {
+                return Ok(None);
+            }
+            let mut replaced = None;
+            if exchange {
+                let target = target.ok_or(VfsError::NotFound)?;
+                let target_node = db.node(target)?.ok_or(VfsError::NotFound)?;
+                if target_node.kind == Kind::Directory
+                    && Self::is_ancestor(db, target, parent)?
+                {
+                    return Err(VfsError::Invalid("cannot move a directory into itself"));
+                }
+                db.add_entry(parent, name, target)?;
+                db.add_entry(new_parent, new_name, source)?;
+                if parent != new_parent {
+                    let delta = i32::from(moving_dir) - i32::from(target_node.kind == Kind::Directory);
+                    touch_dir(db, &mut from_dir, stamp, -delta)?;
+                    touch_dir(db, &mut to_dir, stamp, delta)?;
+                } else {
+                    touch_dir(db, &mut from_dir, stamp, 0)?;
+                }
+                for ino in [source, target] {
+                    if let Some(mut node) = db.node(ino)? {
+                        node.ctime = stamp;
+                        db.update_node(&node)?;
+                    }
+                }
+            } else {
+                if let Some(target) = target {
+                    if no_replace {
+                        return Err(VfsError::Exists);
+                    }
+                    let target_node = db.node(target)?.ok_or(VfsError::NotFound)?;
+                    match (moving_dir, target_node.kind == Kind::Directory) {
+                        (true, false) => return Err(VfsError::NotDir),
+                        (false, true) => return Err(VfsError::IsDir),
+                        (true, true) if db.has_entries(target)? => {
+                            return Err(VfsError::NotEmpty);
+                        }
+                        _ => {}
+                    }
+                    db.remove_entry(new_parent, new_name)?;
+                    if target_node.kind == Kind::Directory {
+                        to_dir.nlink = to_dir.nlink.saturating_sub(1).max(2);
+                    }
+                    replaced = Self::unlink_node(db, target, stamp)?;
+                }
+                db.remove_entry(parent, name)?;
+                db.add_entry(new_parent, new_name, source)?;
+                if parent == new_parent {
+                    touch_dir(db, &mut from_dir, stamp, 0)?;
+                } else {
+                    touch_dir(db, &mut from_dir, stamp, -i32::from(moving_dir))?;
+                    let mut to_dir = dir_node(db, new_parent)?;
+                    touch_dir(db, &mut to_dir, stamp, i32::from(moving_dir))?;
+                }
+                if let Some(mut node) = db.node(source)? {
+                    node.ctime = stamp;
+                    db.update_node(&node)?;
+                }
+            }
+            db.push(
+                &Op::Rename {
+                    ino: source,
+                    parent,
+                    name: name.to_vec(),
+                    new_parent,
+                    new_name: new_name.to_vec(),
+                    no_replace,
+                    exchange,
+                },
+                stamp,
+            )?;
+            Ok(replaced)
+        })?;
+        self.forget_if_unused(replaced)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> VfsResult<Attr> {
+        check_name(new_name)?;
+        self.ensure_listed(new_parent)?;
+        let stamp = now();
+        let node = self.tx(|db| {
+            let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
+            if node.kind == Kind::Directory {
+                return Err(VfsError::NotPermitted);
+            }
+            let mut dir = dir_node(db, new_parent)?;
+            if db.lookup(new_parent, new_name)?.is_some() {
+                return Err(VfsError::Exists);
+            }
+            db.add_entry(new_parent, new_name, ino)?;
+            node.nlink += 1;
+            node.ctime = stamp;
+            db.update_node(&node)?;
+            touch_dir(db, &mut dir, stamp, 0)?;
+            db.push(
+                &Op::Link {
+                    ino,
+                    parent: new_parent,
+                    name: new_name.to_vec(),
+                },
+                stamp,
+            )?;
+            Ok(node)
+        })?;
+        self.wake.notify_one();
+        Ok(self.attr_of(&node))
+    }
+
+    pub fn setattr(&self, ino: u64, change: SetAttr) -> VfsResult<Attr> {
+        if let Some(size) = change.size {
+            self.set_size(ino, size)?;
+        }
+        let stamp = now();
+        let resolve = |t: TimeSet| match t {
+            TimeSet::At(n) => n,
+            TimeSet::Now => stamp,
+        };
+        let atime = change.atime.map(resolve);
+        let mtime = change.mtime.map(resolve);
+        let any = change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some()
+            || atime.is_some()
+            || mtime.is_some();
+        if any {
+            let node = self.tx(|db| {
+                let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
+                if let Some(mode) = change.mode {
+                    node.mode = mode & 0o7777;
+                }
+                if let Some(uid) = change.uid {
+                    node.uid = uid;
+                }
+                if let Some(gid) = change.gid {
+                    node.gid = gid;
+                }
+                if let Some(atime) = atime {
+                    node.atime = atime;
+                }
+                if let Some(mtime) = mtime {
+                    node.mtime = mtime;
+                }
+                node.ctime = stamp;
+                db.update_node(&node)?;
+                db.push(
+                    &Op::SetAttr {
+                        ino,
+                        mode: change.mode.map(|m| m & 0o7777),
+                        uid: change.uid,
+                        gid: change.gid,
+                        atime,
+                        mtime,
+                    },
+                    stamp,
+                )?;
+                Ok(node)
+            })?;
+            if let (Some(mtime), true) = (mtime, node.dirty) {
+                // A dirty file's body carries its time until it is committed.
+                if let Ok(file) = self.bodies.open_body(ino, node.body) {
+                    file.set_modified(system_time(mtime))?;
+                }
+            }
+            self.wake.notify_one();
+        }
+        self.getattr(ino)
+    }
+
+    pub fn opendir(&self, ino: u64) -> VfsResult<u64> {
+        self.ensure_listed(ino)?;
+        let entries = self.mirror.read(|db| db.entries(ino))?;
+        let fh = self.new_handle_id();
+        lock(&self.dirs).insert(fh, Arc::new(DirHandle { entries }));
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from position `offset` (0 is "."), as
+    /// `(name, attributes, next offset)`.
+    pub fn readdir(
+        &self,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        mut each: impl FnMut(&[u8], &Attr, u64) -> bool,
+    ) -> VfsResult<()> {
+        let handle = lock(&self.dirs)
+            .get(&fh)
+            .cloned()
+            .ok_or(VfsError::BadHandle)?;
+        let mut position = offset;
+        if position == 0 {
+            let attr = self.getattr(dir)?;
+            if each(b".", &attr, 1) {
+                return Ok(());
+            }
+            position = 1;
+        }
+        if position == 1 {
+            let parent = if dir == ROOT_INO {
+                ROOT_INO
+            } else {
+                self.mirror
+                    .read(|db| db.any_entry_of(dir))?
+                    .map_or(ROOT_INO, |(p, _)| p)
+            };
+            let attr = self.getattr(parent).or_else(|_| self.getattr(dir))?;
+            if each(b"..", &attr, 2) {
+                return Ok(());
+            }
+            position = 2;
+        }
+        for (index, (name, ino)) in handle.entries.iter().enumerate().skip(position as usize - 2) {
+            let Ok(attr) = self.getattr(*ino) else {
+                continue; // removed since opendir
+            };
+            if each(name, &attr, index as u64 + 3) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+}

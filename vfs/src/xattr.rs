@@ -1,0 +1,151 @@
+//! Extended attributes: stored in the mirror and queued for the server, fetched from
+//! it the first time a node's are asked for. `user.loft.pin` (read-write) and
+//! `user.loft.state` (read-only) are Loft's own and never stored.
+
+use loft_cache::mirror::Op;
+
+use crate::attr::now;
+use crate::core::Vfs;
+use crate::error::{VfsError, VfsResult};
+
+pub(crate) const PIN: &[u8] = b"user.loft.pin";
+pub(crate) const STATE: &[u8] = b"user.loft.state";
+
+/// setxattr flags.
+const XATTR_CREATE: i32 = 1;
+const XATTR_REPLACE: i32 = 2;
+
+impl Vfs {
+    /// Fetches a node's xattrs from the server once (when it has a server id).
+    fn ensure_xattrs(&self, ino: u64) -> VfsResult<()> {
+        let node = self.node(ino)?;
+        if node.xattrs_listed {
+            return Ok(());
+        }
+        let Some(remote) = self.mirror.read(|db| db.remote_of(ino))? else {
+            return Ok(());
+        };
+        let client = self.client.clone();
+        let fetched = self.rt.block_on(async move {
+            let names = client.list_xattr(remote).await?;
+            let mut pairs = Vec::new();
+            for name in names {
+                match client.get_xattr(remote, &name).await {
+                    Ok(value) => pairs.push((name, value)),
+                    Err(e) if e.kind == loft_remote::errors::ErrorKind::NoAttribute => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(pairs)
+        });
+        let pairs = match fetched {
+            Ok(pairs) => pairs,
+            Err(error) => {
+                return match self.remote_failed(error) {
+                    // Offline: show what is known locally.
+                    VfsError::Offline(_) => Ok(()),
+                    other => Err(other),
+                };
+            }
+        };
+        self.tx(|db| {
+            for (name, value) in &pairs {
+                if db.xattr(ino, name)?.is_none() {
+                    db.set_xattr(ino, name, value)?;
+                }
+            }
+            if let Some(mut node) = db.node(ino)? {
+                node.xattrs_listed = true;
+                db.update_node(&node)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
+        if name == PIN {
+            let node = self.node(ino)?;
+            return Ok(if node.pinned { b"1".to_vec() } else { b"0".to_vec() });
+        }
+        if name == STATE {
+            return Ok(self.file_state(ino)?.as_str().as_bytes().to_vec());
+        }
+        self.ensure_xattrs(ino)?;
+        self.mirror
+            .read(|db| db.xattr(ino, name))?
+            .ok_or(VfsError::NoAttribute)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> VfsResult<Vec<Vec<u8>>> {
+        self.ensure_xattrs(ino)?;
+        Ok(self.mirror.read(|db| db.xattr_names(ino))?)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VfsResult<()> {
+        if name == PIN {
+            return match value {
+                b"1" => self.set_pinned(ino, true),
+                b"0" => self.set_pinned(ino, false),
+                _ => Err(VfsError::Invalid("user.loft.pin takes 1 or 0")),
+            };
+        }
+        if name == STATE {
+            return Err(VfsError::NotPermitted);
+        }
+        if name.is_empty() || name.len() > 255 {
+            return Err(VfsError::Range);
+        }
+        self.ensure_xattrs(ino)?;
+        let stamp = now();
+        self.tx(|db| {
+            let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
+            let exists = db.xattr(ino, name)?.is_some();
+            if flags & XATTR_CREATE != 0 && exists {
+                return Err(VfsError::Exists);
+            }
+            if flags & XATTR_REPLACE != 0 && !exists {
+                return Err(VfsError::NoAttribute);
+            }
+            db.set_xattr(ino, name, value)?;
+            node.ctime = stamp;
+            db.update_node(&node)?;
+            db.push(
+                &Op::SetXattr {
+                    ino,
+                    name: name.to_vec(),
+                    value: value.to_vec(),
+                },
+                stamp,
+            )?;
+            Ok(())
+        })?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> VfsResult<()> {
+        if name == PIN || name == STATE {
+            return Err(VfsError::NotPermitted);
+        }
+        self.ensure_xattrs(ino)?;
+        let stamp = now();
+        self.tx(|db| {
+            let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
+            if !db.remove_xattr(ino, name)? {
+                return Err(VfsError::NoAttribute);
+            }
+            node.ctime = stamp;
+            db.update_node(&node)?;
+            db.push(
+                &Op::RemoveXattr {
+                    ino,
+                    name: name.to_vec(),
+                },
+                stamp,
+            )?;
+            Ok(())
+        })?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
