@@ -85,7 +85,11 @@ impl Bodies {
 
     /// The body files of one inode, as `(ino, generation)`.
     pub fn list_of(&self, ino: u64) -> Result<Vec<(u64, u64)>> {
-        Ok(self.list()?.into_iter().filter(|(i, _)| *i == ino).collect())
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|(i, _)| *i == ino)
+            .collect())
     }
 
     /// Bytes available to unprivileged users on the file system holding the bodies.

@@ -28,9 +28,7 @@ pub enum CacheError {
     },
     /// Writing would leave less free space than the configured reserve on the file
     /// system holding the cache (`ENOSPC`).
-    #[error(
-        "disk almost full: {available} bytes available, the reserve is {reserve} bytes"
-    )]
+    #[error("disk almost full: {available} bytes available, the reserve is {reserve} bytes")]
     DiskFull {
         /// Bytes available to unprivileged users on that file system.
         available: u64,

@@ -44,7 +44,14 @@ fn fuse_options(options: &MountOptions) -> (Vec<MountOption>, bool) {
     for option in options.options.iter().flat_map(|o| o.split(',')) {
         let option = option.trim();
         match option {
-            "" | "defaults" | "_netdev" | "auto" | "noauto" | "user" | "users" | "nofail"
+            ""
+            | "defaults"
+            | "_netdev"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "users"
+            | "nofail"
             | "default_permissions" => {}
             o if o.starts_with("x-") || o.starts_with("comment=") => {}
             "allow_other" => allow_other = true,

@@ -125,9 +125,9 @@ impl Vfs {
                 if open.body != body {
                     return Err(VfsError::Io("file changed while reading".into()));
                 }
-                let in_flight = wanted
-                    .iter()
-                    .any(|i| open.fetching.contains(&(*i as u64)) && !open.held.contains(&(*i as u64)));
+                let in_flight = wanted.iter().any(|i| {
+                    open.fetching.contains(&(*i as u64)) && !open.held.contains(&(*i as u64))
+                });
                 if in_flight && wait == Wait::Yes {
                     files = self.fetched.wait(files).unwrap_or_else(|e| e.into_inner());
                     continue;

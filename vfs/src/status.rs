@@ -113,8 +113,8 @@ impl Vfs {
     }
 
     pub fn mount_status(&self) -> VfsResult<MountStatus> {
-        let (queued, dirty) = self
-            .rx(|db| Ok((db.queued_count()?, db.dirty_files()?.len() as u64)))?;
+        let (queued, dirty) =
+            self.rx(|db| Ok((db.queued_count()?, db.dirty_files()?.len() as u64)))?;
         Ok(MountStatus {
             online: self.counters.online.load(Ordering::Relaxed),
             cache_bytes: self.held_total.load(Ordering::Relaxed),
@@ -164,9 +164,9 @@ pub struct FsStats {
 impl Vfs {
     /// Space figures in 4 KiB blocks, from the file system holding the cache.
     pub fn statfs(&self) -> VfsResult<FsStats> {
-        let path = std::ffi::CString::new(
-            std::os::unix::ffi::OsStrExt::as_bytes(self.config.cache_dir.as_os_str()),
-        )
+        let path = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+            self.config.cache_dir.as_os_str(),
+        ))
         .map_err(|_| crate::VfsError::Invalid("cache path"))?;
         let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
         // SAFETY: `path` is NUL-terminated; `stat` is writable memory of the right type.

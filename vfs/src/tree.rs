@@ -145,7 +145,14 @@ impl Vfs {
         Ok(node)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> VfsResult<Attr> {
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> VfsResult<Attr> {
         let node = self.make_node(
             parent,
             name,
@@ -378,15 +385,14 @@ impl Vfs {
             if exchange {
                 let target = target.ok_or(VfsError::NotFound)?;
                 let target_node = db.node(target)?.ok_or(VfsError::NotFound)?;
-                if target_node.kind == Kind::Directory
-                    && Self::is_ancestor(db, target, parent)?
-                {
+                if target_node.kind == Kind::Directory && Self::is_ancestor(db, target, parent)? {
                     return Err(VfsError::Invalid("cannot move a directory into itself"));
                 }
                 db.add_entry(parent, name, target)?;
                 db.add_entry(new_parent, new_name, source)?;
                 if parent != new_parent {
-                    let delta = i32::from(moving_dir) - i32::from(target_node.kind == Kind::Directory);
+                    let delta =
+                        i32::from(moving_dir) - i32::from(target_node.kind == Kind::Directory);
                     touch_dir(db, &mut from_dir, stamp, -delta)?;
                     touch_dir(db, &mut to_dir, stamp, delta)?;
                 } else {
@@ -586,7 +592,12 @@ impl Vfs {
             }
             position = 2;
         }
-        for (index, (name, ino)) in handle.entries.iter().enumerate().skip(position as usize - 2) {
+        for (index, (name, ino)) in handle
+            .entries
+            .iter()
+            .enumerate()
+            .skip(position as usize - 2)
+        {
             let Ok(attr) = self.getattr(*ino) else {
                 continue; // removed since opendir
             };

@@ -65,7 +65,11 @@ impl Vfs {
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
         if name == PIN {
             let node = self.node(ino)?;
-            return Ok(if node.pinned { b"1".to_vec() } else { b"0".to_vec() });
+            return Ok(if node.pinned {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            });
         }
         if name == STATE {
             return Ok(self.file_state(ino)?.as_str().as_bytes().to_vec());

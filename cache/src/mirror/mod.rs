@@ -346,7 +346,9 @@ impl Db<'_> {
 
     pub fn add_entry(&self, parent: u64, name: &[u8], ino: u64) -> Result<()> {
         self.0
-            .prepare_cached("INSERT OR REPLACE INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)")?
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)",
+            )?
             .execute(params![parent, name, ino])?;
         Ok(())
     }

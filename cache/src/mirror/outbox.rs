@@ -20,7 +20,11 @@ pub enum Op {
         mtime: i64,
     },
     /// A hard link to `ino` at `(parent, name)`.
-    Link { ino: u64, parent: u64, name: Vec<u8> },
+    Link {
+        ino: u64,
+        parent: u64,
+        name: Vec<u8>,
+    },
     /// Rename of the entry naming `ino`.
     Rename {
         ino: u64,
@@ -50,7 +54,10 @@ pub enum Op {
         name: Vec<u8>,
         value: Vec<u8>,
     },
-    RemoveXattr { ino: u64, name: Vec<u8> },
+    RemoveXattr {
+        ino: u64,
+        name: Vec<u8>,
+    },
 }
 
 /// An operation as queued.

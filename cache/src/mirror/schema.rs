@@ -4,7 +4,8 @@ use rusqlite::Connection;
 
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE nodes(
-    ino INTEGER PRIMARY KEY,
+    -- Never reused: queued operations and the kernel name nodes by inode.
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,
     kind INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     uid INTEGER NOT NULL,

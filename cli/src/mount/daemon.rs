@@ -54,7 +54,7 @@ pub fn spawn_and_wait(home: &LoftHome, args: &[std::ffi::OsString]) -> Result<St
     if let Some(ready) = message.strip_prefix("ok") {
         return Ok(ready.trim().to_string());
     }
-    let _ = child.try_wait();
+    let _ = child.wait();
     if let Some(error) = message.strip_prefix("error:") {
         bail!("{}", error.trim());
     }

@@ -87,6 +87,7 @@ struct Live {
     _lock: std::fs::File,
     session: Session,
     vfs: Arc<Vfs>,
+    sync_engine: tokio::task::JoinHandle<()>,
     mounted: loft_vfs_linux::Mounted,
     mountpoint: PathBuf,
     listener: UnixListener,
@@ -175,7 +176,7 @@ async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
     let vfs = tokio::task::spawn_blocking(move || Vfs::new(config, client, runtime))
         .await?
         .map_err(|e| anyhow!("opening the local cache: {e}"))?;
-    tokio::spawn(vfs.clone().run_sync());
+    let sync_engine = tokio::spawn(vfs.clone().run_sync());
     let options = MountOptions {
         options: args.options.clone(),
         allow_other: root,
@@ -189,8 +190,8 @@ async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
         .with_context(|| format!("mounting {}", mountpoint.display()))?;
     let socket = home.mount_socket();
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
-        .with_context(|| format!("binding {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     MountRecord {
         pid: std::process::id(),
         mountpoint: mountpoint.clone(),
@@ -200,6 +201,7 @@ async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
         _lock: lock,
         session,
         vfs,
+        sync_engine,
         mounted,
         mountpoint,
         listener,
@@ -213,6 +215,7 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
         _lock,
         session,
         vfs,
+        sync_engine,
         mut mounted,
         mountpoint,
         listener,
@@ -229,7 +232,7 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
     daemon::report(&Ok(note));
 
     let (unmount_sender, mut unmount_requests) = mpsc::channel(1);
-    tokio::spawn(control::serve(
+    let control = tokio::spawn(control::serve(
         listener,
         vfs.clone(),
         mountpoint.display().to_string(),
@@ -259,6 +262,13 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
     }
     let _ = std::fs::remove_file(home.mount_socket());
     MountRecord::remove(&home);
+    // Everything holding a connection to the server goes before the session closes
+    // (an embedded server waits for connected clients).
+    control.abort();
+    sync_engine.abort();
+    let _ = control.await;
+    let _ = sync_engine.await;
+    drop(vfs);
     session.close().await;
     Ok(())
 }

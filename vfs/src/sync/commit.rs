@@ -58,7 +58,10 @@ impl Vfs {
         let file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(error) => {
-                warn!(ino, "dirty file without a body ({error}); committing it empty");
+                warn!(
+                    ino,
+                    "dirty file without a body ({error}); committing it empty"
+                );
                 self.bodies.create_body(ino, node.body, 0).ok();
                 match std::fs::File::open(&path) {
                     Ok(file) => file,
@@ -107,7 +110,10 @@ impl Vfs {
             Ok(reply) => reply,
             Err(error) if is_unreachable(&error) => return Err(self.sync_failed(error)),
             Err(error) if error.kind == ErrorKind::QuotaExceeded => {
-                warn!(ino, "commit refused, over quota; the file stays local: {error}");
+                warn!(
+                    ino,
+                    "commit refused, over quota; the file stays local: {error}"
+                );
                 *lock(&self.counters.last_error) = Some(error.to_string());
                 return Ok(());
             }

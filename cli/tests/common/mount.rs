@@ -1,0 +1,140 @@
+//! Mounting a device's drive with the real `loft mount` (FUSE) for end-to-end tests,
+//! and reading the mount's status.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{DEADLINE, Device, describe, wait_for};
+
+/// A directory others may enter (FUSE with allow_other, tests that switch users).
+pub fn open_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// A live mount of a device's drive; unmounted (or detached) when dropped.
+pub struct Mount<'d> {
+    pub device: &'d Device,
+    _parent: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Device {
+    /// `loft mount DIR EXTRA…`, which must succeed.
+    pub fn mount(&self, extra: &[&str]) -> Mount<'_> {
+        let parent = open_dir("loft-mnt-");
+        let dir = parent.path().join("drive");
+        std::fs::create_dir(&dir).expect("mount dir");
+        self.mount_at(parent, dir, extra)
+    }
+
+    /// Mounts at `dir` (inside `parent`, which the mount keeps alive).
+    pub fn mount_at(&self, parent: tempfile::TempDir, dir: PathBuf, extra: &[&str]) -> Mount<'_> {
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let mut args = vec!["mount", dir_arg.as_str()];
+        args.extend_from_slice(extra);
+        let output = self.run(&args);
+        assert!(
+            output.status.success(),
+            "loft mount failed: {}\nlog:\n{}",
+            describe(&output),
+            self.mount_log()
+        );
+        Mount {
+            device: self,
+            _parent: parent,
+            dir,
+        }
+    }
+
+    /// The background mount process's log.
+    pub fn mount_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("mount.log")).unwrap_or_default()
+    }
+
+    /// The device's local cache (mirror and body files).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path().join("cache")
+    }
+}
+
+impl Mount<'_> {
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `loft status --json` of this mount.
+    pub fn status(&self) -> serde_json::Value {
+        self.device.json(&["status", "--json"])
+    }
+
+    /// `loft status PATH --json` for `rel` inside the mount.
+    pub fn path_status(&self, rel: &str) -> serde_json::Value {
+        let path = self.dir.join(rel).to_string_lossy().into_owned();
+        self.device.json(&["status", &path, "--json"])
+    }
+
+    pub fn bytes_downloaded(&self) -> u64 {
+        self.status()["bytes_downloaded"]
+            .as_u64()
+            .expect("bytes_downloaded")
+    }
+
+    /// The mount process's pid.
+    pub fn pid(&self) -> u32 {
+        self.status()["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// `loft sync`, which must succeed.
+    pub fn sync(&self) {
+        self.device.ok(&["sync", "--timeout", "120s"]);
+    }
+
+    /// `loft unmount`, which must succeed; the directory is then a plain directory.
+    pub fn unmount(mut self) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let output = self.device.run(&["unmount", &dir]);
+        assert!(
+            output.status.success(),
+            "loft unmount failed: {}\nlog:\n{}",
+            describe(&output),
+            self.device.mount_log()
+        );
+        self.dir = PathBuf::new();
+    }
+
+    /// Waits until the mount process is gone (after a kill).
+    pub fn wait_gone(&self, pid: u32) {
+        wait_for("the mount process to exit", DEADLINE, || {
+            // SAFETY: signal 0 only checks existence.
+            (unsafe { libc::kill(pid as i32, 0) } != 0).then_some(())
+        });
+    }
+
+    /// Forgets this mount without unmounting (it was killed or unmounted by hand).
+    pub fn forget(mut self) {
+        self.dir = PathBuf::new();
+    }
+}
+
+impl Drop for Mount<'_> {
+    fn drop(&mut self) {
+        if self.dir.as_os_str().is_empty() {
+            return;
+        }
+        let dir = self.dir.to_string_lossy().into_owned();
+        let output = self.device.run(&["unmount", &dir]);
+        if !output.status.success() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.dir)
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
