@@ -363,6 +363,19 @@ impl RemoteClient for GrpcClient {
             .into_inner())
     }
 
+    async fn commit_batch(
+        &self,
+        requests: Vec<proto::CommitRequest>,
+    ) -> RemoteResult<Vec<proto::CommitReply>> {
+        let request = proto::CommitBatchRequest { commits: requests };
+        Ok(self
+            .commits()
+            .commit_batch(self.request(request))
+            .await?
+            .into_inner()
+            .replies)
+    }
+
     async fn list_versions(&self, node: u64) -> RemoteResult<Vec<proto::Version>> {
         let request = proto::VersionsRequest { node };
         Ok(self

@@ -104,6 +104,11 @@ pub trait RemoteClient: Send + Sync + 'static {
     ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::ChunkData>>>;
     async fn get_manifest(&self, node: u64, version: u64) -> RemoteResult<proto::Manifest>;
     async fn commit(&self, request: proto::CommitRequest) -> RemoteResult<proto::CommitReply>;
+    /// Commits several files in one transaction: all or none.
+    async fn commit_batch(
+        &self,
+        requests: Vec<proto::CommitRequest>,
+    ) -> RemoteResult<Vec<proto::CommitReply>>;
     async fn list_versions(&self, node: u64) -> RemoteResult<Vec<proto::Version>>;
 
     /// Follows a namespace's journal from `cursor`.

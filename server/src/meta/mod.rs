@@ -232,6 +232,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn record_chunk(&self, caller: &Caller, chunk: ChunkRecord) -> Result<bool>;
     async fn manifest(&self, caller: &Caller, node: u64, version: u64) -> Result<Manifest>;
     async fn commit(&self, caller: &Caller, op: CommitOp) -> Result<CommitOutcome>;
+    /// Several commits in one transaction: all of them, or none.
+    async fn commit_many(&self, caller: &Caller, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>>;
     async fn versions(&self, caller: &Caller, node: u64) -> Result<Vec<proto::Version>>;
 
     // -- journal

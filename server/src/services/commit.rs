@@ -20,36 +20,31 @@ impl Commit for CommitApi {
         request: Request<proto::CommitRequest>,
     ) -> Result<Response<proto::CommitReply>, Status> {
         let caller = caller(&request)?;
-        let r = request.into_inner();
-        let manifest = r
-            .manifest
-            .ok_or_else(|| ServerError::invalid("commit without a manifest"))?;
-        let manifest = Manifest::try_from(manifest).map_err(ServerError::from)?;
-        let create = (r.node == 0).then(|| NewNode {
-            parent: r.parent,
-            name: r.name.to_vec(),
-            kind: NodeKind::File,
-            mode: r.mode,
-            uid: r.uid,
-            gid: r.gid,
-            symlink_target: Vec::new(),
-            rdev: 0,
-            exclusive: false,
-            mtime: r.mtime.as_ref().map(from_timestamp),
-        });
-        let op = CommitOp {
-            node: r.node,
-            create,
-            base_version: r.base_version,
-            manifest,
-            mtime: r.mtime.as_ref().map(from_timestamp),
-        };
+        let op = commit_op(request.into_inner())?;
         let outcome = self.0.meta.commit(&caller, op).await?;
-        Ok(Response::new(proto::CommitReply {
-            node: Some(outcome.node),
-            version: outcome.version,
-            conflict: outcome.conflict_name.is_some(),
-            conflict_name: outcome.conflict_name.unwrap_or_default().into(),
+        Ok(Response::new(reply(outcome)))
+    }
+
+    async fn commit_batch(
+        &self,
+        request: Request<proto::CommitBatchRequest>,
+    ) -> Result<Response<proto::CommitBatchReply>, Status> {
+        let caller = caller(&request)?;
+        let commits = request.into_inner().commits;
+        if commits.len() > MAX_BATCH {
+            return Err(ServerError::invalid(format!(
+                "a batch holds at most {MAX_BATCH} commits, not {}",
+                commits.len()
+            ))
+            .into());
+        }
+        let ops = commits
+            .into_iter()
+            .map(commit_op)
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcomes = self.0.meta.commit_many(&caller, ops).await?;
+        Ok(Response::new(proto::CommitBatchReply {
+            replies: outcomes.into_iter().map(reply).collect(),
         }))
     }
 
@@ -64,5 +59,43 @@ impl Commit for CommitApi {
             .versions(&caller, request.get_ref().node)
             .await?;
         Ok(Response::new(proto::VersionList { versions }))
+    }
+}
+
+/// Commits in one batch at most.
+const MAX_BATCH: usize = 1024;
+
+fn commit_op(r: proto::CommitRequest) -> Result<CommitOp, ServerError> {
+    let manifest = r
+        .manifest
+        .ok_or_else(|| ServerError::invalid("commit without a manifest"))?;
+    let manifest = Manifest::try_from(manifest).map_err(ServerError::from)?;
+    let create = (r.node == 0).then(|| NewNode {
+        parent: r.parent,
+        name: r.name.to_vec(),
+        kind: NodeKind::File,
+        mode: r.mode,
+        uid: r.uid,
+        gid: r.gid,
+        symlink_target: Vec::new(),
+        rdev: 0,
+        exclusive: false,
+        mtime: r.mtime.as_ref().map(from_timestamp),
+    });
+    Ok(CommitOp {
+        node: r.node,
+        create,
+        base_version: r.base_version,
+        manifest,
+        mtime: r.mtime.as_ref().map(from_timestamp),
+    })
+}
+
+fn reply(outcome: crate::meta::CommitOutcome) -> proto::CommitReply {
+    proto::CommitReply {
+        node: Some(outcome.node),
+        version: outcome.version,
+        conflict: outcome.conflict_name.is_some(),
+        conflict_name: outcome.conflict_name.unwrap_or_default().into(),
     }
 }

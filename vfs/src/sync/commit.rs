@@ -18,6 +18,15 @@ use crate::core::{KernelNote, Vfs, lock};
 use crate::error::is_unreachable;
 use crate::listing::timestamp;
 
+/// A file uploaded and ready to commit.
+struct Prepared {
+    ino: u64,
+    generation: u64,
+    base_version: u64,
+    manifest: Manifest,
+    request: proto::CommitRequest,
+}
+
 /// Where a commit puts its content.
 enum Target<'a> {
     /// The existing server node.
@@ -47,11 +56,65 @@ impl Vfs {
     }
 
     async fn upload(self: &Arc<Self>, ino: u64, target: Target<'_>) -> Result<(), Stop> {
-        let Ok(Some(node)) = self.mirror.read(|db| db.node(ino)) else {
+        let Some(prepared) = self.prepare(ino, target).await? else {
             return Ok(());
         };
-        if !node.dirty || node.kind != Kind::File {
+        let reply = self.client.commit(prepared.request.clone()).await;
+        self.finish(prepared, reply)
+    }
+
+    /// Uploads new files and creates them all in one commit batch (falling back to
+    /// one commit each if the batch is refused). `files`: `(ino, parent id, name)`.
+    pub(crate) async fn upload_new_batch(
+        self: &Arc<Self>,
+        files: &[(u64, u64, Vec<u8>)],
+    ) -> Result<(), Stop> {
+        let mut prepared = Vec::new();
+        for (ino, parent, name) in files {
+            let target = Target::New {
+                parent: *parent,
+                name,
+            };
+            if let Some(one) = self.prepare(*ino, target).await? {
+                prepared.push(one);
+            }
+        }
+        if prepared.is_empty() {
             return Ok(());
+        }
+        let requests = prepared.iter().map(|p| p.request.clone()).collect();
+        match self.client.commit_batch(requests).await {
+            Ok(replies) if replies.len() == prepared.len() => {
+                for (one, reply) in prepared.into_iter().zip(replies) {
+                    self.finish(one, Ok(reply))?;
+                }
+                Ok(())
+            }
+            Err(error) if is_unreachable(&error) => Err(self.sync_failed(error)),
+            _ => {
+                // Refused as a whole: commit one by one so one bad file cannot hold
+                // back the others.
+                for one in prepared {
+                    let reply = self.client.commit(one.request.clone()).await;
+                    self.finish(one, reply)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Uploads a dirty file's chunks and builds its commit; `None` when there is
+    /// nothing to commit (or it failed for good and was logged).
+    async fn prepare(
+        self: &Arc<Self>,
+        ino: u64,
+        target: Target<'_>,
+    ) -> Result<Option<Prepared>, Stop> {
+        let Ok(Some(node)) = self.mirror.read(|db| db.node(ino)) else {
+            return Ok(None);
+        };
+        if !node.dirty || node.kind != Kind::File {
+            return Ok(None);
         }
         let generation = lock(&self.pending).get(&ino).map_or(0, |p| p.generation);
         let path = self.bodies.path(ino, node.body);
@@ -65,7 +128,7 @@ impl Vfs {
                 self.bodies.create_body(ino, node.body, 0).ok();
                 match std::fs::File::open(&path) {
                     Ok(file) => file,
-                    Err(_) => return Ok(()),
+                    Err(_) => return Ok(None),
                 }
             }
         };
@@ -77,7 +140,7 @@ impl Vfs {
             Err(error) => {
                 warn!(ino, "upload failed: {error}");
                 *lock(&self.counters.last_error) = Some(error.to_string());
-                return Ok(());
+                return Ok(None);
             }
         };
         self.counters
@@ -87,7 +150,7 @@ impl Vfs {
             if let Ok(stored) = Self::decode_manifest(stored) {
                 if stored.content_hash == manifest.content_hash && stored.size == manifest.size {
                     self.finish_clean(ino, generation, &manifest, node.version);
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -106,7 +169,29 @@ impl Vfs {
             uid: node.uid,
             gid: node.gid,
         };
-        let reply = match self.client.commit(request).await {
+        Ok(Some(Prepared {
+            ino,
+            generation,
+            base_version: node.version,
+            manifest,
+            request,
+        }))
+    }
+
+    /// Records the server's answer to a commit.
+    fn finish(
+        &self,
+        prepared: Prepared,
+        reply: Result<proto::CommitReply, loft_remote::client::RemoteError>,
+    ) -> Result<(), Stop> {
+        let Prepared {
+            ino,
+            generation,
+            base_version,
+            manifest,
+            ..
+        } = prepared;
+        let reply = match reply {
             Ok(reply) => reply,
             Err(error) if is_unreachable(&error) => return Err(self.sync_failed(error)),
             Err(error) if error.kind == ErrorKind::QuotaExceeded => {
@@ -122,7 +207,7 @@ impl Vfs {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 *lock(&self.counters.last_error) = Some(error.to_string());
                 // Keep the bytes; stop retrying a commit the server will not take.
-                self.finish_clean(ino, generation, &manifest, node.version);
+                self.finish_clean(ino, generation, &manifest, base_version);
                 return Ok(());
             }
         };

@@ -78,7 +78,7 @@ impl Vfs {
         let mut again: Option<Instant> = None;
         // The journal, in order; a new file still being written holds the rest back.
         loop {
-            let batch = match self.mirror.read(|db| db.queued(64)) {
+            let batch = match self.mirror.read(|db| db.queued(256)) {
                 Ok(batch) => batch,
                 Err(error) => {
                     warn!("reading the outbound journal: {error}");
@@ -89,7 +89,13 @@ impl Vfs {
                 break;
             }
             let mut blocked = false;
+            let mut group: Vec<(i64, (u64, u64, Vec<u8>))> = Vec::new();
             for queued in batch {
+                if let Some(new_file) = self.ready_new_file(&queued).await? {
+                    group.push((queued.seq, new_file));
+                    continue;
+                }
+                self.flush_new_files(&mut group).await?;
                 match self.apply(&queued).await? {
                     Applied::Done => {
                         if let Err(error) = self.mirror.write(|db| db.unqueue(queued.seq)) {
@@ -104,6 +110,7 @@ impl Vfs {
                     }
                 }
             }
+            self.flush_new_files(&mut group).await?;
             if blocked {
                 break;
             }
@@ -124,6 +131,29 @@ impl Vfs {
             self.upload_existing(ino).await?;
         }
         Ok(again)
+    }
+
+    /// Creates a group of new files on the server in one commit batch and takes
+    /// their operations off the journal.
+    async fn flush_new_files(
+        self: &Arc<Self>,
+        group: &mut Vec<(i64, (u64, u64, Vec<u8>))>,
+    ) -> Result<(), Stop> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<_> = group.iter().map(|(_, file)| file.clone()).collect();
+        self.upload_new_batch(&files).await?;
+        let seqs: Vec<i64> = group.drain(..).map(|(seq, _)| seq).collect();
+        if let Err(error) = self.mirror.write(|db| {
+            for seq in &seqs {
+                db.unqueue(*seq)?;
+            }
+            Ok::<_, loft_cache::CacheError>(())
+        }) {
+            warn!("updating the outbound journal: {error}");
+        }
+        Ok(())
     }
 
     /// When a dirty file's debounce ends, if it has not yet.

@@ -56,6 +56,35 @@ impl Vfs {
         Applied::Done
     }
 
+    /// A queued creation of a file that is closed, quiet and dirty: it can go to the
+    /// server with its content in one commit. Returns `(ino, parent id, name)`.
+    pub(crate) async fn ready_new_file(
+        &self,
+        queued: &Queued,
+    ) -> Result<Option<(u64, u64, Vec<u8>)>, Stop> {
+        let Op::Create {
+            ino,
+            parent,
+            name,
+            kind,
+            ..
+        } = &queued.op
+        else {
+            return Ok(None);
+        };
+        if *kind != Kind::File as u8 {
+            return Ok(None);
+        }
+        let dirty = matches!(self.mirror.read(|db| db.node(*ino)), Ok(Some(n)) if n.dirty);
+        if !dirty || self.writers(*ino) > 0 || self.not_ready_until(*ino).is_some() {
+            return Ok(None);
+        }
+        Ok(self
+            .remote_id(*parent)
+            .await?
+            .map(|parent_id| (*ino, parent_id, name.clone())))
+    }
+
     /// Sends `queued.op`.
     pub(crate) async fn apply(self: &Arc<Self>, queued: &Queued) -> Result<Applied, Stop> {
         macro_rules! ids {

@@ -346,6 +346,16 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
+    async fn commit_many(&self, caller: &Caller, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>> {
+        self.change(caller, move |w| {
+            let cutoff = upload_cutoff(w.now);
+            ops.iter()
+                .map(|op| content::commit(w, op, cutoff))
+                .collect()
+        })
+        .await
+    }
+
     async fn versions(&self, caller: &Caller, node: u64) -> Result<Vec<proto::Version>> {
         let caller = caller.clone();
         self.read(move |tx, _| content::versions(tx, &caller, node))
