@@ -198,6 +198,16 @@ fn mount_helper_args() -> Option<Vec<OsString>> {
             std::process::exit(2);
         }
     }
+    // The source shows in the mount table as given (what `umount SOURCE` and
+    // tools matching mounts by source expect).
+    let named = options
+        .iter()
+        .any(|o| o.to_string_lossy().split(',').any(|o| o.starts_with("fsname=")));
+    if !named {
+        let mut fsname = OsString::from("fsname=");
+        fsname.push(&positional[0]);
+        options.push(fsname);
+    }
     for option in options {
         out.push("-o".into());
         out.push(option);

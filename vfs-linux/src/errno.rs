@@ -20,6 +20,7 @@ pub(crate) fn errno(error: &VfsError) -> Errno {
         VfsError::NoSpace(_) => libc::ENOSPC,
         VfsError::Quota => libc::EDQUOT,
         VfsError::BadHandle => libc::EBADF,
+        VfsError::NotSupported => libc::EOPNOTSUPP,
         VfsError::Offline(_) | VfsError::Io(_) => libc::EIO,
     })
 }

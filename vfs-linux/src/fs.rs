@@ -658,6 +658,19 @@ impl Filesystem for LoftFs {
         self.empty(reply, self.vfs.removexattr(ino.0, bytes(name)));
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(reply, self.vfs.fallocate(fh.0, offset, length, mode));
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // default_permissions: the kernel checks.
         reply.ok();

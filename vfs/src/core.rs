@@ -62,6 +62,9 @@ pub(crate) struct FileHandle {
 
 /// A directory handle: the entries as they were at opendir.
 pub(crate) struct DirHandle {
+    /// The directory. While a handle holds it, a removed directory keeps its node (so
+    /// `fstat` on the descriptor still works); the last `releasedir` forgets it.
+    pub ino: u64,
     pub entries: Vec<(Vec<u8>, u64)>,
 }
 
@@ -260,8 +263,9 @@ impl Vfs {
         Ok(())
     }
 
+    /// True while a file handle, an internal user or a directory handle holds `ino`.
     pub(crate) fn is_open(&self, ino: u64) -> bool {
-        lock(&self.files).contains_key(&ino)
+        lock(&self.files).contains_key(&ino) || lock(&self.dirs).values().any(|d| d.ino == ino)
     }
 
     pub(crate) fn attr_of(&self, node: &Node) -> Attr {

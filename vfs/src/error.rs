@@ -54,6 +54,9 @@ pub enum VfsError {
     /// EBADF
     #[error("bad file handle")]
     BadHandle,
+    /// EOPNOTSUPP
+    #[error("operation not supported")]
+    NotSupported,
     /// EIO: bytes not held locally while the server is unreachable.
     #[error("offline: {0}")]
     Offline(String),

@@ -312,6 +312,25 @@ impl Vfs {
         Ok(data.len() as u32)
     }
 
+    /// `fallocate` mode 0 (`posix_fallocate`): makes sure the file is at least
+    /// `offset + len` long. Other modes (hole punching, keep-size) are not offered.
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VfsResult<()> {
+        let handle = self.handle(fh)?;
+        if mode != 0 {
+            return Err(VfsError::NotSupported);
+        }
+        if !handle.write {
+            return Err(VfsError::BadHandle);
+        }
+        self.check_disk_reserve()?;
+        let end = offset.saturating_add(len);
+        if handle.file.metadata()?.len() < end {
+            handle.file.set_len(end)?;
+            self.bump(handle.ino);
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_disk_reserve(&self) -> VfsResult<()> {
         let available = self.bodies.available_space()?;
         if available < self.config.disk_reserve {

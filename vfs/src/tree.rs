@@ -553,7 +553,7 @@ impl Vfs {
         self.ensure_listed(ino)?;
         let entries = self.mirror.read(|db| db.entries(ino))?;
         let fh = self.new_handle_id();
-        lock(&self.dirs).insert(fh, Arc::new(DirHandle { entries }));
+        lock(&self.dirs).insert(fh, Arc::new(DirHandle { ino, entries }));
         Ok(fh)
     }
 
@@ -609,6 +609,15 @@ impl Vfs {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
+        let Some(handle) = lock(&self.dirs).remove(&fh) else {
+            return;
+        };
+        // A directory removed while open was kept for its handles: the last one
+        // forgets it.
+        if let Ok(node) = self.mirror.read(|db| db.node(handle.ino)) {
+            if let Err(error) = self.forget_if_unused(node) {
+                tracing::warn!(ino = handle.ino, "forgetting a removed directory: {error}");
+            }
+        }
     }
 }

@@ -127,18 +127,35 @@ fn detach(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
-    home.create()?;
-    let Some(lock) = try_lock(&home.mount_lock())? else {
-        return Err(match MountRecord::live(home) {
-            Some(live) => anyhow!(
+/// How long a new mount waits for an unmounted process of the same home to finish
+/// sending its queue and exit.
+const LETTING_GO: Duration = Duration::from_secs(60);
+
+/// Takes this home's mount lock. A live mount is an error; a process that was
+/// unmounted and is still letting go is waited for.
+async fn acquire_mount_lock(home: &LoftHome) -> Result<std::fs::File> {
+    let deadline = tokio::time::Instant::now() + LETTING_GO;
+    loop {
+        if let Some(lock) = try_lock(&home.mount_lock())? {
+            return Ok(lock);
+        }
+        if let Some(live) = MountRecord::live(home) {
+            bail!(
                 "this LOFT_HOME already has a live mount at {} (pid {})",
                 live.mountpoint.display(),
                 live.pid
-            ),
-            None => anyhow!("another process is mounting this LOFT_HOME"),
-        });
-    };
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("another process holds this LOFT_HOME's mount lock");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
+    home.create()?;
+    let lock = acquire_mount_lock(home).await?;
     // A crashed mount of this home leaves its directory dead: clean it up.
     if let Ok(text) = std::fs::read(home.mount_record()) {
         if let Ok(old) = serde_json::from_slice::<MountRecord>(&text) {
@@ -255,13 +272,14 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
         }
     }
     info!("unmounted {}", mountpoint.display());
+    // No longer a live mount: a new one may start and wait for the lock.
+    let _ = std::fs::remove_file(home.mount_socket());
+    MountRecord::remove(&home);
     if vfs.is_online() {
         if let Err(left) = vfs.wait_synced(Duration::from_secs(10)).await {
             warn!("{left} changes stay queued for the next mount");
         }
     }
-    let _ = std::fs::remove_file(home.mount_socket());
-    MountRecord::remove(&home);
     // Everything holding a connection to the server goes before the session closes
     // (an embedded server waits for connected clients).
     control.abort();
