@@ -34,9 +34,19 @@ impl MountRecord {
     }
 }
 
+/// True while `pid` runs. An exited process not yet reaped (a zombie: the mount
+/// process is detached, and not every init reaps promptly) counts as gone.
 pub fn process_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The state follows the command name, which is in parentheses.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    state != Some("Z")
 }
 
 /// What is at `dir`: nothing, a plain directory, a live mount, or a dead FUSE mount
