@@ -115,6 +115,9 @@ enum Command {
         /// Stay in the foreground (logs on stderr).
         #[arg(long)]
         foreground: bool,
+        /// Print nothing on success (as mount helpers do).
+        #[arg(long, hide = true)]
+        quiet: bool,
     },
     /// Unmount after every queued change is on the server (offline: keep them queued).
     Unmount { dir: PathBuf },
@@ -184,7 +187,7 @@ fn mount_helper_args() -> Option<Vec<OsString>> {
             positional.push(arg);
         }
     }
-    let mut out: Vec<OsString> = vec!["loft".into(), "mount".into()];
+    let mut out: Vec<OsString> = vec!["loft".into(), "mount".into(), "--quiet".into()];
     match positional.as_slice() {
         [source, dir] => {
             if source != "loft" {
@@ -200,9 +203,11 @@ fn mount_helper_args() -> Option<Vec<OsString>> {
     }
     // The source shows in the mount table as given (what `umount SOURCE` and
     // tools matching mounts by source expect).
-    let named = options
-        .iter()
-        .any(|o| o.to_string_lossy().split(',').any(|o| o.starts_with("fsname=")));
+    let named = options.iter().any(|o| {
+        o.to_string_lossy()
+            .split(',')
+            .any(|o| o.starts_with("fsname="))
+    });
     if !named {
         let mut fsname = OsString::from("fsname=");
         fsname.push(&positional[0]);
@@ -233,8 +238,10 @@ async fn run(cli: Cli) -> Result<()> {
             upload_debounce,
             options,
             foreground,
+            quiet,
         } => {
             let args = mount::MountArgs {
+                quiet,
                 dir,
                 server,
                 cache_size,

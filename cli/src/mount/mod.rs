@@ -34,6 +34,8 @@ pub struct MountArgs {
     pub upload_debounce: Duration,
     pub options: Vec<String>,
     pub foreground: bool,
+    /// Print nothing on success.
+    pub quiet: bool,
 }
 
 impl MountArgs {
@@ -61,7 +63,9 @@ pub async fn mount(home: LoftHome, args: MountArgs) -> Result<()> {
         let dir = absolute(&args.dir)?;
         let args = MountArgs { dir, ..args };
         let note = daemon::spawn_and_wait(&home, &args.foreground_argv())?;
-        println!("mounted {} ({note})", args.dir.display());
+        if !args.quiet {
+            println!("mounted {} ({note})", args.dir.display());
+        }
         return Ok(());
     }
     let prepared = prepare(&home, &args).await;
