@@ -136,8 +136,13 @@ pub async fn serve(
                 if let Some(file) = &config.port_file {
                     write_atomically(file, &format!("{local}\n"))?;
                 }
+                // tonic applies its `tcp_nodelay` only to listeners it binds itself: set
+                // it on each accepted socket, or Nagle's algorithm holds back a small
+                // reply until the client's delayed ACK (40 ms on Linux) for every call.
+                let incoming = TcpListenerStream::new(listener)
+                    .map(|stream| stream.and_then(|s| s.set_nodelay(true).map(|()| s)));
                 router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), graceful)
+                    .serve_with_incoming_shutdown(incoming, graceful)
                     .await
                     .map_err(|e| ServerError::internal(format!("server: {e}")))
             }
