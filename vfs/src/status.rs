@@ -72,6 +72,9 @@ impl Vfs {
             let (mut size, mut local, mut dirty) = (0u64, 0u64, false);
             let mut stack = vec![ino];
             while let Some(dir) = stack.pop() {
+                // A folder never listed on this device (after a wiped cache) holds no
+                // entries in the mirror yet: summing it unlisted would report 0 bytes.
+                self.ensure_listed(dir)?;
                 for (_, child) in self.mirror.read(|db| db.entries(dir))? {
                     let Some(child) = self.mirror.read(|db| db.node(child))? else {
                         continue;
