@@ -20,7 +20,8 @@ pub fn open_dir(prefix: &str) -> tempfile::TempDir {
 /// A live mount of a device's drive; unmounted (or detached) when dropped.
 pub struct Mount<'d> {
     pub device: &'d Device,
-    _parent: tempfile::TempDir,
+    /// Keeps the mount directory's parent alive; taken by [`Mount::kill9`].
+    parent: Option<tempfile::TempDir>,
     dir: PathBuf,
 }
 
@@ -47,7 +48,7 @@ impl Device {
         );
         Mount {
             device: self,
-            _parent: parent,
+            parent: Some(parent),
             dir,
         }
     }
@@ -108,18 +109,42 @@ impl Mount<'_> {
         self.dir = PathBuf::new();
     }
 
-    /// Waits until the mount process is gone (after a kill).
+    /// Waits until the mount process is gone (after a kill). A zombie counts as gone:
+    /// the mount process is detached, and not every init reaps orphans promptly.
     pub fn wait_gone(&self, pid: u32) {
         wait_for("the mount process to exit", DEADLINE, || {
             // SAFETY: signal 0 only checks existence.
-            (unsafe { libc::kill(pid as i32, 0) } != 0).then_some(())
+            let exists = unsafe { libc::kill(pid as i32, 0) } == 0;
+            (!exists || is_zombie(pid)).then_some(())
         });
+    }
+
+    /// Kills the mount process with SIGKILL and waits until it is gone. The directory
+    /// is left a dead FUSE mount; it is returned with the parent that keeps it, so
+    /// that [`Device::mount_at`] can mount there again.
+    pub fn kill9(mut self) -> (tempfile::TempDir, PathBuf) {
+        let pid = self.pid();
+        super::signal(pid, libc::SIGKILL);
+        self.wait_gone(pid);
+        let dir = std::mem::take(&mut self.dir);
+        (self.parent.take().expect("the mount's parent"), dir)
     }
 
     /// Forgets this mount without unmounting (it was killed or unmounted by hand).
     pub fn forget(mut self) {
         self.dir = PathBuf::new();
     }
+}
+
+/// True when `pid` has exited and waits to be reaped.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for Mount<'_> {
