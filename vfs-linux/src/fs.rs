@@ -299,8 +299,7 @@ impl Filesystem for LoftFs {
             kind,
             mode & 0o7777,
             u64::from(rdev),
-            req.uid(),
-            req.gid(),
+            (req.uid(), req.gid()),
         );
         self.entry(reply, result);
     }

@@ -159,11 +159,10 @@ impl Vfs {
                     open.fetching.remove(&(*i as u64));
                 }
                 open.busy = open.busy.saturating_sub(1);
-                if let Ok(done) = &result {
-                    if open.body == body {
+                if let Ok(done) = &result
+                    && open.body == body {
                         open.held.extend(done.iter().map(|i| *i as u64));
                     }
-                }
             }
             self.fetched.notify_all();
         }

@@ -75,12 +75,11 @@ impl Vfs {
         let encoded = prost::Message::encode_to_vec(&wire);
         let ino = node.ino;
         self.tx(|db| {
-            if let Some(mut node) = db.node(ino)? {
-                if node.version == version {
+            if let Some(mut node) = db.node(ino)?
+                && node.version == version {
                     node.manifest = Some(encoded);
                     db.update_node(&node)?;
                 }
-            }
             Ok(())
         })?;
         Ok(Some(Layout::new(manifest)))
@@ -130,11 +129,10 @@ impl Vfs {
             None => true,
             Some(layout) => self.all_held(ino, layout),
         };
-        if whole {
-            if let Some(open) = lock(&self.files).get_mut(&ino) {
+        if whole
+            && let Some(open) = lock(&self.files).get_mut(&ino) {
                 open.direct += 1;
             }
-        }
         let fh = self.new_handle_id();
         let handle = Arc::new(FileHandle {
             ino,
@@ -161,8 +159,8 @@ impl Vfs {
     pub(crate) fn make_dirty(&self, node: Node, keep: u64) -> VfsResult<Node> {
         let ino = node.ino;
         let keep = keep.min(node.size);
-        if keep > 0 {
-            if let Some(layout) = self.layout_of(&node)? {
+        if keep > 0
+            && let Some(layout) = self.layout_of(&node)? {
                 let file = self.body_file(&node)?;
                 let wanted: Vec<usize> = layout
                     .index
@@ -174,7 +172,6 @@ impl Vfs {
                 self.leave_file(ino, false, false);
                 fetched?;
             }
-        }
         let file = self.bodies.open_body(ino, node.body)?;
         file.set_len(keep)?;
         let freed = self.tx(|db| {
@@ -378,13 +375,11 @@ impl Vfs {
             }
             self.wake.notify_one();
         }
-        if last {
-            if let Some(node) = self.mirror.read(|db| db.node(ino))? {
-                if node.nlink == 0 {
+        if last
+            && let Some(node) = self.mirror.read(|db| db.node(ino))?
+                && node.nlink == 0 {
                     self.forget_node(&node)?;
                 }
-            }
-        }
         Ok(())
     }
 
@@ -431,8 +426,8 @@ impl Vfs {
     pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
         let node = self.node(ino)?;
         let mut attr = self.attr_of(&node);
-        if node.dirty && self.writers(ino) > 0 {
-            if let Ok(meta) = std::fs::metadata(self.bodies.path(ino, node.body)) {
+        if node.dirty && self.writers(ino) > 0
+            && let Ok(meta) = std::fs::metadata(self.bodies.path(ino, node.body)) {
                 attr.size = meta.len();
                 attr.blocks = meta.len().div_ceil(512).max(u64::from(meta.len() > 0));
                 if let Ok(modified) = meta.modified() {
@@ -440,7 +435,6 @@ impl Vfs {
                     attr.ctime = attr.ctime.max(attr.mtime);
                 }
             }
-        }
         Ok(attr)
     }
 }

@@ -169,6 +169,7 @@ impl Vfs {
     }
 
     /// mknod: regular files, fifos, sockets and device nodes.
+    /// `owner`: the caller's uid and gid.
     pub fn mknod(
         &self,
         parent: u64,
@@ -176,9 +177,9 @@ impl Vfs {
         kind: Kind,
         mode: u32,
         rdev: u64,
-        uid: u32,
-        gid: u32,
+        owner: (u32, u32),
     ) -> VfsResult<Attr> {
+        let (uid, gid) = owner;
         if kind == Kind::Directory || kind == Kind::Symlink {
             return Err(VfsError::Invalid("mknod of a directory or symlink"));
         }
@@ -271,11 +272,10 @@ impl Vfs {
     }
 
     fn forget_if_unused(&self, node: Option<Node>) -> VfsResult<()> {
-        if let Some(node) = node {
-            if node.nlink == 0 && !self.is_open(node.ino) {
+        if let Some(node) = node
+            && node.nlink == 0 && !self.is_open(node.ino) {
                 self.forget_node(&node)?;
             }
-        }
         Ok(())
     }
 
@@ -362,11 +362,10 @@ impl Vfs {
         self.ensure_listed(parent)?;
         self.ensure_listed(new_parent)?;
         // A directory replaced must be known to be empty.
-        if let Some(existing) = self.mirror.read(|db| db.lookup(new_parent, new_name))? {
-            if self.node(existing)?.kind == Kind::Directory {
+        if let Some(existing) = self.mirror.read(|db| db.lookup(new_parent, new_name))?
+            && self.node(existing)?.kind == Kind::Directory {
                 self.ensure_listed(existing)?;
             }
-        }
         let stamp = now();
         let replaced = self.tx(|db| {
             let source = db.lookup(parent, name)?.ok_or(VfsError::NotFound)?;
@@ -614,10 +613,10 @@ impl Vfs {
         };
         // A directory removed while open was kept for its handles: the last one
         // forgets it.
-        if let Ok(node) = self.mirror.read(|db| db.node(handle.ino)) {
-            if let Err(error) = self.forget_if_unused(node) {
-                tracing::warn!(ino = handle.ino, "forgetting a removed directory: {error}");
-            }
+        if let Ok(node) = self.mirror.read(|db| db.node(handle.ino))
+            && let Err(error) = self.forget_if_unused(node)
+        {
+            tracing::warn!(ino = handle.ino, "forgetting a removed directory: {error}");
         }
     }
 }

@@ -14,6 +14,9 @@ use tracing::{info, warn};
 
 use crate::core::{Vfs, lock};
 
+/// A new file to create with its content: `(ino, parent's server id, name)`.
+pub(crate) type NewFile = (u64, u64, Vec<u8>);
+
 /// Why a sync round stopped early.
 pub(crate) enum Stop {
     /// The server is unreachable.
@@ -89,7 +92,7 @@ impl Vfs {
                 break;
             }
             let mut blocked = false;
-            let mut group: Vec<(i64, (u64, u64, Vec<u8>))> = Vec::new();
+            let mut group: Vec<(i64, NewFile)> = Vec::new();
             for queued in batch {
                 if let Some(new_file) = self.ready_new_file(&queued).await? {
                     group.push((queued.seq, new_file));
@@ -137,7 +140,7 @@ impl Vfs {
     /// their operations off the journal.
     async fn flush_new_files(
         self: &Arc<Self>,
-        group: &mut Vec<(i64, (u64, u64, Vec<u8>))>,
+        group: &mut Vec<(i64, NewFile)>,
     ) -> Result<(), Stop> {
         if group.is_empty() {
             return Ok(());

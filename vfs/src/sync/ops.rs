@@ -175,12 +175,11 @@ impl Vfs {
                             // the moved content becomes its new version.
                             let _ = self.tx(|db| {
                                 db.set_remote(*ino, node.id)?;
-                                if let Some(mut local) = db.node(*ino)? {
-                                    if local.kind == Kind::File && local.version != node.version {
+                                if let Some(mut local) = db.node(*ino)?
+                                    && local.kind == Kind::File && local.version != node.version {
                                         local.version = node.version;
                                         db.update_node(&local)?;
                                     }
-                                }
                                 Ok(())
                             });
                         }
