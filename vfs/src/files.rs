@@ -321,7 +321,15 @@ impl Vfs {
         }
         self.check_disk_reserve()?;
         let end = offset.saturating_add(len);
-        if handle.file.metadata()?.len() < end {
+        let current = handle.file.metadata()?.len();
+        let available = self.bodies.available_space()?;
+        if end.saturating_sub(current) > available.saturating_sub(self.config.disk_reserve) {
+            return Err(VfsError::NoSpace(format!(
+                "cannot reserve {} bytes: {available} available",
+                end - current
+            )));
+        }
+        if current < end {
             handle.file.set_len(end)?;
             self.bump(handle.ino);
         }

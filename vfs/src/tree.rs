@@ -565,10 +565,24 @@ impl Vfs {
         offset: u64,
         mut each: impl FnMut(&[u8], &Attr, u64) -> bool,
     ) -> VfsResult<()> {
-        let handle = lock(&self.dirs)
-            .get(&fh)
-            .cloned()
-            .ok_or(VfsError::BadHandle)?;
+        let handle = if offset == 0 {
+            // From the start (opendir or rewinddir): entries as they are now.
+            let fresh = Arc::new(DirHandle {
+                ino: dir,
+                entries: self.mirror.read(|db| db.entries(dir))?,
+            });
+            let mut dirs = lock(&self.dirs);
+            if !dirs.contains_key(&fh) {
+                return Err(VfsError::BadHandle);
+            }
+            dirs.insert(fh, fresh.clone());
+            fresh
+        } else {
+            lock(&self.dirs)
+                .get(&fh)
+                .cloned()
+                .ok_or(VfsError::BadHandle)?
+        };
         let mut position = offset;
         if position == 0 {
             let attr = self.getattr(dir)?;

@@ -99,6 +99,10 @@ impl Vfs {
         if name.is_empty() || name.len() > 255 {
             return Err(VfsError::Range);
         }
+        if name.starts_with(b"system.posix_acl_") {
+            // Stored but not enforced would be worse than refused.
+            return Err(VfsError::NotSupported);
+        }
         self.ensure_xattrs(ino)?;
         let stamp = now();
         self.tx(|db| {
