@@ -180,11 +180,13 @@ impl Vfs {
         let stat = unsafe { stat.assume_init() };
         #[allow(clippy::unnecessary_cast)]
         let scale = |blocks: u64| blocks.saturating_mul(stat.f_frsize as u64) / 4096;
+        // Writes stop at the disk reserve, so that is not offered as free space.
+        let reserve = self.config.disk_reserve / 4096;
         #[allow(clippy::unnecessary_cast)]
         Ok(FsStats {
             blocks: scale(stat.f_blocks as u64),
-            free: scale(stat.f_bfree as u64),
-            available: scale(stat.f_bavail as u64),
+            free: scale(stat.f_bfree as u64).saturating_sub(reserve),
+            available: scale(stat.f_bavail as u64).saturating_sub(reserve),
             files: u64::MAX >> 8,
             files_free: u64::MAX >> 9,
         })
