@@ -460,7 +460,7 @@ impl Vfs {
         check_name(new_name)?;
         self.ensure_listed(new_parent)?;
         let stamp = now();
-        let node = self.tx(|db| {
+        self.tx(|db| {
             let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
             if node.kind == Kind::Directory {
                 return Err(VfsError::NotPermitted);
@@ -482,10 +482,13 @@ impl Vfs {
                 },
                 stamp,
             )?;
-            Ok(node)
+            Ok(())
         })?;
         self.wake.notify_one();
-        Ok(self.attr_of(&node))
+        // Through getattr: a file open for writing takes its size and time from its
+        // body, and the kernel caches what link answers (the mirror's size would
+        // shrink the open file to what was last persisted).
+        self.getattr(ino)
     }
 
     pub fn setattr(&self, ino: u64, change: SetAttr) -> VfsResult<Attr> {
