@@ -45,7 +45,9 @@ pub fn process_alive(pid: u32) -> bool {
         return true;
     };
     // The state follows the command name, which is in parentheses.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
     state != Some("Z")
 }
 
