@@ -160,9 +160,10 @@ impl Vfs {
                 }
                 open.busy = open.busy.saturating_sub(1);
                 if let Ok(done) = &result
-                    && open.body == body {
-                        open.held.extend(done.iter().map(|i| *i as u64));
-                    }
+                    && open.body == body
+                {
+                    open.held.extend(done.iter().map(|i| *i as u64));
+                }
             }
             self.fetched.notify_all();
         }

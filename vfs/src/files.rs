@@ -76,10 +76,11 @@ impl Vfs {
         let ino = node.ino;
         self.tx(|db| {
             if let Some(mut node) = db.node(ino)?
-                && node.version == version {
-                    node.manifest = Some(encoded);
-                    db.update_node(&node)?;
-                }
+                && node.version == version
+            {
+                node.manifest = Some(encoded);
+                db.update_node(&node)?;
+            }
             Ok(())
         })?;
         Ok(Some(Layout::new(manifest)))
@@ -129,10 +130,9 @@ impl Vfs {
             None => true,
             Some(layout) => self.all_held(ino, layout),
         };
-        if whole
-            && let Some(open) = lock(&self.files).get_mut(&ino) {
-                open.direct += 1;
-            }
+        if whole && let Some(open) = lock(&self.files).get_mut(&ino) {
+            open.direct += 1;
+        }
         let fh = self.new_handle_id();
         let handle = Arc::new(FileHandle {
             ino,
@@ -160,18 +160,19 @@ impl Vfs {
         let ino = node.ino;
         let keep = keep.min(node.size);
         if keep > 0
-            && let Some(layout) = self.layout_of(&node)? {
-                let file = self.body_file(&node)?;
-                let wanted: Vec<usize> = layout
-                    .index
-                    .covering(&layout.manifest, 0, keep)
-                    .map(|(i, _, _)| i)
-                    .collect();
-                self.enter_file(ino, node.body, false)?;
-                let fetched = self.fetch_chunks(ino, node.body, &layout, &file, wanted, Wait::Yes);
-                self.leave_file(ino, false, false);
-                fetched?;
-            }
+            && let Some(layout) = self.layout_of(&node)?
+        {
+            let file = self.body_file(&node)?;
+            let wanted: Vec<usize> = layout
+                .index
+                .covering(&layout.manifest, 0, keep)
+                .map(|(i, _, _)| i)
+                .collect();
+            self.enter_file(ino, node.body, false)?;
+            let fetched = self.fetch_chunks(ino, node.body, &layout, &file, wanted, Wait::Yes);
+            self.leave_file(ino, false, false);
+            fetched?;
+        }
         let file = self.bodies.open_body(ino, node.body)?;
         file.set_len(keep)?;
         let freed = self.tx(|db| {
@@ -385,9 +386,10 @@ impl Vfs {
         }
         if last
             && let Some(node) = self.mirror.read(|db| db.node(ino))?
-                && node.nlink == 0 {
-                    self.forget_node(&node)?;
-                }
+            && node.nlink == 0
+        {
+            self.forget_node(&node)?;
+        }
         Ok(())
     }
 
@@ -434,15 +436,17 @@ impl Vfs {
     pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
         let node = self.node(ino)?;
         let mut attr = self.attr_of(&node);
-        if node.dirty && self.writers(ino) > 0
-            && let Ok(meta) = std::fs::metadata(self.bodies.path(ino, node.body)) {
-                attr.size = meta.len();
-                attr.blocks = meta.len().div_ceil(512).max(u64::from(meta.len() > 0));
-                if let Ok(modified) = meta.modified() {
-                    attr.mtime = nanos_of(modified);
-                    attr.ctime = attr.ctime.max(attr.mtime);
-                }
+        if node.dirty
+            && self.writers(ino) > 0
+            && let Ok(meta) = std::fs::metadata(self.bodies.path(ino, node.body))
+        {
+            attr.size = meta.len();
+            attr.blocks = meta.len().div_ceil(512).max(u64::from(meta.len() > 0));
+            if let Ok(modified) = meta.modified() {
+                attr.mtime = nanos_of(modified);
+                attr.ctime = attr.ctime.max(attr.mtime);
             }
+        }
         Ok(attr)
     }
 }

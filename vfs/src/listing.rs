@@ -52,11 +52,12 @@ pub(crate) fn apply_remote(node: &mut Node, remote: &proto::Node) {
 /// Inserts (or refreshes) the node behind a server entry; returns its inode.
 pub(crate) fn upsert_remote(db: &Db<'_>, remote: &proto::Node, pinned: bool) -> VfsResult<u64> {
     if let Some(ino) = db.ino_of_remote(remote.id)?
-        && let Some(mut node) = db.node(ino)? {
-            apply_remote(&mut node, remote);
-            db.update_node(&node)?;
-            return Ok(ino);
-        }
+        && let Some(mut node) = db.node(ino)?
+    {
+        apply_remote(&mut node, remote);
+        db.update_node(&node)?;
+        return Ok(ino);
+    }
     let mut node = Node::new(Kind::from_wire(remote.kind), 0, 0);
     node.version = u64::MAX; // forces apply_remote to take the version
     apply_remote(&mut node, remote);

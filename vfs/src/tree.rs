@@ -273,9 +273,11 @@ impl Vfs {
 
     fn forget_if_unused(&self, node: Option<Node>) -> VfsResult<()> {
         if let Some(node) = node
-            && node.nlink == 0 && !self.is_open(node.ino) {
-                self.forget_node(&node)?;
-            }
+            && node.nlink == 0
+            && !self.is_open(node.ino)
+        {
+            self.forget_node(&node)?;
+        }
         Ok(())
     }
 
@@ -363,9 +365,10 @@ impl Vfs {
         self.ensure_listed(new_parent)?;
         // A directory replaced must be known to be empty.
         if let Some(existing) = self.mirror.read(|db| db.lookup(new_parent, new_name))?
-            && self.node(existing)?.kind == Kind::Directory {
-                self.ensure_listed(existing)?;
-            }
+            && self.node(existing)?.kind == Kind::Directory
+        {
+            self.ensure_listed(existing)?;
+        }
         let stamp = now();
         let replaced = self.tx(|db| {
             let source = db.lookup(parent, name)?.ok_or(VfsError::NotFound)?;

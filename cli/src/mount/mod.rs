@@ -163,10 +163,11 @@ async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
     // A crashed mount of this home leaves its directory dead: clean it up.
     if let Ok(text) = std::fs::read(home.mount_record()) {
         if let Ok(old) = serde_json::from_slice::<MountRecord>(&text)
-            && dir_state(&old.mountpoint) == DirState::DeadMount {
-                info!("cleaning up the dead mount at {}", old.mountpoint.display());
-                detach(&old.mountpoint)?;
-            }
+            && dir_state(&old.mountpoint) == DirState::DeadMount
+        {
+            info!("cleaning up the dead mount at {}", old.mountpoint.display());
+            detach(&old.mountpoint)?;
+        }
         MountRecord::remove(home);
     }
     let dir = &args.dir;
@@ -279,9 +280,10 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
     let _ = std::fs::remove_file(home.mount_socket());
     MountRecord::remove(&home);
     if vfs.is_online()
-        && let Err(left) = vfs.wait_synced(Duration::from_secs(10)).await {
-            warn!("{left} changes stay queued for the next mount");
-        }
+        && let Err(left) = vfs.wait_synced(Duration::from_secs(10)).await
+    {
+        warn!("{left} changes stay queued for the next mount");
+    }
     // Everything holding a connection to the server goes before the session closes
     // (an embedded server waits for connected clients).
     control.abort();

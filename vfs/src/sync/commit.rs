@@ -148,10 +148,12 @@ impl Vfs {
             .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
         if let (Target::Existing(_), Some(stored)) = (&target, &node.manifest)
             && let Ok(stored) = Self::decode_manifest(stored)
-                && stored.content_hash == manifest.content_hash && stored.size == manifest.size {
-                    self.finish_clean(ino, generation, &manifest, node.version);
-                    return Ok(None);
-                }
+            && stored.content_hash == manifest.content_hash
+            && stored.size == manifest.size
+        {
+            self.finish_clean(ino, generation, &manifest, node.version);
+            return Ok(None);
+        }
         let (node_id, parent, name) = match target {
             Target::Existing(id) => (id, 0, Vec::new()),
             Target::New { parent, name } => (0, parent, name.to_vec()),

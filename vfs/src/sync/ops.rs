@@ -176,10 +176,12 @@ impl Vfs {
                             let _ = self.tx(|db| {
                                 db.set_remote(*ino, node.id)?;
                                 if let Some(mut local) = db.node(*ino)?
-                                    && local.kind == Kind::File && local.version != node.version {
-                                        local.version = node.version;
-                                        db.update_node(&local)?;
-                                    }
+                                    && local.kind == Kind::File
+                                    && local.version != node.version
+                                {
+                                    local.version = node.version;
+                                    db.update_node(&local)?;
+                                }
                                 Ok(())
                             });
                         }
