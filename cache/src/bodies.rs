@@ -83,15 +83,6 @@ impl Bodies {
         Ok(out)
     }
 
-    /// The body files of one inode, as `(ino, generation)`.
-    pub fn list_of(&self, ino: u64) -> Result<Vec<(u64, u64)>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|(i, _)| *i == ino)
-            .collect())
-    }
-
     /// Bytes available to unprivileged users on the file system holding the bodies.
     pub fn available_space(&self) -> io::Result<u64> {
         available_space(&self.dir)

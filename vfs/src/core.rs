@@ -257,9 +257,8 @@ impl Vfs {
             Ordering::Relaxed,
         );
         lock(&self.pending).remove(&node.ino);
-        for (ino, body) in self.bodies.list_of(node.ino)? {
-            self.bodies.remove(ino, body)?;
-        }
+        // One body generation per node; stray ones are swept at the next start.
+        self.bodies.remove(node.ino, node.body)?;
         Ok(())
     }
 

@@ -31,6 +31,8 @@ pub(crate) enum Applied {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long `wait_synced` waits for an unreachable server to come back.
+const OFFLINE_GRACE: Duration = Duration::from_secs(6);
 
 impl Vfs {
     /// Runs the sync engine until the process ends.
@@ -170,6 +172,7 @@ impl Vfs {
     /// the server is unreachable or `timeout` passes first. Returns what is left.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), u64> {
         let deadline = Instant::now() + timeout;
+        let mut offline_since: Option<Instant> = None;
         loop {
             let left = self
                 .rx(|db| Ok(db.queued_count()? + db.dirty_files()?.len() as u64))
@@ -177,7 +180,14 @@ impl Vfs {
             if left == 0 {
                 return Ok(());
             }
-            if Instant::now() >= deadline || !self.counters.online.load(Ordering::Relaxed) {
+            // A moment offline (a server restart, a dropped connection) is waited
+            // out; a server that stays away ends the wait.
+            if self.counters.online.load(Ordering::Relaxed) {
+                offline_since = None;
+            } else if offline_since.get_or_insert_with(Instant::now).elapsed() > OFFLINE_GRACE {
+                return Err(left);
+            }
+            if Instant::now() >= deadline {
                 return Err(left);
             }
             self.wake.notify_one();
