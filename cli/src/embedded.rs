@@ -57,7 +57,9 @@ impl Drop for EmbeddedServer {
     }
 }
 
-fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
+/// Takes an exclusive flock on `path` (created if missing) without waiting; `None`
+/// when another process holds it.
+pub fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -7,7 +7,6 @@ pub mod daemon;
 pub mod record;
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::embedded::try_lock;
 use crate::home::LoftHome;
 use crate::session::{Session, device_name};
 use record::{DirState, MountRecord, dir_state};
@@ -95,18 +95,6 @@ struct Live {
     mounted: loft_vfs_linux::Mounted,
     mountpoint: PathBuf,
     listener: UnixListener,
-}
-
-fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    Ok(locked.then_some(file))
 }
 
 /// Lazily detaches a dead FUSE mount (its process is gone).
