@@ -208,6 +208,7 @@ impl Vfs {
                             return Err((written, VfsError::from(e)));
                         }
                         written.push(index);
+                        self.chunk_landed(ino, body, index, offset, plain.len() as u64);
                     }
                     Some(Err(error)) => return Err((written, self.remote_failed(error))),
                     None => {
@@ -251,6 +252,31 @@ impl Vfs {
             Some(error) => Err(error),
             None => Ok(written),
         }
+    }
+
+    /// Makes one fetched chunk readable at once, so a reader waiting for it does not
+    /// wait for the rest of its batch.
+    fn chunk_landed(&self, ino: u64, body: u64, idx: usize, offset: u64, len: u64) {
+        let held = Held {
+            ino,
+            body,
+            idx: idx as u64,
+            offset,
+            len,
+        };
+        if let Err(error) = self.mirror.write(|db| db.hold(held, now())) {
+            warn!(ino, "recording a fetched chunk: {error}");
+            return;
+        }
+        let mut files = lock(&self.files);
+        if let Some(open) = files.get_mut(&ino)
+            && open.body == body
+        {
+            open.held.insert(idx as u64);
+            open.fetching.remove(&(idx as u64));
+        }
+        drop(files);
+        self.fetched.notify_all();
     }
 
     /// Notes a failed server call: an unreachable server flips the mount offline.
