@@ -252,10 +252,7 @@ impl Vfs {
             db.delete_node(node.ino)?;
             Ok(freed)
         })?;
-        self.held_total.fetch_sub(
-            freed.min(self.held_total.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        self.unhold(freed);
         lock(&self.pending).remove(&node.ino);
         // One body generation per node; stray ones are swept at the next start.
         self.bodies.remove(node.ino, node.body)?;
@@ -263,6 +260,15 @@ impl Vfs {
     }
 
     /// True while a file handle, an internal user or a directory handle holds `ino`.
+    /// Takes `bytes` of clean data off the budget's count.
+    pub(crate) fn unhold(&self, bytes: u64) {
+        let _ = self
+            .held_total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+
     pub(crate) fn is_open(&self, ino: u64) -> bool {
         lock(&self.files).contains_key(&ino) || lock(&self.dirs).values().any(|d| d.ino == ino)
     }

@@ -207,8 +207,12 @@ impl Vfs {
                         if let Err(e) = file.write_all_at(&plain, offset) {
                             return Err((written, VfsError::from(e)));
                         }
+                        if let Err(e) =
+                            self.chunk_landed(ino, body, index, offset, plain.len() as u64)
+                        {
+                            return Err((written, e));
+                        }
                         written.push(index);
-                        self.chunk_landed(ino, body, index, offset, plain.len() as u64);
                     }
                     Some(Err(error)) => return Err((written, self.remote_failed(error))),
                     None => {
@@ -232,22 +236,6 @@ impl Vfs {
         // Give back the reservation of what did not arrive.
         self.held_total
             .fetch_sub(bytes - written_bytes, Ordering::Relaxed);
-        let stamp = now();
-        self.tx(|db| {
-            for i in &written {
-                db.hold(
-                    Held {
-                        ino,
-                        body,
-                        idx: *i as u64,
-                        offset: layout.index.start_of(*i).unwrap_or(0),
-                        len: layout.manifest.chunks[*i].length.into(),
-                    },
-                    stamp,
-                )?;
-            }
-            Ok(())
-        })?;
         match error {
             Some(error) => Err(error),
             None => Ok(written),
@@ -256,7 +244,14 @@ impl Vfs {
 
     /// Makes one fetched chunk readable at once, so a reader waiting for it does not
     /// wait for the rest of its batch.
-    fn chunk_landed(&self, ino: u64, body: u64, idx: usize, offset: u64, len: u64) {
+    fn chunk_landed(
+        &self,
+        ino: u64,
+        body: u64,
+        idx: usize,
+        offset: u64,
+        len: u64,
+    ) -> VfsResult<()> {
         let held = Held {
             ino,
             body,
@@ -264,10 +259,7 @@ impl Vfs {
             offset,
             len,
         };
-        if let Err(error) = self.mirror.write(|db| db.hold(held, now())) {
-            warn!(ino, "recording a fetched chunk: {error}");
-            return;
-        }
+        self.mirror.write(|db| db.hold(held, now()))?;
         let mut files = lock(&self.files);
         if let Some(open) = files.get_mut(&ino)
             && open.body == body
@@ -277,6 +269,7 @@ impl Vfs {
         }
         drop(files);
         self.fetched.notify_all();
+        Ok(())
     }
 
     /// Notes a failed server call: an unreachable server flips the mount offline.
@@ -356,10 +349,7 @@ impl Vfs {
             }
         }
         self.mirror.write(|db| db.release(held))?;
-        self.held_total.fetch_sub(
-            held.len.min(self.held_total.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        self.unhold(held.len);
         debug!(ino = held.ino, idx = held.idx, "evicted");
         Ok(true)
     }

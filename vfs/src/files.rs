@@ -25,7 +25,8 @@ pub struct OpenMode {
     pub truncate: bool,
 }
 
-pub(crate) fn system_time(nanos: Nanos) -> SystemTime {
+/// Nanoseconds since the epoch as a `SystemTime`.
+pub fn system_time(nanos: Nanos) -> SystemTime {
     if nanos >= 0 {
         UNIX_EPOCH + std::time::Duration::from_nanos(nanos as u64)
     } else {
@@ -33,7 +34,8 @@ pub(crate) fn system_time(nanos: Nanos) -> SystemTime {
     }
 }
 
-fn nanos_of(time: SystemTime) -> Nanos {
+/// A `SystemTime` as nanoseconds since the epoch (negative before it).
+pub fn nanos_of(time: SystemTime) -> Nanos {
     match time.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i64,
         Err(e) => -(e.duration().as_nanos() as i64),
@@ -184,15 +186,21 @@ impl Vfs {
             db.update_node(&node)?;
             Ok(freed)
         })?;
-        self.held_total.fetch_sub(
-            freed.min(self.held_total.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        self.unhold(freed);
         if let Some(open) = lock(&self.files).get_mut(&ino) {
             open.held.clear();
         }
         lock(&self.pending).entry(ino).or_default();
         self.node(ino)
+    }
+
+    /// A dirty file with no writers left is uploaded once it has been quiet for the
+    /// debounce.
+    fn upload_after_debounce(&self, ino: u64) {
+        if let Some(pending) = lock(&self.pending).get_mut(&ino) {
+            pending.ready_at = Some(Instant::now() + self.config.upload_debounce);
+        }
+        self.wake.notify_one();
     }
 
     /// Notes a change to a dirty file's bytes.
@@ -379,10 +387,7 @@ impl Vfs {
         }
         let last = self.leave_file(ino, handle.write, handle.layout.is_none());
         if handle.write && self.writers(ino) == 0 {
-            if let Some(pending) = lock(&self.pending).get_mut(&ino) {
-                pending.ready_at = Some(Instant::now() + self.config.upload_debounce);
-            }
-            self.wake.notify_one();
+            self.upload_after_debounce(ino);
         }
         if last
             && let Some(node) = self.mirror.read(|db| db.node(ino))?
@@ -423,10 +428,7 @@ impl Vfs {
         })?;
         self.bump(ino);
         if self.writers(ino) == 0 {
-            if let Some(pending) = lock(&self.pending).get_mut(&ino) {
-                pending.ready_at = Some(Instant::now() + self.config.upload_debounce);
-            }
-            self.wake.notify_one();
+            self.upload_after_debounce(ino);
         }
         Ok(())
     }

@@ -74,10 +74,7 @@ impl Vfs {
             }
             Ok(freed)
         })?;
-        self.held_total.fetch_sub(
-            freed.min(self.held_total.load(std::sync::atomic::Ordering::Relaxed)),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.unhold(freed);
         self.bodies.remove(ino, node.body)?;
         Ok(())
     }
