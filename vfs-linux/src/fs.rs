@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -17,7 +17,9 @@ use fuser::{
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use loft_vfs::{Attr, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError};
+use loft_vfs::{
+    Attr, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError, nanos_of, system_time,
+};
 use tracing::{info, warn};
 
 use crate::errno::errno;
@@ -45,21 +47,6 @@ pub(crate) struct LoftFs {
     vfs: Arc<Vfs>,
     passthrough: AtomicBool,
     modes: Mutex<Modes>,
-}
-
-fn system_time(nanos: i64) -> SystemTime {
-    if nanos >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs())
-    }
-}
-
-fn nanos(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
-    }
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -97,7 +84,7 @@ fn file_attr(attr: &Attr) -> FileAttr {
 fn time_set(time: TimeOrNow) -> TimeSet {
     match time {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(nanos(t)),
+        TimeOrNow::SpecificTime(t) => TimeSet::At(nanos_of(t)),
     }
 }
 

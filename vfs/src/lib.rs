@@ -28,7 +28,7 @@ pub use attr::{Attr, Nanos, now};
 pub use config::{DEFAULT_CACHE_SIZE, DEFAULT_DISK_RESERVE, VfsConfig};
 pub use core::{KernelNote, Opened, Vfs};
 pub use error::{VfsError, VfsResult};
-pub use files::OpenMode;
+pub use files::{OpenMode, nanos_of, system_time};
 pub use loft_cache::mirror::{Kind, ROOT_INO};
 pub use status::{FileState, FsStats, MountStatus, PathStatus};
 pub use tree::{SetAttr, TimeSet};

@@ -121,6 +121,34 @@ const NODE_COLUMNS: &str = "ino, kind, mode, uid, gid, rdev, size, atime, mtime,
     btime, nlink, symlink, version, manifest, dirty, pinned, listed, xattrs_listed, body, \
     local_bytes";
 
+/// `?1` = the inode (NULL: assign one), `?2..=?21` = the other columns in
+/// [`NODE_COLUMNS`] order; shared by insert and update.
+fn node_params(ino: Option<u64>, node: &Node) -> [Box<dyn rusqlite::ToSql + '_>; 21] {
+    [
+        Box::new(ino),
+        Box::new(node.kind as u8),
+        Box::new(node.mode),
+        Box::new(node.uid),
+        Box::new(node.gid),
+        Box::new(node.rdev),
+        Box::new(node.size),
+        Box::new(node.atime),
+        Box::new(node.mtime),
+        Box::new(node.ctime),
+        Box::new(node.btime),
+        Box::new(node.nlink),
+        Box::new(&node.symlink),
+        Box::new(node.version),
+        Box::new(&node.manifest),
+        Box::new(node.dirty),
+        Box::new(node.pinned),
+        Box::new(node.listed),
+        Box::new(node.xattrs_listed),
+        Box::new(node.body),
+        Box::new(node.local_bytes),
+    ]
+}
+
 fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     Ok(Node {
         ino: r.get(0)?,
@@ -235,29 +263,7 @@ impl Db<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
                  ?17, ?18, ?19, ?20, ?21)",
             )?
-            .execute(params![
-                ino,
-                node.kind as u8,
-                node.mode,
-                node.uid,
-                node.gid,
-                node.rdev,
-                node.size,
-                node.atime,
-                node.mtime,
-                node.ctime,
-                node.btime,
-                node.nlink,
-                node.symlink,
-                node.version,
-                node.manifest,
-                node.dirty,
-                node.pinned,
-                node.listed,
-                node.xattrs_listed,
-                node.body,
-                node.local_bytes,
-            ])?;
+            .execute(rusqlite::params_from_iter(node_params(ino, node)))?;
         Ok(self.0.last_insert_rowid() as u64)
     }
 
@@ -271,29 +277,10 @@ impl Db<'_> {
                  listed = ?18, xattrs_listed = ?19, body = ?20, local_bytes = ?21 \
                  WHERE ino = ?1",
             )?
-            .execute(params![
-                node.ino,
-                node.kind as u8,
-                node.mode,
-                node.uid,
-                node.gid,
-                node.rdev,
-                node.size,
-                node.atime,
-                node.mtime,
-                node.ctime,
-                node.btime,
-                node.nlink,
-                node.symlink,
-                node.version,
-                node.manifest,
-                node.dirty,
-                node.pinned,
-                node.listed,
-                node.xattrs_listed,
-                node.body,
-                node.local_bytes,
-            ])?;
+            .execute(rusqlite::params_from_iter(node_params(
+                Some(node.ino),
+                node,
+            )))?;
         Ok(())
     }
 
