@@ -137,6 +137,25 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// List conflicted copies in the mounted drive, or settle one.
+    Conflicts {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<ConflictsCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConflictsCommand {
+    /// Settle the conflict of PATH (the conflicted copy, or the file it conflicts with).
+    Resolve {
+        path: PathBuf,
+        /// mine: this device's version wins; theirs: the other device's; both: keep
+        /// both, the copy renamed to `name (DEVICE).ext`.
+        #[arg(long, value_enum)]
+        keep: commands::conflicts::Keep,
+    },
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -256,6 +275,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Sync { timeout } => commands::mounted::sync(&home, timeout).await,
         Command::Pin { paths } => commands::mounted::pin(&home, &paths, true).await,
         Command::OnlineOnly { paths } => commands::mounted::pin(&home, &paths, false).await,
+        Command::Conflicts { json, action } => match action {
+            None => commands::conflicts::list(&home, json).await,
+            Some(ConflictsCommand::Resolve { path, keep }) => {
+                commands::conflicts::resolve(&home, &path, keep).await
+            }
+        },
         Command::Status {
             path: Some(path),
             json,

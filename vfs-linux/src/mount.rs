@@ -107,6 +107,11 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, options: &MountOptions) -> io::Re
                     KernelNote::Entry { parent, name } => {
                         notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name))
                     }
+                    KernelNote::Delete {
+                        parent,
+                        child,
+                        name,
+                    } => notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::from_bytes(name)),
                 };
                 if let Err(error) = result {
                     debug!(?note, "kernel invalidation: {error}");

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -85,6 +85,12 @@ pub enum KernelNote {
     Inode(u64),
     /// A cached name in a directory.
     Entry { parent: u64, name: Vec<u8> },
+    /// A name removed by another device: the kernel drops it and the inode's link.
+    Delete {
+        parent: u64,
+        child: u64,
+        name: Vec<u8>,
+    },
 }
 
 /// What `open` hands to the adapter.
@@ -105,6 +111,10 @@ pub(crate) struct Counters {
     pub passthrough: AtomicBool,
     pub rejected: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// The change feed's position: the last journal seq applied.
+    pub cursor: AtomicU64,
+    /// When the feed last applied changes or caught up (ns since the epoch; 0: never).
+    pub last_sync: AtomicI64,
 }
 
 /// The file system core. Cheap to share: adapters hold an `Arc<Vfs>`.
@@ -124,6 +134,9 @@ pub struct Vfs {
     /// Clean bytes held plus bytes reserved by fetches in flight.
     pub(crate) held_total: AtomicU64,
     pub(crate) pending: Mutex<HashMap<u64, Pending>>,
+    /// Bodies of versions replaced remotely while handles still read them; removed
+    /// when the file's last user leaves.
+    pub(crate) stale_bodies: Mutex<HashMap<u64, Vec<u64>>>,
     pub(crate) counters: Counters,
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) listing_lock: Mutex<()>,
@@ -160,6 +173,7 @@ impl Vfs {
             budget_lock: Mutex::new(()),
             held_total: AtomicU64::new(held),
             pending: Mutex::new(HashMap::new()),
+            stale_bodies: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             wake: tokio::sync::Notify::new(),
             listing_lock: Mutex::new(()),

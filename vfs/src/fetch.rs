@@ -80,6 +80,12 @@ impl Vfs {
         }
         if file.users == 0 {
             files.remove(&ino);
+            drop(files);
+            for body in lock(&self.stale_bodies).remove(&ino).unwrap_or_default() {
+                if let Err(error) = self.bodies.remove(ino, body) {
+                    debug!(ino, "removing an old body: {error}");
+                }
+            }
             return true;
         }
         false

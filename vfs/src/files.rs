@@ -259,21 +259,69 @@ impl Vfs {
                 .covering(&layout.manifest, offset, end - offset)
                 .map(|(i, _, _)| i)
                 .collect();
+            if self.is_stale(&handle) {
+                return self.read_stale(layout, offset, end);
+            }
             let sequential = handle.next_offset.swap(end, Ordering::Relaxed) == offset;
             if sequential {
                 self.read_ahead(&handle, layout, end);
             }
-            self.fetch_chunks(
+            let fetched = self.fetch_chunks(
                 handle.ino,
                 handle.body,
                 layout,
                 &handle.file,
                 wanted,
                 Wait::Yes,
-            )?;
+            );
+            if fetched.is_err() && self.is_stale(&handle) {
+                // A new version arrived meanwhile: this handle keeps its own.
+                return self.read_stale(layout, offset, end);
+            }
+            fetched?;
             return read_at(&handle.file, offset, (end - offset) as usize);
         }
         read_at(&handle.file, offset, size as usize)
+    }
+
+    /// True when the file's content was replaced remotely after `handle` was opened.
+    fn is_stale(&self, handle: &FileHandle) -> bool {
+        lock(&self.files)
+            .get(&handle.ino)
+            .is_some_and(|open| open.body != handle.body)
+    }
+
+    /// Reads `offset..end` of the version a handle opened before it was replaced
+    /// remotely: its chunks come straight from the server, not into the cache.
+    fn read_stale(&self, layout: &Layout, offset: u64, end: u64) -> VfsResult<Vec<u8>> {
+        let covering: Vec<usize> = layout
+            .index
+            .covering(&layout.manifest, offset, end - offset)
+            .map(|(i, _, _)| i)
+            .collect();
+        let Some(&first) = covering.first() else {
+            return Ok(Vec::new());
+        };
+        let start = layout.index.start_of(first).unwrap_or(0);
+        let refs: Vec<_> = covering.iter().map(|i| layout.manifest.chunks[*i]).collect();
+        let client = self.client.clone();
+        let received = Arc::new(AtomicU64::new(0));
+        let counter = received.clone();
+        let joined = self.rt.block_on(async move {
+            let mut stream = loft_remote::transfer::fetch_chunks(client, refs, counter);
+            let mut joined = Vec::new();
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                joined.extend_from_slice(&chunk?);
+            }
+            Ok::<_, loft_remote::client::RemoteError>(joined)
+        });
+        self.counters
+            .bytes_downloaded
+            .fetch_add(received.load(Ordering::Relaxed), Ordering::Relaxed);
+        let joined = joined.map_err(|e| self.remote_failed(e))?;
+        let from = (offset - start) as usize;
+        let to = ((end - start) as usize).min(joined.len());
+        Ok(joined.get(from..to).unwrap_or_default().to_vec())
     }
 
     /// Starts fetching the chunks after a sequential read in the background.

@@ -12,9 +12,11 @@
 //! fetch only the chunks covering the range, plus read-ahead when sequential.
 
 mod attr;
+mod conflicts;
 mod config;
 mod core;
 mod error;
+mod feed;
 mod fetch;
 mod files;
 mod listing;
@@ -25,6 +27,7 @@ mod tree;
 mod xattr;
 
 pub use attr::{Attr, Nanos, now};
+pub use conflicts::{Conflict, parse_conflict_name};
 pub use config::{DEFAULT_CACHE_SIZE, DEFAULT_DISK_RESERVE, VfsConfig};
 pub use core::{KernelNote, Opened, Vfs};
 pub use error::{VfsError, VfsResult};

@@ -40,11 +40,13 @@ pub(crate) fn apply_remote(node: &mut Node, remote: &proto::Node) {
     if node.kind != Kind::Directory {
         node.nlink = remote.nlink.max(1);
     }
-    if node.version != remote.version && !node.dirty {
+    // Versions only move forwards: a change replayed from the feed after a newer
+    // listing leaves the content alone.
+    if !node.dirty && remote.version > node.version {
         node.version = remote.version;
         node.manifest = None;
         node.size = remote.size;
-    } else if !node.dirty {
+    } else if !node.dirty && remote.version == node.version {
         node.size = remote.size;
     }
 }
@@ -59,7 +61,6 @@ pub(crate) fn upsert_remote(db: &Db<'_>, remote: &proto::Node, pinned: bool) -> 
         return Ok(ino);
     }
     let mut node = Node::new(Kind::from_wire(remote.kind), 0, 0);
-    node.version = u64::MAX; // forces apply_remote to take the version
     apply_remote(&mut node, remote);
     node.nlink = if node.kind == Kind::Directory {
         2
@@ -98,6 +99,29 @@ impl Vfs {
         Ok(root.id)
     }
 
+    /// Every entry of the server directory `remote`, page by page.
+    pub(crate) fn fetch_listing(
+        &self,
+        remote: u64,
+    ) -> Result<Vec<proto::DirEntry>, loft_remote::client::RemoteError> {
+        let client = self.client.clone();
+        self.rt.block_on(async move {
+            let mut entries = Vec::new();
+            let mut after = Vec::new();
+            loop {
+                let page = client.list(remote, &after, 0).await?;
+                if let Some(last) = page.entries.last() {
+                    after = last.name.to_vec();
+                }
+                let more = page.more && !page.entries.is_empty();
+                entries.extend(page.entries);
+                if !more {
+                    return Ok(entries);
+                }
+            }
+        })
+    }
+
     /// Makes sure the mirror holds `dir`'s entries. Offline, an unlisted directory
     /// shows what the mirror has (its local entries).
     pub(crate) fn ensure_listed(&self, dir: u64) -> VfsResult<()> {
@@ -132,22 +156,7 @@ impl Vfs {
             })?;
             return Ok(());
         };
-        let client = self.client.clone();
-        let entries = self.rt.block_on(async move {
-            let mut entries = Vec::new();
-            let mut after = Vec::new();
-            loop {
-                let page = client.list(remote, &after, 0).await?;
-                if let Some(last) = page.entries.last() {
-                    after = last.name.to_vec();
-                }
-                let more = page.more && !page.entries.is_empty();
-                entries.extend(page.entries);
-                if !more {
-                    return Ok(entries);
-                }
-            }
-        });
+        let entries = self.fetch_listing(remote);
         let entries = match entries {
             Ok(entries) => entries,
             Err(error) => {

@@ -58,6 +58,12 @@ pub struct MountStatus {
     /// Changes the server refused (logged with the reason).
     pub rejected_changes: u64,
     pub last_error: Option<String>,
+    /// When the change feed last applied changes or caught up (RFC 3339), if ever.
+    pub last_sync: Option<String>,
+    /// The change feed's position: the last journal seq applied.
+    pub cursor: u64,
+    /// Conflicted copies in the mirror.
+    pub conflicts: u64,
 }
 
 impl Vfs {
@@ -129,6 +135,12 @@ impl Vfs {
             cache_full: lock(&self.counters.cache_full).clone(),
             rejected_changes: self.counters.rejected.load(Ordering::Relaxed),
             last_error: lock(&self.counters.last_error).clone(),
+            last_sync: match self.counters.last_sync.load(Ordering::Relaxed) {
+                0 => None,
+                nanos => Some(rfc3339(nanos)),
+            },
+            cursor: self.counters.cursor.load(Ordering::Relaxed),
+            conflicts: self.conflicts()?.len() as u64,
         })
     }
 
@@ -195,5 +207,22 @@ impl Vfs {
     /// `fsyncdir`: the mirror reaches the disk.
     pub fn sync_metadata(&self) -> VfsResult<()> {
         Ok(self.mirror.sync_wal()?)
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the millisecond.
+fn rfc3339(nanos: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_651_200_123_000_000), "2026-11-26T00:00:00.123Z");
     }
 }

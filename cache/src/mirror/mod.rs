@@ -575,6 +575,32 @@ impl Db<'_> {
 
 impl Db<'_> {
     /// Nodes no entry names (unlinked while open when the process ended).
+    /// Folders whose entries came from the server (those a feed reset lists again).
+    pub fn listed_dirs(&self) -> Result<Vec<u64>> {
+        let mut stmt = self
+            .0
+            .prepare("SELECT ino FROM nodes WHERE kind = ?1 AND listed ORDER BY ino")?;
+        let rows = stmt.query_map([Kind::Directory as u8], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets which server node `ino` was (it is to be created there again).
+    pub fn forget_remote(&self, ino: u64) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM idmap WHERE ino = ?1")?
+            .execute([ino])?;
+        Ok(())
+    }
+
+    /// Entries whose name contains `marker`, as `(parent, name, ino)`.
+    pub fn entries_named_like(&self, marker: &[u8]) -> Result<Vec<(u64, Vec<u8>, u64)>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT parent, name, ino FROM dentries WHERE instr(name, ?1) > 0")?;
+        let rows = stmt.query_map([marker], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn orphans(&self) -> Result<Vec<Node>> {
         let sql = format!(
             "SELECT {NODE_COLUMNS} FROM nodes WHERE ino != {ROOT_INO} AND \

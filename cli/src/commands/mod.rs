@@ -1,6 +1,7 @@
 //! One module per group of `loft` commands.
 
 pub mod account;
+pub mod conflicts;
 pub mod files;
 pub mod mounted;
 pub mod status;

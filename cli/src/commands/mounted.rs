@@ -13,7 +13,7 @@ use crate::home::LoftHome;
 use crate::mount::control::{Request, ask};
 use crate::mount::record::{DirState, MountRecord, dir_state};
 
-fn live_mount(home: &LoftHome) -> Result<MountRecord> {
+pub(crate) fn live_mount(home: &LoftHome) -> Result<MountRecord> {
     MountRecord::live(home).ok_or_else(|| anyhow!("no live mount for this LOFT_HOME"))
 }
 
@@ -90,7 +90,7 @@ pub async fn mount_status(home: &LoftHome) -> Option<Value> {
 }
 
 /// The drive path of `path`, which must be inside the live mount.
-fn drive_path(record: &MountRecord, path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn drive_path(record: &MountRecord, path: &Path) -> Result<Vec<u8>> {
     let full = path
         .canonicalize()
         .with_context(|| format!("{}", path.display()))?;

@@ -1,5 +1,5 @@
 //! The control socket of a live mount: one JSON request per connection, one JSON
-//! reply. `loft status`, `sync` and `unmount` talk to the mount process through it.
+//! reply. `loft status`, `sync`, `conflicts` and `unmount` talk to the mount process through it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 pub enum Request {
     Status,
     PathStatus { path: Vec<u8> },
+    Conflicts,
     Sync { timeout_ms: u64 },
     Unmount { timeout_ms: u64 },
 }
@@ -103,6 +104,10 @@ async fn answer(vfs: &Arc<Vfs>, mountpoint: &str, request: Request) -> (Value, b
                 Err(error) => (json!({ "error": error.to_string() }), false),
             }
         }
+        Request::Conflicts => match vfs.conflicts() {
+            Ok(conflicts) => (json!({ "conflicts": conflicts }), false),
+            Err(error) => (json!({ "error": error.to_string() }), false),
+        },
         Request::Sync { timeout_ms } => {
             let result = vfs.wait_synced(Duration::from_millis(timeout_ms)).await;
             (synced(vfs, result), false)

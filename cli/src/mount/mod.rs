@@ -91,7 +91,8 @@ struct Live {
     _lock: std::fs::File,
     session: Session,
     vfs: Arc<Vfs>,
-    sync_engine: tokio::task::JoinHandle<()>,
+    /// The sync engine and the change feed.
+    engines: Vec<tokio::task::JoinHandle<()>>,
     mounted: loft_vfs_linux::Mounted,
     mountpoint: PathBuf,
     listener: UnixListener,
@@ -185,7 +186,10 @@ async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
     let vfs = tokio::task::spawn_blocking(move || Vfs::new(config, client, runtime))
         .await?
         .map_err(|e| anyhow!("opening the local cache: {e}"))?;
-    let sync_engine = tokio::spawn(vfs.clone().run_sync());
+    let engines = vec![
+        tokio::spawn(vfs.clone().run_sync()),
+        tokio::spawn(vfs.clone().run_feed()),
+    ];
     let options = MountOptions {
         options: args.options.clone(),
         allow_other: root,
@@ -210,7 +214,7 @@ async fn prepare(home: &LoftHome, args: &MountArgs) -> Result<Live> {
         _lock: lock,
         session,
         vfs,
-        sync_engine,
+        engines,
         mounted,
         mountpoint,
         listener,
@@ -224,7 +228,7 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
         _lock,
         session,
         vfs,
-        sync_engine,
+        engines,
         mut mounted,
         mountpoint,
         listener,
@@ -275,9 +279,11 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
     // Everything holding a connection to the server goes before the session closes
     // (an embedded server waits for connected clients).
     control.abort();
-    sync_engine.abort();
     let _ = control.await;
-    let _ = sync_engine.await;
+    for engine in engines {
+        engine.abort();
+        let _ = engine.await;
+    }
     drop(vfs);
     session.close().await;
     Ok(())

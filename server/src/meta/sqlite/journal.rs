@@ -71,7 +71,7 @@ pub fn since(tx: &Transaction<'_>, ns: u64, cursor: u64, limit: u32) -> Result<J
     )?;
     // Rows before `oldest` were pruned: a cursor that would need them must re-list.
     let pruned = match oldest {
-        Some(oldest) => cursor + 1 < oldest as u64,
+        Some(oldest) => cursor.saturating_add(1) < oldest as u64,
         None => cursor < head,
     };
     if pruned || cursor > head {

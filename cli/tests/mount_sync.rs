@@ -1,0 +1,275 @@
+//! Two devices of one user mount the same drive from one server on loopback: each
+//! change made through one mount shows in the other by the change feed, within the
+//! sync target, without a remount and without stale kernel caches.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::mount::Mount;
+use common::{Device, TestServer, wait_for};
+
+/// How long a change may take to reach the other mount (the sync target).
+const SYNC: Duration = Duration::from_secs(5);
+
+fn two_devices(server: &TestServer) -> (Device, Device) {
+    server.add_user("alice");
+    (
+        Device::login(server, "alice", "laptop"),
+        Device::login(server, "alice", "desktop"),
+    )
+}
+
+fn read(path: &Path) -> Option<Vec<u8>> {
+    fs::read(path).ok()
+}
+
+/// Waits until `path` reads as `content` in the other mount.
+#[track_caller]
+fn wait_content(path: &Path, content: &[u8]) {
+    let what = format!("{} to read {:?}", path.display(), String::from_utf8_lossy(content));
+    wait_for(&what, SYNC, || (read(path).as_deref() == Some(content)).then_some(()));
+}
+
+#[track_caller]
+fn wait_gone(path: &Path) {
+    let what = format!("{} to disappear", path.display());
+    wait_for(&what, SYNC, || (!path.exists()).then_some(()));
+}
+
+/// Writes a file and waits for it on the server, so the other mount's feed has it.
+fn write_synced(mount: &Mount<'_>, rel: &str, content: &[u8]) {
+    fs::write(mount.path().join(rel), content).unwrap();
+    mount.sync();
+}
+
+#[test]
+fn each_kind_of_change_reaches_the_other_mount() {
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    let b = desktop.mount(&[]);
+
+    // A new folder and file.
+    fs::create_dir(a.path().join("docs")).unwrap();
+    write_synced(&a, "docs/note.txt", b"first\n");
+    wait_content(&b.path().join("docs/note.txt"), b"first\n");
+
+    // New content, read right after: no stale page cache or size.
+    write_synced(&a, "docs/note.txt", b"second, and longer\n");
+    wait_content(&b.path().join("docs/note.txt"), b"second, and longer\n");
+    let size = fs::metadata(b.path().join("docs/note.txt")).unwrap().len();
+    assert_eq!(size, 19);
+
+    // A name looked up (and missing) just before it is created is found right after.
+    let late = b.path().join("docs/late.txt");
+    assert!(!late.exists());
+    write_synced(&a, "docs/late.txt", b"late\n");
+    wait_content(&late, b"late\n");
+
+    // Rename, within a folder and across folders.
+    fs::rename(a.path().join("docs/note.txt"), a.path().join("docs/renamed.txt")).unwrap();
+    fs::create_dir(a.path().join("archive")).unwrap();
+    fs::rename(a.path().join("docs/late.txt"), a.path().join("archive/late.txt")).unwrap();
+    a.sync();
+    wait_content(&b.path().join("docs/renamed.txt"), b"second, and longer\n");
+    wait_gone(&b.path().join("docs/note.txt"));
+    wait_content(&b.path().join("archive/late.txt"), b"late\n");
+    wait_gone(&b.path().join("docs/late.txt"));
+
+    // Attributes.
+    fs::set_permissions(
+        a.path().join("docs/renamed.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    a.sync();
+    let renamed = b.path().join("docs/renamed.txt");
+    wait_for("the new mode in the other mount", SYNC, || {
+        let mode = fs::metadata(&renamed).ok()?.permissions().mode() & 0o777;
+        (mode == 0o600).then_some(())
+    });
+
+    // A renamed folder, then deletes of a file and of a folder.
+    fs::rename(a.path().join("archive"), a.path().join("old")).unwrap();
+    a.sync();
+    wait_content(&b.path().join("old/late.txt"), b"late\n");
+    wait_gone(&b.path().join("archive"));
+    fs::remove_file(a.path().join("old/late.txt")).unwrap();
+    fs::remove_dir(a.path().join("old")).unwrap();
+    a.sync();
+    wait_gone(&b.path().join("old"));
+
+    // And the other way round.
+    write_synced(&b, "docs/from-desktop.txt", b"hello laptop\n");
+    wait_content(&a.path().join("docs/from-desktop.txt"), b"hello laptop\n");
+
+    let names = |m: &Mount<'_>| {
+        let mut names: Vec<String> = fs::read_dir(m.path().join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&a), names(&b));
+    let status = b.status();
+    assert!(status["cursor"].as_u64().unwrap() > 0, "{status}");
+    assert!(status["last_sync"].is_string(), "{status}");
+    assert_eq!(status["conflicts"], 0, "{status}");
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn remote_changes_rehydrate_pinned_files_and_drop_stale_chunks_of_others() {
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    fs::create_dir(a.path().join("kept")).unwrap();
+    fs::create_dir(a.path().join("loose")).unwrap();
+    let first = common::random_bytes(3 << 20, 1);
+    fs::write(a.path().join("kept/data.bin"), &first).unwrap();
+    fs::write(a.path().join("loose/data.bin"), &first).unwrap();
+    a.sync();
+
+    let b = desktop.mount(&[]);
+    let kept = b.path().join("kept");
+    desktop.ok(&["pin", kept.to_str().unwrap()]);
+    assert_eq!(fs::read(b.path().join("loose/data.bin")).unwrap(), first);
+    assert_eq!(b.path_status("loose/data.bin")["state"], "hydrated");
+
+    // Change the last MiB of both on the laptop.
+    let mut second = first.clone();
+    second[2 << 20..].copy_from_slice(&common::random_bytes(1 << 20, 2));
+    fs::write(a.path().join("kept/data.bin"), &second).unwrap();
+    fs::write(a.path().join("loose/data.bin"), &second).unwrap();
+    a.sync();
+
+    // The pinned one fetches the new version by itself; the other turns back into
+    // a placeholder until read.
+    wait_for("the pinned file to hydrate its new version", SYNC, || {
+        let status = b.path_status("kept/data.bin");
+        (status["state"] == "hydrated" && status["size"] == second.len() as u64).then_some(())
+    });
+    wait_for("the unpinned file to drop its stale chunks", SYNC, || {
+        (b.path_status("loose/data.bin")["local_bytes"] == 0).then_some(())
+    });
+    let downloaded = b.bytes_downloaded();
+    assert_eq!(fs::read(b.path().join("kept/data.bin")).unwrap(), second);
+    assert_eq!(
+        b.bytes_downloaded(),
+        downloaded,
+        "reading the pinned file needed no download"
+    );
+    assert_eq!(fs::read(b.path().join("loose/data.bin")).unwrap(), second);
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn an_open_handle_keeps_its_version_and_a_reopen_sees_the_new_one() {
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    let old = common::random_bytes(4 << 20, 3);
+    write_synced(&a, "big.bin", &old);
+
+    let b = desktop.mount(&[]);
+    let path = b.path().join("big.bin");
+    let mut handle = fs::File::open(&path).unwrap();
+    let mut head = vec![0u8; 4096];
+    handle.read_exact(&mut head).unwrap();
+    assert_eq!(head, old[..4096]);
+
+    let new = common::random_bytes(4 << 20, 4);
+    write_synced(&a, "big.bin", &new);
+    wait_for("the new version in the other mount", SYNC, || {
+        let mut fresh = fs::File::open(&path).ok()?;
+        let mut first = vec![0u8; 4096];
+        fresh.read_exact(&mut first).ok()?;
+        (first == new[..4096]).then_some(())
+    });
+
+    // The handle opened before reads the rest of the old version, never a mix.
+    let mut rest = Vec::new();
+    handle.seek(SeekFrom::Start(1 << 20)).unwrap();
+    handle.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest == old[1 << 20..] || rest == new[1 << 20..],
+        "a read returned bytes of neither version"
+    );
+    drop(handle);
+    assert_eq!(fs::read(&path).unwrap(), new);
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn offline_edits_on_both_devices_keep_both_versions_as_one_conflicted_copy() {
+    let mut server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    write_synced(&a, "doc.txt", b"base\n");
+    let b = desktop.mount(&[]);
+    wait_content(&b.path().join("doc.txt"), b"base\n");
+
+    server.terminate(Duration::from_secs(30));
+    fs::write(a.path().join("doc.txt"), b"edited on the laptop\n").unwrap();
+    fs::write(b.path().join("doc.txt"), b"edited on the desktop\n").unwrap();
+    server.restart();
+    a.sync();
+    b.sync();
+
+    let versions = |m: &Mount<'_>| -> Option<Vec<Vec<u8>>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(m.path()).ok()? {
+            names.push(entry.ok()?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        if names.len() != 2 || !names.iter().any(|n| n == "doc.txt") {
+            return None;
+        }
+        let copy = names.iter().find(|n| n.contains("(conflicted copy from "))?;
+        let mut contents = vec![
+            fs::read(m.path().join("doc.txt")).ok()?,
+            fs::read(m.path().join(copy)).ok()?,
+        ];
+        contents.sort();
+        Some(contents)
+    };
+    let expected = vec![
+        b"edited on the desktop\n".to_vec(),
+        b"edited on the laptop\n".to_vec(),
+    ];
+    for mount in [&a, &b] {
+        wait_for("one conflicted copy with both contents", SYNC, || {
+            (versions(mount)? == expected).then_some(())
+        });
+        let listed = mount.device.json(&["conflicts", "--json"]);
+        let listed = listed.as_array().expect("a list");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["original"], "/doc.txt");
+        assert_eq!(mount.status()["conflicts"], 1);
+    }
+
+    // Settle it on the desktop, keeping the desktop's text: both mounts end with
+    // one file holding it.
+    let doc = b.path().join("doc.txt");
+    desktop.ok(&["conflicts", "resolve", doc.to_str().unwrap(), "--keep", "mine"]);
+    b.sync();
+    for mount in [&a, &b] {
+        wait_for("the conflict settled", SYNC, || {
+            let names: Vec<_> = fs::read_dir(mount.path()).ok()?.collect();
+            (names.len() == 1).then_some(())
+        });
+        wait_content(&mount.path().join("doc.txt"), b"edited on the desktop\n");
+        assert_eq!(mount.device.json(&["conflicts", "--json"]), serde_json::json!([]));
+    }
+    a.unmount();
+    b.unmount();
+}

@@ -1,0 +1,524 @@
+//! Following the server's change feed. Every change another device makes is applied
+//! to the mirror, in journal order and together with the cursor, and then the kernel
+//! is told to forget what it cached, so other processes see the change at once.
+//!
+//! Changes this device made are skipped: the mirror has them already (local-first).
+//! Applying a change is idempotent and never moves a file's version backwards, so a
+//! directory listed while the feed still lags behind is safe: replaying changes it
+//! already shows only passes through states the server had.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use loft_cache::mirror::{Db, Kind, Node, Op};
+use loft_remote::client::RemoteError;
+use loft_remote::proto::{self, ChangeKind, watch_event::Event};
+use tracing::{debug, info, warn};
+
+use crate::attr::now;
+use crate::core::{KernelNote, Vfs, lock};
+use crate::error::VfsResult;
+use crate::listing::{apply_remote, upsert_remote};
+
+/// Where the feed resumes: the last journal seq applied to the mirror.
+pub(crate) const FEED_CURSOR: &str = "feed_cursor";
+/// Changes applied in one mirror transaction at most.
+const BATCH: usize = 256;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What applying changes to the mirror leaves to do once the transaction commits.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub notes: Vec<KernelNote>,
+    /// Nodes that lost an entry: forgotten if nothing names or holds them.
+    pub unlinked: Vec<u64>,
+    /// Bodies of an older version: `(ino, body)`, removed once no handle reads them.
+    pub stale_bodies: Vec<(u64, u64)>,
+    /// Pinned files whose content changed: fetched again in the background.
+    pub rehydrate: Vec<u64>,
+    /// Clean bytes released from the budget.
+    pub freed: u64,
+}
+
+/// A backoff with jitter: between half and all of `base`.
+fn jittered(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    base.mul_f64(fraction)
+}
+
+impl Vfs {
+    /// Follows the change feed until the process ends, reconnecting with exponential
+    /// backoff and jitter (capped at 5 s) whenever the stream breaks.
+    pub async fn run_feed(self: Arc<Self>) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.follow_feed(&mut backoff).await {
+                Ok(()) => debug!("change feed ended; reconnecting"),
+                Err(error) => warn!("change feed: {error}"),
+            }
+            tokio::time::sleep(jittered(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One Watch stream, from the persisted cursor until it breaks.
+    async fn follow_feed(self: &Arc<Self>, backoff: &mut Duration) -> Result<(), RemoteError> {
+        let session = self.client.who_am_i().await?;
+        let me = session.device_id;
+        let stored = self.rx(|db| Ok(db.setting(FEED_CURSOR)?)).ok().flatten();
+        // No cursor yet: ask from beyond the end, which answers with a reset to the
+        // head; what the mirror holds by then is listed again.
+        let cursor = stored.and_then(|c| c.parse().ok()).unwrap_or(u64::MAX);
+        let mut stream = self.client.watch(session.namespace, cursor).await?;
+        let mut next = stream.next().await;
+        while let Some(event) = next.take() {
+            let event = event?;
+            *backoff = FIRST_BACKOFF;
+            match event.event {
+                Some(Event::Change(change)) => {
+                    // Everything already waiting goes into the same transaction.
+                    let mut batch = vec![change];
+                    while batch.len() < BATCH {
+                        match stream.next().now_or_never() {
+                            Some(Some(Ok(proto::WatchEvent {
+                                event: Some(Event::Change(change)),
+                            }))) => batch.push(change),
+                            Some(other) => {
+                                next = other;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    self.apply_feed(&batch, me);
+                }
+                Some(Event::Reset(head)) => {
+                    info!("change feed reset to {head}: listing the mirror's folders again");
+                    let vfs = self.clone();
+                    let relisted = tokio::task::spawn_blocking(move || vfs.relist_all())
+                        .await
+                        .unwrap_or(Ok(()));
+                    if let Err(error) = relisted {
+                        warn!("listing folders again after a reset: {error}");
+                        return Ok(());
+                    }
+                    self.save_cursor(head);
+                }
+                Some(Event::CaughtUp(seq)) => {
+                    self.counters.cursor.store(seq, Ordering::Relaxed);
+                    self.counters.last_sync.store(now(), Ordering::Relaxed);
+                }
+                None => {}
+            }
+            if next.is_none() {
+                next = stream.next().await;
+            }
+        }
+        Ok(())
+    }
+
+    fn save_cursor(&self, cursor: u64) {
+        match self.tx(|db| Ok(db.set_setting(FEED_CURSOR, &cursor.to_string())?)) {
+            Ok(()) => {
+                self.counters.cursor.store(cursor, Ordering::Relaxed);
+                self.counters.last_sync.store(now(), Ordering::Relaxed);
+            }
+            Err(error) => warn!("saving the feed cursor: {error}"),
+        }
+    }
+
+    /// Applies `changes` (in journal order) and moves the cursor past them, in one
+    /// transaction; then tells the kernel and tidies up.
+    fn apply_feed(self: &Arc<Self>, changes: &[proto::Change], me: u64) {
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            return;
+        };
+        let mut effects = Effects::default();
+        let applied = self.tx(|db| {
+            for change in changes {
+                if change.device_id == me {
+                    continue;
+                }
+                self.apply_change(db, change, &mut effects)?;
+            }
+            db.set_setting(FEED_CURSOR, &last.to_string())?;
+            Ok(())
+        });
+        match applied {
+            Ok(()) => {
+                self.counters.cursor.store(last, Ordering::Relaxed);
+                self.counters.last_sync.store(now(), Ordering::Relaxed);
+                self.after_changes(effects);
+            }
+            Err(error) => warn!("applying {} changes from the feed: {error}", changes.len()),
+        }
+    }
+
+    fn apply_change(
+        &self,
+        db: &Db<'_>,
+        change: &proto::Change,
+        effects: &mut Effects,
+    ) -> VfsResult<()> {
+        let Some(remote) = &change.node else {
+            return Ok(());
+        };
+        let ino = db.ino_of_remote(remote.id)?;
+        match ChangeKind::try_from(change.kind) {
+            Ok(ChangeKind::Modified) => {
+                if let Some(ino) = ino {
+                    refresh_node(db, ino, remote, effects)?;
+                }
+            }
+            Ok(ChangeKind::Created) => match db.ino_of_remote(change.parent)? {
+                Some(parent) => place(db, parent, &change.name, ino, remote, effects)?,
+                None => {
+                    if let Some(ino) = ino {
+                        refresh_node(db, ino, remote, effects)?;
+                    }
+                }
+            },
+            Ok(ChangeKind::Renamed) => {
+                if let (Some(ino), Some(old_parent)) = (ino, db.ino_of_remote(change.old_parent)?)
+                    && db.lookup(old_parent, &change.old_name)? == Some(ino)
+                {
+                    db.remove_entry(old_parent, &change.old_name)?;
+                    if remote.kind == proto::NodeKind::Directory as i32 {
+                        adjust_nlink(db, old_parent, -1)?;
+                    }
+                    effects.notes.push(KernelNote::Delete {
+                        parent: old_parent,
+                        child: ino,
+                        name: change.old_name.to_vec(),
+                    });
+                    effects.notes.push(KernelNote::Inode(old_parent));
+                }
+                match db.ino_of_remote(change.parent)? {
+                    Some(parent) => place(db, parent, &change.name, ino, remote, effects)?,
+                    None => {
+                        // Moved somewhere this device has not looked at: out of view.
+                        if let Some(ino) = ino
+                            && db.any_entry_of(ino)?.is_none()
+                        {
+                            detach(db, ino, effects)?;
+                        }
+                    }
+                }
+            }
+            Ok(ChangeKind::Removed) => {
+                let (Some(ino), Some(parent)) = (ino, db.ino_of_remote(change.parent)?) else {
+                    return Ok(());
+                };
+                if db.lookup(parent, &change.name)? != Some(ino) {
+                    return Ok(());
+                }
+                let node = db.node(ino)?;
+                if let Some(node) = node.filter(|n| n.dirty) {
+                    // Edited here, deleted there: the edit is kept, as a new file.
+                    keep_as_new(db, parent, &change.name, &node)?;
+                    return Ok(());
+                }
+                remove_entry(db, parent, &change.name, ino, effects)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The work left after a feed transaction: kernel notes, forgotten nodes, stale
+    /// bodies and pinned files to fetch again.
+    pub(crate) fn after_changes(self: &Arc<Self>, effects: Effects) {
+        self.unhold(effects.freed);
+        for (ino, body) in effects.stale_bodies {
+            let in_use = {
+                let mut files = lock(&self.files);
+                match files.get_mut(&ino) {
+                    Some(open) => {
+                        // Handles opened before keep reading the version they opened
+                        // from the old body; new opens use the new one.
+                        if let Ok(node) = self.node(ino) {
+                            open.body = node.body;
+                            open.held.clear();
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if in_use {
+                lock(&self.stale_bodies).entry(ino).or_default().push(body);
+            } else if let Err(error) = self.bodies.remove(ino, body) {
+                debug!(ino, "removing an old body: {error}");
+            }
+        }
+        for note in effects.notes {
+            self.tell_kernel(note);
+        }
+        for ino in effects.unlinked {
+            if let Ok(node) = self.node(ino)
+                && node.nlink == 0
+                && !self.is_open(ino)
+                && let Err(error) = self.forget_node(&node)
+            {
+                warn!(ino, "forgetting a node removed remotely: {error}");
+            }
+        }
+        for ino in effects.rehydrate {
+            let vfs = self.clone();
+            self.rt.spawn_blocking(move || {
+                if let Err(error) = vfs.hydrate(ino) {
+                    warn!(ino, "fetching a pinned file's new version: {error}");
+                }
+            });
+        }
+    }
+
+    /// After a reset: lists every folder the mirror has listed again and makes its
+    /// entries the server's, keeping what this device has not sent yet.
+    fn relist_all(self: &Arc<Self>) -> VfsResult<()> {
+        // Local changes go first, so the listings already include them.
+        while self.rx(|db| Ok(db.queued_count()?))? > 0 {
+            self.wake.notify_one();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let listed = self.rx(|db| Ok(db.listed_dirs()?))?;
+        for dir in listed {
+            self.relist(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Vfs {
+    /// Makes the mirror's entries of a listed folder the server's: names the server
+    /// no longer has go, new ones come, known nodes are refreshed. Local-only and
+    /// dirty entries stay.
+    fn relist(self: &Arc<Self>, dir: u64) -> VfsResult<()> {
+        let Some(remote) = self.rx(|db| Ok(db.remote_of(dir)?))? else {
+            return Ok(());
+        };
+        let entries = self.fetch_listing(remote).map_err(|e| self.remote_failed(e))?;
+        let _guard = lock(&self.listing_lock);
+        let mut effects = Effects::default();
+        self.tx(|db| {
+            if db.node(dir)?.is_none() {
+                return Ok(());
+            }
+            let server: HashMap<&[u8], &proto::Node> = entries
+                .iter()
+                .filter_map(|e| Some((e.name.as_ref(), e.node.as_ref()?)))
+                .collect();
+            for (name, ino) in db.entries(dir)? {
+                let Some(id) = db.remote_of(ino)? else {
+                    continue; // created here, not sent yet
+                };
+                match server.get(name.as_slice()) {
+                    Some(remote) if remote.id == id => refresh_node(db, ino, remote, &mut effects)?,
+                    _ if db.node(ino)?.is_some_and(|n| n.dirty) => {}
+                    _ => remove_entry(db, dir, &name, ino, &mut effects)?,
+                }
+            }
+            for (name, remote) in &server {
+                let ino = db.ino_of_remote(remote.id)?;
+                place(db, dir, name, ino, remote, &mut effects)?;
+            }
+            Ok(())
+        })?;
+        self.after_changes(effects);
+        Ok(())
+    }
+}
+
+/// Refreshes a known node from the server's state. A new version of a clean file
+/// moves it to a fresh body (open handles keep the old one) and drops its chunks.
+pub(crate) fn refresh_node(
+    db: &Db<'_>,
+    ino: u64,
+    remote: &proto::Node,
+    effects: &mut Effects,
+) -> VfsResult<()> {
+    let Some(mut node) = db.node(ino)? else {
+        return Ok(());
+    };
+    let old_version = node.version;
+    apply_remote(&mut node, remote);
+    if node.kind == Kind::File && !node.dirty && node.version != old_version {
+        effects.freed += db.release_all(ino)?;
+        effects.stale_bodies.push((ino, node.body));
+        node.body += 1;
+        node.local_bytes = 0;
+        if node.pinned {
+            effects.rehydrate.push(ino);
+        }
+    }
+    db.update_node(&node)?;
+    effects.notes.push(KernelNote::Inode(ino));
+    Ok(())
+}
+
+/// Puts the server's entry `(parent, name) → remote` into the mirror, replacing what
+/// held the name unless that is a local change not yet sent.
+fn place(
+    db: &Db<'_>,
+    parent: u64,
+    name: &[u8],
+    ino: Option<u64>,
+    remote: &proto::Node,
+    effects: &mut Effects,
+) -> VfsResult<()> {
+    let Some(dir) = db.node(parent)? else {
+        return Ok(());
+    };
+    if dir.kind != Kind::Directory {
+        return Ok(());
+    }
+    match db.lookup(parent, name)? {
+        Some(existing) if Some(existing) == ino => {
+            return refresh_node(db, existing, remote, effects);
+        }
+        Some(existing) => {
+            let local_only = db.remote_of(existing)?.is_none();
+            let dirty = db.node(existing)?.is_some_and(|n| n.dirty);
+            if local_only || dirty {
+                // This device's change wins the name here; the server settles it
+                // (a conflicted copy) when the change arrives there.
+                return Ok(());
+            }
+            remove_entry(db, parent, name, existing, effects)?;
+        }
+        None => {}
+    }
+    let ino = match ino {
+        Some(ino) => {
+            refresh_node(db, ino, remote, effects)?;
+            if remote.kind == proto::NodeKind::Directory as i32 || remote.nlink <= 1 {
+                // One name on the server: any other name here is stale (a move this
+                // device missed, or a local rename the server refused).
+                while let Some((old_parent, old_name)) = db.any_entry_of(ino)? {
+                    db.remove_entry(old_parent, &old_name)?;
+                    if remote.kind == proto::NodeKind::Directory as i32 {
+                        adjust_nlink(db, old_parent, -1)?;
+                    }
+                    effects.notes.push(KernelNote::Delete {
+                        parent: old_parent,
+                        child: ino,
+                        name: old_name,
+                    });
+                    effects.notes.push(KernelNote::Inode(old_parent));
+                }
+            }
+            ino
+        }
+        // An unlisted folder shows the server's entries when it is first looked at.
+        None if !dir.listed => return Ok(()),
+        None => {
+            let ino = upsert_remote(db, remote, dir.pinned)?;
+            if dir.pinned && remote.kind == proto::NodeKind::File as i32 {
+                effects.rehydrate.push(ino);
+            }
+            ino
+        }
+    };
+    db.add_entry(parent, name, ino)?;
+    if remote.kind == proto::NodeKind::Directory as i32 {
+        adjust_nlink(db, parent, 1)?;
+    }
+    effects.notes.push(KernelNote::Entry {
+        parent,
+        name: name.to_vec(),
+    });
+    effects.notes.push(KernelNote::Inode(parent));
+    Ok(())
+}
+
+/// Removes `(parent, name) → ino` as the server did; a removed folder takes its
+/// subtree out of the mirror with it.
+fn remove_entry(
+    db: &Db<'_>,
+    parent: u64,
+    name: &[u8],
+    ino: u64,
+    effects: &mut Effects,
+) -> VfsResult<()> {
+    db.remove_entry(parent, name)?;
+    effects.notes.push(KernelNote::Delete {
+        parent,
+        child: ino,
+        name: name.to_vec(),
+    });
+    effects.notes.push(KernelNote::Inode(parent));
+    let Some(mut node) = db.node(ino)? else {
+        return Ok(());
+    };
+    if node.kind == Kind::Directory {
+        adjust_nlink(db, parent, -1)?;
+        return detach(db, ino, effects);
+    }
+    node.nlink = node.nlink.saturating_sub(1);
+    node.ctime = now();
+    db.update_node(&node)?;
+    effects.unlinked.push(ino);
+    Ok(())
+}
+
+/// Takes a node that no entry names any more out of view, with its subtree; dirty
+/// files below it are kept as new files where they were.
+fn detach(db: &Db<'_>, ino: u64, effects: &mut Effects) -> VfsResult<()> {
+    let Some(mut node) = db.node(ino)? else {
+        return Ok(());
+    };
+    if node.kind == Kind::Directory {
+        for (name, child) in db.entries(ino)? {
+            remove_entry(db, ino, &name, child, effects)?;
+        }
+    }
+    node.nlink = 0;
+    db.update_node(&node)?;
+    effects.unlinked.push(ino);
+    Ok(())
+}
+
+/// A dirty file whose server node was deleted by another device: it stays where it
+/// is, and the sync engine creates it again on the server with this content.
+fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<()> {
+    db.forget_remote(node.ino)?;
+    let mut node = node.clone();
+    node.version = 0;
+    node.manifest = None;
+    db.update_node(&node)?;
+    db.push(
+        &Op::Create {
+            ino: node.ino,
+            parent,
+            name: name.to_vec(),
+            kind: Kind::File as u8,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            rdev: 0,
+            symlink: Vec::new(),
+            mtime: node.mtime,
+        },
+        now(),
+    )?;
+    info!(
+        "{} was deleted on another device while edited here; keeping this device's version",
+        String::from_utf8_lossy(name)
+    );
+    Ok(())
+}
+
+fn adjust_nlink(db: &Db<'_>, dir: u64, delta: i64) -> VfsResult<()> {
+    if let Some(mut node) = db.node(dir)? {
+        node.nlink = (i64::from(node.nlink) + delta).max(2) as u32;
+        db.update_node(&node)?;
+    }
+    Ok(())
+}
