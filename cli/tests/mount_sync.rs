@@ -195,15 +195,22 @@ fn an_open_handle_keeps_its_version_and_a_reopen_sees_the_new_one() {
         (first == new[..4096]).then_some(())
     });
 
-    // The handle opened before reads the rest of the old version, never a mix.
-    let mut rest = Vec::new();
-    handle.seek(SeekFrom::Start(1 << 20)).unwrap();
-    handle.read_to_end(&mut rest).unwrap();
-    assert!(
-        rest == old[1 << 20..] || rest == new[1 << 20..],
-        "a read returned bytes of neither version"
-    );
+    // The handle opened before reads the rest of the version it opened, while a
+    // handle opened after reads the new one, both at once.
+    let mut fresh = fs::File::open(&path).unwrap();
+    for offset in [1u64 << 20, 3 << 20, 8192] {
+        let mut old_part = vec![0u8; 256 << 10];
+        handle.seek(SeekFrom::Start(offset)).unwrap();
+        handle.read_exact(&mut old_part).unwrap();
+        let mut new_part = vec![0u8; 256 << 10];
+        fresh.seek(SeekFrom::Start(offset)).unwrap();
+        fresh.read_exact(&mut new_part).unwrap();
+        let range = offset as usize..offset as usize + (256 << 10);
+        assert!(old_part == old[range.clone()], "the old handle at {offset}");
+        assert!(new_part == new[range], "the new handle at {offset}");
+    }
     drop(handle);
+    drop(fresh);
     assert_eq!(fs::read(&path).unwrap(), new);
     a.unmount();
     b.unmount();

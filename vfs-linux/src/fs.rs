@@ -379,7 +379,16 @@ impl Filesystem for LoftFs {
                 let backing = &modes.backings[&opened.attr.ino].id;
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing);
             }
-            Ok(Serve::Cached) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(Serve::Cached) => {
+                // Handles of an older version fill the page cache; this one reads
+                // the new version past it.
+                let flags = if opened.bypass_page_cache {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags)
+            }
             Err(error) => {
                 let _ = self.vfs.release(fh);
                 reply.error(error);

@@ -99,6 +99,9 @@ pub struct Opened {
     /// The whole file's bytes are local in this file: the adapter may let the kernel
     /// read and write it directly (FUSE passthrough).
     pub backing: Option<Arc<File>>,
+    /// Handles opened before a remote change still read the older version: this one
+    /// must bypass the kernel's page cache, which theirs fill.
+    pub bypass_page_cache: bool,
     pub attr: Attr,
 }
 

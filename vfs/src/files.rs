@@ -135,6 +135,9 @@ impl Vfs {
         if whole && let Some(open) = lock(&self.files).get_mut(&ino) {
             open.direct += 1;
         }
+        let bypass_page_cache = lock(&self.handles)
+            .values()
+            .any(|h| h.ino == ino && h.body != node.body);
         let fh = self.new_handle_id();
         let handle = Arc::new(FileHandle {
             ino,
@@ -151,6 +154,7 @@ impl Vfs {
         Ok(Opened {
             fh,
             backing: whole.then_some(file),
+            bypass_page_cache,
             attr,
         })
     }
