@@ -280,3 +280,71 @@ fn offline_edits_on_both_devices_keep_both_versions_as_one_conflicted_copy() {
     a.unmount();
     b.unmount();
 }
+
+#[test]
+fn edits_renames_and_deletes_made_offline_replay_in_order() {
+    let mut server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    fs::create_dir(a.path().join("d")).unwrap();
+    fs::write(a.path().join("x.txt"), b"x before\n").unwrap();
+    fs::write(a.path().join("y.txt"), b"y before\n").unwrap();
+    a.sync();
+    let b = desktop.mount(&[]);
+    wait_content(&b.path().join("y.txt"), b"y before\n");
+
+    server.terminate(Duration::from_secs(30));
+    // Edit then move a file; edit then delete another; a new folder with a file.
+    fs::write(a.path().join("x.txt"), b"x edited offline\n").unwrap();
+    fs::rename(a.path().join("x.txt"), a.path().join("d/x2.txt")).unwrap();
+    fs::write(a.path().join("y.txt"), b"y edited offline\n").unwrap();
+    fs::remove_file(a.path().join("y.txt")).unwrap();
+    fs::create_dir(a.path().join("new")).unwrap();
+    fs::write(a.path().join("new/z.txt"), b"z\n").unwrap();
+    assert!(a.status()["queued_uploads"].as_u64().unwrap() > 0);
+    server.restart();
+    a.sync();
+
+    wait_content(&b.path().join("d/x2.txt"), b"x edited offline\n");
+    wait_content(&b.path().join("new/z.txt"), b"z\n");
+    wait_gone(&b.path().join("x.txt"));
+    wait_gone(&b.path().join("y.txt"));
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn a_cursor_older_than_the_journal_lists_the_tree_again() {
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    fs::write(a.path().join("kept.txt"), b"kept\n").unwrap();
+    fs::write(a.path().join("gone.txt"), b"gone\n").unwrap();
+    fs::write(a.path().join("moved.txt"), b"moved\n").unwrap();
+    fs::write(a.path().join("changed.txt"), b"before\n").unwrap();
+    a.sync();
+    let b = desktop.mount(&[]);
+    wait_content(&b.path().join("changed.txt"), b"before\n");
+    b.unmount();
+
+    fs::remove_file(a.path().join("gone.txt")).unwrap();
+    fs::rename(a.path().join("moved.txt"), a.path().join("renamed.txt")).unwrap();
+    fs::write(a.path().join("changed.txt"), b"after\n").unwrap();
+    fs::write(a.path().join("added.txt"), b"added\n").unwrap();
+    a.sync();
+    // The server forgets its journal (as pruning would): B's cursor is too old.
+    server
+        .db()
+        .execute("DELETE FROM journal", [])
+        .expect("pruning the journal");
+
+    let b = desktop.mount(&[]);
+    wait_content(&b.path().join("changed.txt"), b"after\n");
+    wait_content(&b.path().join("renamed.txt"), b"moved\n");
+    wait_content(&b.path().join("added.txt"), b"added\n");
+    wait_gone(&b.path().join("gone.txt"));
+    wait_gone(&b.path().join("moved.txt"));
+    assert_eq!(fs::read(b.path().join("kept.txt")).unwrap(), b"kept\n");
+    a.unmount();
+    b.unmount();
+}

@@ -123,7 +123,7 @@ impl Vfs {
 
     pub fn mount_status(&self) -> VfsResult<MountStatus> {
         let (queued, dirty) =
-            self.rx(|db| Ok((db.queued_count()?, db.dirty_files()?.len() as u64)))?;
+            self.rx(|db| Ok((db.queued_count()?, db.unsent_files()?.len() as u64)))?;
         Ok(MountStatus {
             online: self.counters.online.load(Ordering::Relaxed),
             cache_bytes: self.held_total.load(Ordering::Relaxed),

@@ -120,7 +120,7 @@ impl Vfs {
             node.ino = db.insert_node(&node)?;
             db.add_entry(parent, name, node.ino)?;
             touch_dir(db, &mut dir, stamp, i32::from(new.kind == Kind::Directory))?;
-            db.push(
+            db.queue(
                 &Op::Create {
                     ino: node.ino,
                     parent,
@@ -316,14 +316,16 @@ impl Vfs {
             }
             db.remove_entry(parent, name)?;
             touch_dir(db, &mut dir, stamp, -i32::from(directory))?;
-            db.push(
-                &Op::Remove {
-                    parent,
-                    name: name.to_vec(),
-                    directory,
-                },
-                stamp,
-            )?;
+            if !node.local_only {
+                db.queue(
+                    &Op::Remove {
+                        parent,
+                        name: name.to_vec(),
+                        directory,
+                    },
+                    stamp,
+                )?;
+            }
             Self::unlink_node(db, target, stamp)
         })?;
         self.forget_if_unused(gone)?;
@@ -440,7 +442,7 @@ impl Vfs {
                     db.update_node(&node)?;
                 }
             }
-            db.push(
+            db.queue(
                 &Op::Rename {
                     ino: source,
                     parent,
@@ -477,7 +479,7 @@ impl Vfs {
             node.ctime = stamp;
             db.update_node(&node)?;
             touch_dir(db, &mut dir, stamp, 0)?;
-            db.push(
+            db.queue(
                 &Op::Link {
                     ino,
                     parent: new_parent,
@@ -530,7 +532,7 @@ impl Vfs {
                 }
                 node.ctime = stamp;
                 db.update_node(&node)?;
-                db.push(
+                db.queue(
                     &Op::SetAttr {
                         ino,
                         mode: change.mode.map(|m| m & 0o7777),

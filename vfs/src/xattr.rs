@@ -117,7 +117,7 @@ impl Vfs {
             db.set_xattr(ino, name, value)?;
             node.ctime = stamp;
             db.update_node(&node)?;
-            db.push(
+            db.queue(
                 &Op::SetXattr {
                     ino,
                     name: name.to_vec(),
@@ -144,7 +144,7 @@ impl Vfs {
             }
             node.ctime = stamp;
             db.update_node(&node)?;
-            db.push(
+            db.queue(
                 &Op::RemoveXattr {
                     ino,
                     name: name.to_vec(),

@@ -70,6 +70,8 @@ pub struct Node {
     pub xattrs_listed: bool,
     pub body: u64,
     pub local_bytes: u64,
+    /// Kept on this device only (`.loftignore`, `user.loft.ignore`): never sent.
+    pub local_only: bool,
 }
 
 impl Node {
@@ -97,6 +99,7 @@ impl Node {
             xattrs_listed: false,
             body: 0,
             local_bytes: 0,
+            local_only: false,
         }
     }
 }
@@ -119,11 +122,11 @@ pub struct Mirror {
 
 const NODE_COLUMNS: &str = "ino, kind, mode, uid, gid, rdev, size, atime, mtime, ctime, \
     btime, nlink, symlink, version, manifest, dirty, pinned, listed, xattrs_listed, body, \
-    local_bytes";
+    local_bytes, local_only";
 
-/// `?1` = the inode (NULL: assign one), `?2..=?21` = the other columns in
+/// `?1` = the inode (NULL: assign one), `?2..=?22` = the other columns in
 /// [`NODE_COLUMNS`] order; shared by insert and update.
-fn node_params(ino: Option<u64>, node: &Node) -> [Box<dyn rusqlite::ToSql + '_>; 21] {
+fn node_params(ino: Option<u64>, node: &Node) -> [Box<dyn rusqlite::ToSql + '_>; 22] {
     [
         Box::new(ino),
         Box::new(node.kind as u8),
@@ -146,6 +149,7 @@ fn node_params(ino: Option<u64>, node: &Node) -> [Box<dyn rusqlite::ToSql + '_>;
         Box::new(node.xattrs_listed),
         Box::new(node.body),
         Box::new(node.local_bytes),
+        Box::new(node.local_only),
     ]
 }
 
@@ -172,6 +176,7 @@ fn node_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
         xattrs_listed: r.get(18)?,
         body: r.get(19)?,
         local_bytes: r.get(20)?,
+        local_only: r.get(21)?,
     })
 }
 
@@ -259,9 +264,9 @@ impl Db<'_> {
             .prepare_cached(
                 "INSERT INTO nodes(ino, kind, mode, uid, gid, rdev, size, atime, mtime, ctime, \
                  btime, nlink, symlink, version, manifest, dirty, pinned, listed, xattrs_listed, \
-                 body, local_bytes) \
+                 body, local_bytes, local_only) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18, ?19, ?20, ?21)",
+                 ?17, ?18, ?19, ?20, ?21, ?22)",
             )?
             .execute(rusqlite::params_from_iter(node_params(ino, node)))?;
         Ok(self.0.last_insert_rowid() as u64)
@@ -274,8 +279,8 @@ impl Db<'_> {
                 "UPDATE nodes SET kind = ?2, mode = ?3, uid = ?4, gid = ?5, rdev = ?6, \
                  size = ?7, atime = ?8, mtime = ?9, ctime = ?10, btime = ?11, nlink = ?12, \
                  symlink = ?13, version = ?14, manifest = ?15, dirty = ?16, pinned = ?17, \
-                 listed = ?18, xattrs_listed = ?19, body = ?20, local_bytes = ?21 \
-                 WHERE ino = ?1",
+                 listed = ?18, xattrs_listed = ?19, body = ?20, local_bytes = ?21, \
+                 local_only = ?22 WHERE ino = ?1",
             )?
             .execute(rusqlite::params_from_iter(node_params(
                 Some(node.ino),
@@ -506,6 +511,17 @@ impl Db<'_> {
 
     // ---------------------------------------------------------------- outbox
 
+    /// Queues `op` unless the node it changes is local-only; true if queued.
+    pub fn queue(&self, op: &Op, now: i64) -> Result<bool> {
+        if let Some(ino) = op.subject()
+            && self.node(ino)?.is_some_and(|n| n.local_only)
+        {
+            return Ok(false);
+        }
+        self.push(op, now)?;
+        Ok(true)
+    }
+
     pub fn push(&self, op: &Op, now: i64) -> Result<()> {
         let text = serde_json::to_string(op).expect("operations serialize");
         self.0
@@ -547,10 +563,20 @@ impl Db<'_> {
     }
 
     /// Files with local changes not yet committed.
+    /// Files with local changes, local-only ones included.
     pub fn dirty_files(&self) -> Result<Vec<u64>> {
         let mut stmt = self
             .0
             .prepare_cached("SELECT ino FROM nodes WHERE dirty = 1 ORDER BY ino")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Files with local changes that are to reach the server.
+    pub fn unsent_files(&self) -> Result<Vec<u64>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT ino FROM nodes WHERE dirty = 1 AND local_only = 0 ORDER BY ino",
+        )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -60,6 +60,21 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The node the operation changes, when it names one (a removal names an entry).
+    pub fn subject(&self) -> Option<u64> {
+        match self {
+            Op::Create { ino, .. }
+            | Op::Link { ino, .. }
+            | Op::Rename { ino, .. }
+            | Op::SetAttr { ino, .. }
+            | Op::SetXattr { ino, .. }
+            | Op::RemoveXattr { ino, .. } => Some(*ino),
+            Op::Remove { .. } => None,
+        }
+    }
+}
+
 /// An operation as queued.
 #[derive(Clone, Debug)]
 pub struct Queued {

@@ -74,6 +74,9 @@ CREATE TABLE settings(
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+"#, r#"
+-- 1: kept on this device only (.loftignore, user.loft.ignore); never sent.
+ALTER TABLE nodes ADD COLUMN local_only INTEGER NOT NULL DEFAULT 0;
 "#];
 
 /// Brings the schema up to date.

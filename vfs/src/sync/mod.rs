@@ -121,7 +121,7 @@ impl Vfs {
             }
         }
         // Dirty files that exist on the server and are closed and quiet.
-        let dirty = self.mirror.read(|db| db.dirty_files()).unwrap_or_default();
+        let dirty = self.mirror.read(|db| db.unsent_files()).unwrap_or_default();
         for ino in dirty {
             if self.writers(ino) > 0 {
                 continue;
@@ -175,7 +175,7 @@ impl Vfs {
         let mut offline_since: Option<Instant> = None;
         loop {
             let left = self
-                .rx(|db| Ok(db.queued_count()? + db.dirty_files()?.len() as u64))
+                .rx(|db| Ok(db.queued_count()? + db.unsent_files()?.len() as u64))
                 .unwrap_or(u64::MAX);
             if left == 0 {
                 return Ok(());
@@ -197,7 +197,7 @@ impl Vfs {
 
     /// Changes not yet on the server.
     pub fn pending_changes(&self) -> u64 {
-        self.rx(|db| Ok(db.queued_count()? + db.dirty_files()?.len() as u64))
+        self.rx(|db| Ok(db.queued_count()? + db.unsent_files()?.len() as u64))
             .unwrap_or(0)
     }
 
