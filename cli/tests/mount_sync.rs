@@ -31,8 +31,14 @@ fn read(path: &Path) -> Option<Vec<u8>> {
 /// Waits until `path` reads as `content` in the other mount.
 #[track_caller]
 fn wait_content(path: &Path, content: &[u8]) {
-    let what = format!("{} to read {:?}", path.display(), String::from_utf8_lossy(content));
-    wait_for(&what, SYNC, || (read(path).as_deref() == Some(content)).then_some(()));
+    let what = format!(
+        "{} to read {:?}",
+        path.display(),
+        String::from_utf8_lossy(content)
+    );
+    wait_for(&what, SYNC, || {
+        (read(path).as_deref() == Some(content)).then_some(())
+    });
 }
 
 #[track_caller]
@@ -72,9 +78,17 @@ fn each_kind_of_change_reaches_the_other_mount() {
     wait_content(&late, b"late\n");
 
     // Rename, within a folder and across folders.
-    fs::rename(a.path().join("docs/note.txt"), a.path().join("docs/renamed.txt")).unwrap();
+    fs::rename(
+        a.path().join("docs/note.txt"),
+        a.path().join("docs/renamed.txt"),
+    )
+    .unwrap();
     fs::create_dir(a.path().join("archive")).unwrap();
-    fs::rename(a.path().join("docs/late.txt"), a.path().join("archive/late.txt")).unwrap();
+    fs::rename(
+        a.path().join("docs/late.txt"),
+        a.path().join("archive/late.txt"),
+    )
+    .unwrap();
     a.sync();
     wait_content(&b.path().join("docs/renamed.txt"), b"second, and longer\n");
     wait_gone(&b.path().join("docs/note.txt"));
@@ -241,7 +255,9 @@ fn offline_edits_on_both_devices_keep_both_versions_as_one_conflicted_copy() {
         if names.len() != 2 || !names.iter().any(|n| n == "doc.txt") {
             return None;
         }
-        let copy = names.iter().find(|n| n.contains("(conflicted copy from "))?;
+        let copy = names
+            .iter()
+            .find(|n| n.contains("(conflicted copy from "))?;
         let mut contents = vec![
             fs::read(m.path().join("doc.txt")).ok()?,
             fs::read(m.path().join(copy)).ok()?,
@@ -267,7 +283,13 @@ fn offline_edits_on_both_devices_keep_both_versions_as_one_conflicted_copy() {
     // Settle it on the desktop, keeping the desktop's text: both mounts end with
     // one file holding it.
     let doc = b.path().join("doc.txt");
-    desktop.ok(&["conflicts", "resolve", doc.to_str().unwrap(), "--keep", "mine"]);
+    desktop.ok(&[
+        "conflicts",
+        "resolve",
+        doc.to_str().unwrap(),
+        "--keep",
+        "mine",
+    ]);
     b.sync();
     for mount in [&a, &b] {
         wait_for("the conflict settled", SYNC, || {
@@ -275,7 +297,10 @@ fn offline_edits_on_both_devices_keep_both_versions_as_one_conflicted_copy() {
             (names.len() == 1).then_some(())
         });
         wait_content(&mount.path().join("doc.txt"), b"edited on the desktop\n");
-        assert_eq!(mount.device.json(&["conflicts", "--json"]), serde_json::json!([]));
+        assert_eq!(
+            mount.device.json(&["conflicts", "--json"]),
+            serde_json::json!([])
+        );
     }
     a.unmount();
     b.unmount();

@@ -111,7 +111,9 @@ pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, options: &MountOptions) -> io::Re
                         parent,
                         child,
                         name,
-                    } => notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::from_bytes(name)),
+                    } => {
+                        notifier.delete(INodeNo(*parent), INodeNo(*child), OsStr::from_bytes(name))
+                    }
                 };
                 if let Err(error) = result {
                     debug!(?note, "kernel invalidation: {error}");

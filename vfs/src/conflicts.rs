@@ -49,9 +49,13 @@ pub fn parse_conflict_name(name: &[u8]) -> Option<(Vec<u8>, String)> {
 fn is_date(word: &str) -> bool {
     let b = word.as_bytes();
     b.len() == 10
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 impl Vfs {

@@ -143,6 +143,7 @@ pub struct Vfs {
     pub(crate) counters: Counters,
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) listing_lock: Mutex<()>,
+    pub(crate) ignore_rules: crate::ignore::IgnoreRules,
     pub(crate) kernel: OnceLock<Box<dyn Fn(KernelNote) + Send + Sync>>,
 }
 
@@ -180,6 +181,7 @@ impl Vfs {
             counters: Counters::default(),
             wake: tokio::sync::Notify::new(),
             listing_lock: Mutex::new(()),
+            ignore_rules: Default::default(),
             kernel: OnceLock::new(),
         });
         vfs.recover()?;

@@ -304,7 +304,9 @@ impl Vfs {
         let Some(remote) = self.rx(|db| Ok(db.remote_of(dir)?))? else {
             return Ok(());
         };
-        let entries = self.fetch_listing(remote).map_err(|e| self.remote_failed(e))?;
+        let entries = self
+            .fetch_listing(remote)
+            .map_err(|e| self.remote_failed(e))?;
         let _guard = lock(&self.listing_lock);
         let mut effects = Effects::default();
         self.tx(|db| {

@@ -307,7 +307,10 @@ impl Vfs {
             return Ok(Vec::new());
         };
         let start = layout.index.start_of(first).unwrap_or(0);
-        let refs: Vec<_> = covering.iter().map(|i| layout.manifest.chunks[*i]).collect();
+        let refs: Vec<_> = covering
+            .iter()
+            .map(|i| layout.manifest.chunks[*i])
+            .collect();
         let client = self.client.clone();
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();

@@ -12,13 +12,14 @@
 //! fetch only the chunks covering the range, plus read-ahead when sequential.
 
 mod attr;
-mod conflicts;
 mod config;
+mod conflicts;
 mod core;
 mod error;
 mod feed;
 mod fetch;
 mod files;
+mod ignore;
 mod listing;
 mod pin;
 mod status;
@@ -27,11 +28,12 @@ mod tree;
 mod xattr;
 
 pub use attr::{Attr, Nanos, now};
-pub use conflicts::{Conflict, parse_conflict_name};
 pub use config::{DEFAULT_CACHE_SIZE, DEFAULT_DISK_RESERVE, VfsConfig};
+pub use conflicts::{Conflict, parse_conflict_name};
 pub use core::{KernelNote, Opened, Vfs};
 pub use error::{VfsError, VfsResult};
 pub use files::{OpenMode, nanos_of, system_time};
+pub use ignore::{DEFAULT_IGNORES, IGNORE_FILE};
 pub use loft_cache::mirror::{Kind, ROOT_INO};
 pub use status::{FileState, FsStats, MountStatus, PathStatus};
 pub use tree::{SetAttr, TimeSet};

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use loft_cache::mirror::Kind;
+use loft_cache::mirror::{Kind, Node};
 use serde::Serialize;
 
 use crate::core::{Vfs, lock};
@@ -21,6 +21,8 @@ pub enum FileState {
     Hydrated,
     /// Local changes not yet committed.
     Dirty,
+    /// Kept on this device only (ignored): never sent to the server.
+    LocalOnly,
 }
 
 impl FileState {
@@ -30,6 +32,7 @@ impl FileState {
             FileState::Partial => "partial",
             FileState::Hydrated => "hydrated",
             FileState::Dirty => "dirty",
+            FileState::LocalOnly => "local-only",
         }
     }
 }
@@ -74,6 +77,16 @@ impl Vfs {
     /// A file's state; for a directory, the sum over everything below it.
     pub fn path_status(&self, ino: u64) -> VfsResult<PathStatus> {
         let node = self.node(ino)?;
+        let mut status = self.local_status(&node)?;
+        if node.local_only {
+            status.state = FileState::LocalOnly;
+        }
+        Ok(status)
+    }
+
+    fn local_status(&self, node: &Node) -> VfsResult<PathStatus> {
+        let node = node.clone();
+        let ino = node.ino;
         if node.kind == Kind::Directory {
             let (mut size, mut local, mut dirty) = (0u64, 0u64, false);
             let mut stack = vec![ino];
@@ -94,7 +107,7 @@ impl Vfs {
                             } else {
                                 child.local_bytes.min(child.size)
                             };
-                            dirty |= child.dirty;
+                            dirty |= child.dirty && !child.local_only;
                         }
                         _ => {}
                     }
@@ -223,6 +236,9 @@ mod tests {
     #[test]
     fn formats_utc_times() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_651_200_123_000_000), "2026-11-26T00:00:00.123Z");
+        assert_eq!(
+            rfc3339(1_795_651_200_123_000_000),
+            "2026-11-26T00:00:00.123Z"
+        );
     }
 }

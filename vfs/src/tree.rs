@@ -11,6 +11,7 @@ use crate::attr::{Attr, Nanos, now};
 use crate::core::{DirHandle, Opened, Vfs, lock};
 use crate::error::{VfsError, VfsResult};
 use crate::files::{OpenMode, system_time};
+use crate::ignore::mark_tree;
 
 /// A time to set: a given instant or "now".
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +95,7 @@ impl Vfs {
     pub(crate) fn make_node(&self, parent: u64, name: &[u8], new: NewNode<'_>) -> VfsResult<Node> {
         check_name(name)?;
         self.ensure_listed(parent)?;
+        let local_only = self.is_ignored(parent, name, new.kind == Kind::Directory)?;
         let stamp = now();
         let node = self.tx(|db| {
             let mut dir = dir_node(db, parent)?;
@@ -117,6 +119,7 @@ impl Vfs {
             node.xattrs_listed = true;
             node.pinned = dir.pinned;
             node.dirty = new.kind == Kind::File;
+            node.local_only = local_only;
             node.ino = db.insert_node(&node)?;
             db.add_entry(parent, name, node.ino)?;
             touch_dir(db, &mut dir, stamp, i32::from(new.kind == Kind::Directory))?;
@@ -371,6 +374,15 @@ impl Vfs {
         {
             self.ensure_listed(existing)?;
         }
+        // A local-only node moved where nothing is ignored starts syncing.
+        let publish = match self.mirror.read(|db| db.lookup(parent, name))? {
+            Some(source) => {
+                let node = self.node(source)?;
+                node.local_only
+                    && !self.is_ignored(new_parent, new_name, node.kind == Kind::Directory)?
+            }
+            None => false,
+        };
         let stamp = now();
         let replaced = self.tx(|db| {
             let source = db.lookup(parent, name)?.ok_or(VfsError::NotFound)?;
@@ -442,18 +454,45 @@ impl Vfs {
                     db.update_node(&node)?;
                 }
             }
-            db.queue(
-                &Op::Rename {
-                    ino: source,
-                    parent,
-                    name: name.to_vec(),
-                    new_parent,
-                    new_name: new_name.to_vec(),
-                    no_replace,
-                    exchange,
-                },
-                stamp,
-            )?;
+            let into_local_only = dir_node(db, new_parent)?.local_only;
+            if publish && source_node.local_only && !exchange {
+                // The server learns of it as a new entry, replacing what it had there.
+                if let Some(old) = replaced.as_ref().filter(|n| !n.local_only) {
+                    db.push(
+                        &Op::Remove {
+                            parent: new_parent,
+                            name: new_name.to_vec(),
+                            directory: old.kind == Kind::Directory,
+                        },
+                        stamp,
+                    )?;
+                }
+                mark_tree(db, source, false, stamp)?;
+            } else if into_local_only && !source_node.local_only && !exchange {
+                // Into a folder the server does not have: gone from the server.
+                db.queue(
+                    &Op::Remove {
+                        parent,
+                        name: name.to_vec(),
+                        directory: moving_dir,
+                    },
+                    stamp,
+                )?;
+                mark_tree(db, source, true, stamp)?;
+            } else {
+                db.queue(
+                    &Op::Rename {
+                        ino: source,
+                        parent,
+                        name: name.to_vec(),
+                        new_parent,
+                        new_name: new_name.to_vec(),
+                        no_replace,
+                        exchange,
+                    },
+                    stamp,
+                )?;
+            }
             Ok(replaced)
         })?;
         self.forget_if_unused(replaced)?;

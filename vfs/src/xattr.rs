@@ -1,12 +1,14 @@
 //! Extended attributes: stored in the mirror and queued for the server, fetched from
 //! it the first time a node's are asked for. `user.loft.pin` (read-write) and
-//! `user.loft.state` (read-only) are Loft's own and never stored.
+//! `user.loft.state` (read-only) and `user.loft.ignore` (read-write) are Loft's own
+//! and never stored.
 
 use loft_cache::mirror::Op;
 
 use crate::attr::now;
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
+use crate::ignore::IGNORE_XATTR;
 
 pub(crate) const PIN: &[u8] = b"user.loft.pin";
 pub(crate) const STATE: &[u8] = b"user.loft.state";
@@ -74,6 +76,10 @@ impl Vfs {
         if name == STATE {
             return Ok(self.file_state(ino)?.as_str().as_bytes().to_vec());
         }
+        if name == IGNORE_XATTR {
+            let node = self.node(ino)?;
+            return Ok(if node.local_only { b"1" } else { b"0" }.to_vec());
+        }
         self.ensure_xattrs(ino)?;
         self.mirror
             .read(|db| db.xattr(ino, name))?
@@ -95,6 +101,13 @@ impl Vfs {
         }
         if name == STATE {
             return Err(VfsError::NotPermitted);
+        }
+        if name == IGNORE_XATTR {
+            return match value {
+                b"1" => self.set_local_only(ino, true),
+                b"0" => self.set_local_only(ino, false),
+                _ => Err(VfsError::Invalid("user.loft.ignore takes 1 or 0")),
+            };
         }
         if name.is_empty() || name.len() > 255 {
             return Err(VfsError::Range);

@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE nodes(
     -- Never reused: queued operations and the kernel name nodes by inode.
     ino INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,10 +75,12 @@ CREATE TABLE settings(
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#, r#"
+"#,
+    r#"
 -- 1: kept on this device only (.loftignore, user.loft.ignore); never sent.
 ALTER TABLE nodes ADD COLUMN local_only INTEGER NOT NULL DEFAULT 0;
-"#];
+"#,
+];
 
 /// Brings the schema up to date.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -123,7 +123,11 @@ fn plain_name(original: &Path, device: &str) -> PathBuf {
     let dir = original.parent().unwrap_or(Path::new("/"));
     (1..)
         .map(|n| {
-            let number = if n > 1 { format!(" {n}") } else { String::new() };
+            let number = if n > 1 {
+                format!(" {n}")
+            } else {
+                String::new()
+            };
             dir.join(format!("{stem} ({device}{number}){ext}"))
         })
         .find(|candidate| !candidate.exists())

@@ -72,7 +72,7 @@ impl Vfs {
         else {
             return Ok(None);
         };
-        if *kind != Kind::File as u8 {
+        if *kind != Kind::File as u8 || self.now_local_only(&queued.op) {
             return Ok(None);
         }
         let dirty = matches!(self.mirror.read(|db| db.node(*ino)), Ok(Some(n)) if n.dirty);
@@ -85,8 +85,18 @@ impl Vfs {
             .map(|parent_id| (*ino, parent_id, name.clone())))
     }
 
+    /// True when the node `op` changes was made local-only after it was queued.
+    fn now_local_only(&self, op: &Op) -> bool {
+        op.subject().is_some_and(
+            |ino| matches!(self.mirror.read(|db| db.node(ino)), Ok(Some(node)) if node.local_only),
+        )
+    }
+
     /// Sends `queued.op`.
     pub(crate) async fn apply(self: &Arc<Self>, queued: &Queued) -> Result<Applied, Stop> {
+        if self.now_local_only(&queued.op) {
+            return Ok(Applied::Done);
+        }
         macro_rules! ids {
             ($($ino:expr),+) => {
                 ( $( match self.remote_id($ino).await? {
