@@ -42,10 +42,17 @@ pub const DEFAULT_IGNORES: &[&str] = &[
     "Thumbs.db",
 ];
 
-/// Parsed `.loftignore` files, by inode, with the size and time they were read at.
+/// A parsed `.loftignore` file with the size and time it was read at.
+struct ParsedRules {
+    size: u64,
+    mtime: i64,
+    rules: Arc<Gitignore>,
+}
+
+/// Parsed `.loftignore` files, by inode.
 #[derive(Default)]
 pub(crate) struct IgnoreRules {
-    files: Mutex<HashMap<u64, (u64, i64, Arc<Gitignore>)>>,
+    files: Mutex<HashMap<u64, ParsedRules>>,
 }
 
 fn parse(lines: impl IntoIterator<Item = impl AsRef<str>>) -> Gitignore {
@@ -114,11 +121,11 @@ impl Vfs {
         if node.kind != Kind::File {
             return None;
         }
-        if let Some((size, mtime, rules)) = lock(&self.ignore_rules.files).get(&ino)
-            && *size == node.size
-            && *mtime == node.mtime
+        if let Some(parsed) = lock(&self.ignore_rules.files).get(&ino)
+            && parsed.size == node.size
+            && parsed.mtime == node.mtime
         {
-            return Some(rules.clone());
+            return Some(parsed.rules.clone());
         }
         if !node.dirty
             && node.local_bytes < node.size
@@ -131,7 +138,12 @@ impl Vfs {
         let text = std::fs::read(self.bodies.path(ino, node.body)).ok()?;
         let text = String::from_utf8_lossy(&text[..text.len().min(node.size as usize)]);
         let rules = Arc::new(parse(text.lines()));
-        lock(&self.ignore_rules.files).insert(ino, (node.size, node.mtime, rules.clone()));
+        let parsed = ParsedRules {
+            size: node.size,
+            mtime: node.mtime,
+            rules: rules.clone(),
+        };
+        lock(&self.ignore_rules.files).insert(ino, parsed);
         Some(rules)
     }
 
