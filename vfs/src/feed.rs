@@ -19,6 +19,7 @@ use loft_remote::proto::{self, ChangeKind, watch_event::Event};
 use tracing::{debug, info, warn};
 
 use crate::attr::now;
+use crate::backoff::{FIRST_BACKOFF, MAX_BACKOFF, jittered};
 use crate::core::{KernelNote, Vfs, lock};
 use crate::error::VfsResult;
 use crate::listing::{apply_remote, upsert_remote};
@@ -27,8 +28,6 @@ use crate::listing::{apply_remote, upsert_remote};
 pub(crate) const FEED_CURSOR: &str = "feed_cursor";
 /// Changes applied in one mirror transaction at most.
 const BATCH: usize = 256;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What applying changes to the mirror leaves to do once the transaction commits.
 #[derive(Default)]
@@ -42,15 +41,6 @@ pub(crate) struct Effects {
     pub rehydrate: Vec<u64>,
     /// Clean bytes released from the budget.
     pub freed: u64,
-}
-
-/// A backoff with jitter: between half and all of `base`.
-fn jittered(base: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let fraction = 0.5 + f64::from(nanos % 1000) / 2000.0;
-    base.mul_f64(fraction)
 }
 
 impl Vfs {

@@ -12,6 +12,7 @@
 //! fetch only the chunks covering the range, plus read-ahead when sequential.
 
 mod attr;
+mod backoff;
 mod config;
 mod conflicts;
 mod core;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::backoff::{FIRST_BACKOFF, MAX_BACKOFF, jittered};
 use crate::core::{Vfs, lock};
 
 /// A new file to create with its content: `(ino, parent's server id, name)`.
@@ -30,21 +31,20 @@ pub(crate) enum Applied {
     Wait,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long `wait_synced` waits for an unreachable server to come back.
 const OFFLINE_GRACE: Duration = Duration::from_secs(6);
 
 impl Vfs {
     /// Runs the sync engine until the process ends.
     pub async fn run_sync(self: Arc<Self>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             if !self.counters.online.load(Ordering::Relaxed) && !self.probe().await {
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
-            backoff = Duration::from_millis(100);
+            backoff = FIRST_BACKOFF;
             let next = match self.sync_round().await {
                 Ok(next) => next,
                 Err(Stop::Offline) => continue,
