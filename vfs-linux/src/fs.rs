@@ -81,6 +81,27 @@ fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+/// A negative entry: node id 0 tells the kernel "no such name" for the timeout.
+fn missing_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 fn time_set(time: TimeOrNow) -> TimeSet {
     match time {
         TimeOrNow::Now => TimeSet::Now,
@@ -213,7 +234,12 @@ impl Filesystem for LoftFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.vfs.lookup(parent.0, bytes(name)));
+        match self.vfs.lookup(parent.0, bytes(name)) {
+            // A missing name is cached by the kernel like a found one (node id 0): the
+            // change feed invalidates it when another device creates the name.
+            Err(VfsError::NotFound) => reply.entry(&TTL, &missing_entry(), Generation(0)),
+            result => self.entry(reply, result),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
