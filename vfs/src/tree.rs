@@ -141,7 +141,7 @@ impl Vfs {
             Ok(node)
         })?;
         if node.kind == Kind::File {
-            self.bodies.create_body(node.ino, node.body, 0)?;
+            // The body file is made by the first open (`create` opens at once).
             lock(&self.pending).entry(node.ino).or_default();
         }
         self.wake.notify_one();
@@ -198,6 +198,9 @@ impl Vfs {
                 symlink: b"",
             },
         )?;
+        if kind == Kind::File {
+            self.bodies.create_body(node.ino, node.body, 0)?;
+        }
         Ok(self.attr_of(&node))
     }
 

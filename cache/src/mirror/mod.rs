@@ -185,6 +185,11 @@ impl Mirror {
     /// directory with `root_mode`.
     pub fn open(path: &Path, now: i64) -> Result<Mirror> {
         let mut conn = Connection::open(path).map_err(CacheError::from)?;
+        // One process owns the mirror (the mount lock sees to it): no file lock and
+        // no shared-memory index per transaction. A mount process that is still
+        // exiting is waited for.
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Commits reach the OS at once (a killed process loses nothing); `sync_wal`
         // makes them durable against power loss when a caller fsyncs.
