@@ -116,6 +116,10 @@ pub(crate) struct Counters {
     pub last_error: Mutex<Option<String>>,
     /// The change feed's position: the last journal seq applied.
     pub cursor: AtomicU64,
+    /// `cursor` moved past changes of this device only and is not saved yet.
+    pub cursor_unsaved: AtomicBool,
+    /// When the cursor was last saved (ns since the epoch).
+    pub cursor_saved_at: AtomicI64,
     /// When the feed last applied changes or caught up (ns since the epoch; 0: never).
     pub last_sync: AtomicI64,
 }

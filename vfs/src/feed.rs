@@ -102,6 +102,12 @@ impl Vfs {
                     self.save_cursor(head);
                 }
                 Some(Event::CaughtUp(seq)) => {
+                    // At most once a second for a cursor moved by own changes only.
+                    let stale = now() - self.counters.cursor_saved_at.load(Ordering::Relaxed)
+                        > 1_000_000_000;
+                    if stale && self.counters.cursor_unsaved.swap(false, Ordering::Relaxed) {
+                        self.save_cursor(self.counters.cursor.load(Ordering::Relaxed));
+                    }
                     self.counters.cursor.store(seq, Ordering::Relaxed);
                     self.counters.last_sync.store(now(), Ordering::Relaxed);
                 }
@@ -117,6 +123,7 @@ impl Vfs {
     fn save_cursor(&self, cursor: u64) {
         match self.tx(|db| Ok(db.set_setting(FEED_CURSOR, &cursor.to_string())?)) {
             Ok(()) => {
+                self.counters.cursor_saved_at.store(now(), Ordering::Relaxed);
                 self.counters.cursor.store(cursor, Ordering::Relaxed);
                 self.counters.last_sync.store(now(), Ordering::Relaxed);
             }
@@ -130,6 +137,13 @@ impl Vfs {
         let Some(last) = changes.last().map(|c| c.seq) else {
             return;
         };
+        if changes.iter().all(|c| c.device_id == me) {
+            // Only this device's own changes: nothing to apply. The cursor is saved
+            // when the feed catches up; replaying them after a crash is harmless.
+            self.counters.cursor.store(last, Ordering::Relaxed);
+            self.counters.cursor_unsaved.store(true, Ordering::Relaxed);
+            return;
+        }
         let mut effects = Effects::default();
         let applied = self.tx(|db| {
             for change in changes {
@@ -144,6 +158,8 @@ impl Vfs {
         match applied {
             Ok(()) => {
                 self.counters.cursor.store(last, Ordering::Relaxed);
+                self.counters.cursor_unsaved.store(false, Ordering::Relaxed);
+                self.counters.cursor_saved_at.store(now(), Ordering::Relaxed);
                 self.counters.last_sync.store(now(), Ordering::Relaxed);
                 self.after_changes(effects);
             }
