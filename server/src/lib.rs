@@ -9,6 +9,8 @@ pub mod journal_hub;
 pub mod meta;
 pub mod server;
 pub mod services;
+pub mod storage;
 
 pub use error::{Result, ServerError};
 pub use server::{Backend, Listen, ServerConfig, TlsFiles, add_user, serve};
+pub use storage::{ChunkLocation, MetaLocation, StorageConfig};
