@@ -95,10 +95,13 @@ impl ChunkStore {
     /// A store in `bucket` under `prefix` on an S3-compatible server. Fails with a clear
     /// error when the bucket cannot be listed (wrong name, endpoint or credentials).
     pub async fn s3(bucket: &str, prefix: &str, settings: &S3Settings) -> Result<Self> {
+        // The dependency graph enables two rustls crypto backends (ring for tonic,
+        // aws-lc-rs for the S3 client), so rustls cannot pick one itself. Installing
+        // fails harmlessly when a provider is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
-            .with_allow_http(settings.allow_http)
             .with_virtual_hosted_style_request(!settings.path_style)
             .with_retry(RetryConfig {
                 max_retries: 4,
@@ -109,7 +112,9 @@ impl ChunkStore {
                 ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(120)),
-            );
+            )
+            // After the client options, which would otherwise reset it.
+            .with_allow_http(settings.allow_http);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
         }

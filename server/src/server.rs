@@ -188,6 +188,15 @@ pub async fn serve(
 
 /// Adds a user to the store behind `backend`.
 pub async fn add_user(backend: &Backend, name: &str, password: &str) -> Result<crate::meta::User> {
+    add_user_to(backend.meta.as_ref(), name, password).await
+}
+
+/// Adds a user to `meta`.
+pub async fn add_user_to(
+    meta: &dyn MetaStore,
+    name: &str,
+    password: &str,
+) -> Result<crate::meta::User> {
     if password.is_empty() {
         return Err(ServerError::invalid("empty password"));
     }
@@ -195,5 +204,5 @@ pub async fn add_user(backend: &Backend, name: &str, password: &str) -> Result<c
     let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
         .await
         .map_err(ServerError::internal)??;
-    backend.meta.create_user(name, &hash).await
+    meta.create_user(name, &hash).await
 }

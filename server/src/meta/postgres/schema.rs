@@ -188,11 +188,17 @@ pub async fn migrate(client: &mut Client) -> Result<(u32, u32)> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS loft_schema (version BIGINT NOT NULL); \
-         INSERT INTO loft_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM loft_schema)",
-    )
-    .await?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('loft_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE loft_schema (version BIGINT NOT NULL); \
+             INSERT INTO loft_schema VALUES (0)",
+        )
+        .await?;
+    }
     let current: i64 = tx
         .query_one("SELECT version FROM loft_schema", &[])
         .await?
