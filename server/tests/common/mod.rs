@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -50,6 +52,12 @@ impl Stores {
         }
         if let Some(ChunkLocation::S3 { bucket, prefix }) = &self.config.chunks {
             flags.extend(["--chunks".to_string(), format!("s3://{bucket}/{prefix}")]);
+            if let Some(endpoint) = &self.config.s3.endpoint {
+                flags.extend(["--s3-endpoint".to_string(), endpoint.clone()]);
+            }
+            if self.config.s3.allow_http {
+                flags.push("--s3-allow-http".to_string());
+            }
         }
         flags
     }
@@ -91,6 +99,102 @@ pub async fn fresh_database() -> String {
         Some((server, _)) => format!("{server}/{name}"),
         None => panic!("LOFT_TEST_PG_URL must end in /DATABASE"),
     }
+}
+
+/// A PostgreSQL cluster of the test's own (for tests that restart it), stopped and
+/// removed when dropped. Needs `LOFT_TEST_PG_BIN` and root (it runs as `postgres`).
+pub struct PrivatePostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Option<PrivatePostgres> {
+        let bin = PathBuf::from(std::env::var_os("LOFT_TEST_PG_BIN")?);
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(Command::new("chown").arg("postgres:").arg(dir.path()));
+        let data = dir.path().join("data");
+        run(as_postgres(&bin, "initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data));
+        let port = free_port();
+        let pg = PrivatePostgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            bin,
+            dir,
+        };
+        pg.pg_ctl("start", port);
+        Some(pg)
+    }
+
+    fn pg_ctl(&self, action: &str, port: u16) {
+        let options = format!(
+            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.dir.path().display()
+        );
+        run(as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-m", "fast", "-o", &options, action]));
+    }
+
+    fn port(&self) -> u16 {
+        self.url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+            .expect("port")
+    }
+
+    /// Stops and starts the server (fast shutdown: open connections are cut).
+    pub fn restart(&self) {
+        self.pg_ctl("restart", self.port());
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn as_postgres(bin: &Path, program: &str) -> Command {
+    let mut command = Command::new("runuser");
+    command
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join(program));
+    command
+}
+
+fn run(command: &mut Command) {
+    let output = command.stdin(Stdio::null()).output().expect("spawning");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local_addr").port()
 }
 
 /// S3 settings and bucket of the test server, if one is configured.
