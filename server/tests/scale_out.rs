@@ -343,6 +343,103 @@ async fn a_server_survives_a_postgresql_restart() {
     drop((a, b));
 }
 
+/// A TCP proxy in front of the test S3 server that can cut every connection (moto keeps
+/// objects in memory, so stopping it would lose them).
+struct CuttableProxy {
+    address: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    async fn start(target: String) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if *watch.borrow() {
+                    continue; // dropped: connection closed at once
+                }
+                let mut watch = watch.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { address, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// The chunk store unreachable in the middle of an upload: the upload fails cleanly,
+/// nothing can commit a version naming the chunk, and once the store is back the upload
+/// and the commit go through and `check` finds every referenced chunk stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_chunk_store_fails_uploads_cleanly() {
+    if !common::postgres_configured() {
+        return;
+    }
+    let mut stores = common::stores(Kind::Postgres).await;
+    let Some(endpoint) = stores.config.s3.endpoint.clone() else {
+        eprintln!("skipped: LOFT_TEST_S3_ENDPOINT is not set");
+        return;
+    };
+    let proxy = CuttableProxy::start(endpoint.trim_start_matches("http://").to_string()).await;
+    stores.config.s3.endpoint = Some(proxy.address.clone());
+    add_user(&stores, "alice");
+    let server = Server::start(&stores, "a");
+    let (client, session) = client(&server, "laptop").await;
+
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    proxy.set_cut(true);
+    let manifest = Manifest::of_bytes(&data);
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let encoded = encode(&data);
+    sender
+        .send(proto::ChunkUpload {
+            id: manifest.chunks[0].id.0.to_vec().into(),
+            data: encoded.data.into(),
+            compressed: encoded.compressed,
+            length: data.len() as u32,
+        })
+        .await
+        .unwrap();
+    drop(sender);
+    let failed = client.put_chunks(receiver).await;
+    assert!(failed.is_err(), "an upload into a cut store succeeded");
+    let refused = client
+        .commit(commit_request(0, 0, session.root, "cut.bin", &manifest))
+        .await;
+    assert!(
+        refused.is_err(),
+        "a commit named a chunk that is not stored"
+    );
+
+    proxy.set_cut(false);
+    let manifest = upload(&client, &data).await;
+    client
+        .commit(commit_request(0, 0, session.root, "cut.bin", &manifest))
+        .await
+        .unwrap();
+    let backend = stores.backend().await;
+    let report = loft_server::check::check(backend.meta.as_ref(), &backend.chunks, None)
+        .await
+        .unwrap();
+    assert!(report.healthy(), "{report:?}");
+    assert_eq!(report.stored, 1, "{report:?}");
+    drop(server);
+}
+
 fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
