@@ -21,14 +21,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_loft-server");
 const DEADLINE: Duration = Duration::from_secs(5);
 
 fn loft_server(args: &[&str], flags: &[String]) -> Output {
-    let output = Command::new(BIN)
+    Command::new(BIN)
         .args(args)
         .args(flags)
         .env("LOFT_LOG", "warn")
         .stdin(Stdio::null())
         .output()
-        .expect("running loft-server");
-    output
+        .expect("running loft-server")
 }
 
 fn add_user(stores: &common::Stores, name: &str) {
@@ -438,6 +437,32 @@ async fn an_unreachable_chunk_store_fails_uploads_cleanly() {
     assert!(report.healthy(), "{report:?}");
     assert_eq!(report.stored, 1, "{report:?}");
     drop(server);
+}
+
+/// Servers starting together on an empty database: one migrates, the others wait for
+/// the advisory lock and find the schema in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_starting_together_migrate_once() {
+    if !common::postgres_configured() {
+        return;
+    }
+    let url = common::fresh_database().await;
+    let opens = (0..6).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let hub = std::sync::Arc::new(loft_server::journal_hub::JournalHub::default());
+            loft_server::meta::postgres::PostgresMetaStore::connect(&url, hub).await
+        })
+    });
+    for open in futures::future::join_all(opens).await {
+        let meta = open.unwrap().expect("connect and migrate");
+        assert_eq!(
+            loft_server::meta::MetaStore::schema_version(&meta)
+                .await
+                .unwrap(),
+            1
+        );
+    }
 }
 
 fn stderr_of(output: &Output) -> String {

@@ -84,7 +84,11 @@ fn row_values(row: &tokio_postgres::Row) -> Result<Row> {
 impl PgDb<'_> {
     fn note<T>(&self, result: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
         result.map_err(|error| {
-            self.failed.set(error.code().cloned());
+            // The first failure counts: after it, PostgreSQL fails every statement of the
+            // transaction with "current transaction is aborted", which says nothing about
+            // whether a retry would succeed (the logic ignores a few errors on purpose).
+            let first = self.failed.take().or_else(|| error.code().cloned());
+            self.failed.set(first);
             ServerError::from(error)
         })
     }

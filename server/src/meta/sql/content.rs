@@ -185,7 +185,7 @@ fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) -> R
             args![&chunk.0],
         )?;
     }
-    Ok(version as u64)
+    Ok(version)
 }
 
 /// Makes `version` the current content of `node`.
