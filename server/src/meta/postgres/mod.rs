@@ -2,7 +2,9 @@
 //!
 //! The logic is the shared one in [`crate::meta::sql`]; this module runs it in
 //! PostgreSQL transactions. Writes are `SERIALIZABLE` and retried when they lose a race,
-//! which gives several server processes the same semantics as SQLite's single writer.
+//! which gives several server processes the same semantics as SQLite's single writer;
+//! writes also queue on an advisory lock, so that they take turns instead of failing
+//! each other's serialization checks over and over.
 //! Reads are `REPEATABLE READ READ ONLY` snapshots.
 //!
 //! Watch streams of every server process are woken through `LISTEN/NOTIFY`
@@ -37,6 +39,8 @@ const POOL_SIZE: usize = 16;
 /// How often a write that lost a serialization race is tried again.
 const WRITE_ATTEMPTS: u32 = 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First key of the two-key advisory locks that queue writes ("lq").
+const QUEUE_LOCK_CLASS: i32 = 0x6c71;
 
 /// The PostgreSQL [`super::MetaStore`].
 pub type PostgresMetaStore = SqlMetaStore<PostgresEngine>;
@@ -102,7 +106,9 @@ impl SqlMetaStore<PostgresEngine> {
             config.clone(),
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // Clean: a connection back from a task that panicked while holding the
+                // queue lock must not keep it (it runs pg_advisory_unlock_all()).
+                recycling_method: RecyclingMethod::Clean,
             },
         );
         let pool = Pool::builder(manager)
@@ -159,6 +165,7 @@ impl PostgresEngine {
         level: IsolationLevel,
         read_only: bool,
         announce: bool,
+        queue: Option<u64>,
         f: Arc<F>,
     ) -> std::result::Result<T, (ServerError, Option<SqlState>)>
     where
@@ -176,27 +183,44 @@ impl PostgresEngine {
             let mut client = runtime
                 .block_on(pool.get())
                 .map_err(|e| plain(ServerError::from(e)))?;
-            let tx = runtime
-                .block_on(
-                    client
-                        .build_transaction()
-                        .isolation_level(level)
-                        .read_only(read_only)
-                        .start(),
-                )
-                .map_err(with_code)?;
-            let db = PgDb {
-                tx: &tx,
-                runtime: &runtime,
-                failed: Cell::new(None),
-            };
-            let value = f(&db, now_nanos()).map_err(|e| (e, db.failed.take()))?;
-            if announce {
-                db.execute(&format!("SELECT pg_notify('{CHANNEL}', '')"), &[])
-                    .map_err(|e| (e, db.failed.take()))?;
+            // The queue lock is a session lock taken before BEGIN: taken inside a
+            // SERIALIZABLE transaction, it would be granted after the snapshot, which
+            // then misses the writer it waited for and fails to serialize.
+            let lock = queue.map(|key| (QUEUE_LOCK_CLASS, key as i32));
+            if let Some((class, key)) = lock {
+                runtime
+                    .block_on(client.execute("SELECT pg_advisory_lock($1, $2)", &[&class, &key]))
+                    .map_err(with_code)?;
             }
-            runtime.block_on(tx.commit()).map_err(with_code)?;
-            Ok(value)
+            let result = (|| {
+                let tx = runtime
+                    .block_on(
+                        client
+                            .build_transaction()
+                            .isolation_level(level)
+                            .read_only(read_only)
+                            .start(),
+                    )
+                    .map_err(with_code)?;
+                let db = PgDb {
+                    tx: &tx,
+                    runtime: &runtime,
+                    failed: Cell::new(None),
+                };
+                let value = f(&db, now_nanos()).map_err(|e| (e, db.failed.take()))?;
+                if announce {
+                    db.execute(&format!("SELECT pg_notify('{CHANNEL}', '')"), &[])
+                        .map_err(|e| (e, db.failed.take()))?;
+                }
+                runtime.block_on(tx.commit()).map_err(with_code)?;
+                Ok(value)
+            })();
+            if let Some((class, key)) = lock {
+                // A failure here means the connection is gone, and the lock with it.
+                let _ = runtime
+                    .block_on(client.execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &key]));
+            }
+            result
         });
         task.await
             .map_err(|e| (ServerError::internal(format!("metadata task: {e}")), None))?
@@ -207,6 +231,7 @@ impl PostgresEngine {
         level: IsolationLevel,
         read_only: bool,
         announce: bool,
+        queue: Option<u64>,
         f: F,
     ) -> Result<T>
     where
@@ -217,7 +242,7 @@ impl PostgresEngine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.run(level, read_only, announce, f.clone()).await {
+            match self.run(level, read_only, announce, queue, f.clone()).await {
                 Ok(value) => return Ok(value),
                 Err((error, code)) if retryable(code.as_ref()) && attempt < WRITE_ATTEMPTS => {
                     tracing::debug!(attempt, %error, "transaction lost a race; retrying");
@@ -236,16 +261,16 @@ impl Engine for PostgresEngine {
         T: Send + 'static,
         F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
     {
-        self.retrying(IsolationLevel::RepeatableRead, true, false, f)
+        self.retrying(IsolationLevel::RepeatableRead, true, false, None, f)
             .await
     }
 
-    async fn write<T, F>(&self, announce: bool, f: F) -> Result<T>
+    async fn write<T, F>(&self, announce: bool, queue: Option<u64>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
     {
-        self.retrying(IsolationLevel::Serializable, false, announce, f)
+        self.retrying(IsolationLevel::Serializable, false, announce, queue, f)
             .await
     }
 

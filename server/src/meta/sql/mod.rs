@@ -29,6 +29,11 @@ use tree::Write;
 /// How long an uploaded but not yet committed chunk stays usable by its uploader.
 pub const UPLOAD_GRACE_NANOS: Nanos = 7 * 24 * 3600 * 1_000_000_000;
 
+/// The queue every write takes its turn in: one for now, as SQLite's single writer.
+/// Finer queues (per namespace, with chunk reference counts kept apart, since writers of
+/// different namespaces share chunk rows) are the next step for write throughput.
+const WRITE_QUEUE: Option<u64> = Some(0);
+
 fn upload_cutoff(now: Nanos) -> Nanos {
     now.saturating_sub(UPLOAD_GRACE_NANOS)
 }
@@ -45,8 +50,15 @@ pub trait Engine: Send + Sync + 'static {
         F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static;
 
     /// Runs `f` in a write transaction. With `announce`, other server processes are told
-    /// (after commit) that journals or sessions changed.
-    fn write<T, F>(&self, announce: bool, f: F) -> impl Future<Output = Result<T>> + Send
+    /// (after commit) that journals or sessions changed. Writes with the same `queue`
+    /// key run one at a time, in every server process, so that they do not keep failing
+    /// each other's serialization checks.
+    fn write<T, F>(
+        &self,
+        announce: bool,
+        queue: Option<u64>,
+        f: F,
+    ) -> impl Future<Output = Result<T>> + Send
     where
         T: Send + 'static,
         F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static;
@@ -71,12 +83,12 @@ impl<E: Engine> SqlMetaStore<E> {
     }
 
     /// A write that wakes Watch streams (here and, through the engine, elsewhere).
-    async fn write<T, F>(&self, f: F) -> Result<T>
+    async fn write<T, F>(&self, queue: Option<u64>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
     {
-        let result = self.engine.write(true, f).await;
+        let result = self.engine.write(true, queue, f).await;
         if result.is_ok() {
             self.hub.notify();
         }
@@ -89,7 +101,7 @@ impl<E: Engine> SqlMetaStore<E> {
         T: Send + 'static,
         F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
     {
-        self.engine.write(false, f).await
+        self.engine.write(false, WRITE_QUEUE, f).await
     }
 
     /// Runs a tree change as `caller`.
@@ -99,7 +111,7 @@ impl<E: Engine> SqlMetaStore<E> {
         F: Fn(&Write<'_>) -> Result<T> + Send + Sync + 'static,
     {
         let caller = caller.clone();
-        self.write(move |db, now| {
+        self.write(WRITE_QUEUE, move |db, now| {
             f(&Write {
                 db,
                 caller: &caller,
@@ -167,8 +179,10 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
 
     async fn revoke_device(&self, user: u64, device: u64) -> Result<()> {
         // Wakes every Watch stream, so those of the revoked device end at once.
-        self.write(move |db, _| users::revoke_device(db, user, device))
-            .await
+        self.write(WRITE_QUEUE, move |db, _| {
+            users::revoke_device(db, user, device)
+        })
+        .await
     }
 
     async fn lookup(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<proto::Node> {

@@ -120,8 +120,9 @@ impl Engine for SqliteEngine {
         .await
     }
 
-    /// One writer: `announce` has nothing to do, as every stream is in this process.
-    async fn write<T, F>(&self, _announce: bool, f: F) -> Result<T>
+    /// One writer: `announce` has nothing to do, as every stream is in this process, and
+    /// every write is queued behind the one writer connection anyway.
+    async fn write<T, F>(&self, _announce: bool, _queue: Option<u64>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
