@@ -1,4 +1,5 @@
-//! Chunk bytes on an `object_store` backend: a local directory for the embedded server.
+//! Chunk bytes on an `object_store` backend: a local directory for the embedded server,
+//! an S3-compatible bucket (under a key prefix) for scale-out.
 //!
 //! Objects are content-addressed (`chunks/ab/<hex id>`), so writing one twice writes the
 //! same bytes and needs no conditional PUT. Each object is one format byte (0: raw,
@@ -6,16 +7,24 @@
 //!
 //! `object_store`'s local backend writes a temporary file and renames it into place but
 //! never fsyncs, so the local store syncs the file and its directory itself before a put
-//! returns: a chunk is durable before any version that references it commits.
+//! returns: a chunk is durable before any version that references it commits. An S3 PUT
+//! is durable when it is acknowledged; Loft never relies on conditional PUTs, which
+//! several S3-compatible stores ignore.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use futures::TryStreamExt;
 use loft_remote::content::ChunkId;
+use loft_remote::errors::ErrorKind;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 use crate::error::{Result, ServerError};
 
@@ -27,6 +36,30 @@ const ZSTD: u8 = 1;
 pub struct StoredChunk {
     pub compressed: bool,
     pub data: Bytes,
+}
+
+/// How to reach an S3-compatible store; filled from flags or the `AWS_*` variables by
+/// the binary.
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub region: Option<String>,
+    /// e.g. `http://127.0.0.1:9000`; unset means AWS itself.
+    pub endpoint: Option<String>,
+    /// Allow plain-HTTP endpoints (local test servers).
+    pub allow_http: bool,
+    /// Address buckets as `endpoint/bucket` (most self-hosted stores) rather than
+    /// `bucket.endpoint`.
+    pub path_style: bool,
+}
+
+/// A stored chunk object, as a listing of the store sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct ListedChunk {
+    pub id: ChunkId,
+    /// Milliseconds since the Unix epoch.
+    pub modified_ms: i64,
 }
 
 /// Where chunk bytes live.
@@ -57,6 +90,63 @@ impl ChunkStore {
             store: Arc::new(store),
             local_root: Some(dir.to_path_buf()),
         })
+    }
+
+    /// A store in `bucket` under `prefix` on an S3-compatible server. Fails with a clear
+    /// error when the bucket cannot be listed (wrong name, endpoint or credentials).
+    pub async fn s3(bucket: &str, prefix: &str, settings: &S3Settings) -> Result<Self> {
+        // The dependency graph enables two rustls crypto backends (ring for tonic,
+        // aws-lc-rs for the S3 client), so rustls cannot pick one itself. Installing
+        // fails harmlessly when a provider is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
+            .with_virtual_hosted_style_request(!settings.path_style)
+            .with_retry(RetryConfig {
+                max_retries: 4,
+                retry_timeout: Duration::from_secs(30),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            )
+            // After the client options, which would otherwise reset it.
+            .with_allow_http(settings.allow_http);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(key) = &settings.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &settings.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| ServerError::invalid(format!("S3 settings: {e}")))?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(PrefixStore::new(store, prefix))
+        };
+        let where_ = format!(
+            "s3://{bucket}/{prefix} at {}",
+            settings.endpoint.as_deref().unwrap_or("AWS")
+        );
+        // One listing proves the endpoint, the bucket and the credentials.
+        store
+            .list_with_delimiter(Some(&ObjectPath::from("chunks")))
+            .await
+            .map_err(|e| {
+                ServerError::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot use the chunk store {where_}: {e}"),
+                )
+            })?;
+        Ok(Self::remote(store))
     }
 
     /// A store on any `object_store` backend that is durable when a put returns (S3).
@@ -112,6 +202,36 @@ impl ChunkStore {
         match self.store.head(&key(id)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+impl ChunkStore {
+    /// Every chunk object in the store.
+    pub async fn list(&self) -> Result<Vec<ListedChunk>> {
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&ObjectPath::from("chunks")))
+            .try_collect()
+            .await?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|object| {
+                let name = object.location.filename()?;
+                let id = ChunkId::from_slice(&hex::decode(name).ok()?).ok()?;
+                Some(ListedChunk {
+                    id,
+                    modified_ms: object.last_modified.timestamp_millis(),
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes a chunk object (garbage collection of orphans).
+    pub async fn delete(&self, id: &ChunkId) -> Result<()> {
+        match self.store.delete(&key(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(other) => Err(other.into()),
         }
     }

@@ -54,6 +54,48 @@ impl From<rusqlite::Error> for ServerError {
     }
 }
 
+/// A PostgreSQL error as people should read it: the server's message when it sent one.
+pub fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.to_string(),
+        None => {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            message
+        }
+    }
+}
+
+/// Errors the database reported are internal; a lost connection is `Unavailable`, so
+/// clients retry.
+impl From<tokio_postgres::Error> for ServerError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let message = format!("metadata store: {}", postgres_message(&error));
+        if error.code().is_some() {
+            ServerError::internal(message)
+        } else {
+            ServerError::new(ErrorKind::Unavailable, message)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ServerError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        let message = match &error {
+            deadpool_postgres::PoolError::Backend(error) => postgres_message(error),
+            other => other.to_string(),
+        };
+        ServerError::new(
+            ErrorKind::Unavailable,
+            format!("metadata store: no PostgreSQL connection: {message}"),
+        )
+    }
+}
+
 impl From<object_store::Error> for ServerError {
     fn from(error: object_store::Error) -> Self {
         match error {

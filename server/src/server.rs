@@ -19,6 +19,7 @@ use crate::journal_hub::JournalHub;
 use crate::meta::MetaStore;
 use crate::meta::sqlite::SqliteMetaStore;
 use crate::services::{State, routes};
+use crate::storage::StorageConfig;
 
 /// How long open calls and streams get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -40,6 +41,7 @@ pub struct TlsFiles {
 /// Everything `loft-server serve` needs; filled by the binary's argument parser.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// Directory for local state (empty when every store is remote).
     pub data_dir: PathBuf,
     pub listen: Listen,
     /// Written atomically with `IP:PORT\n` once the listener accepts.
@@ -84,6 +86,14 @@ impl Backend {
             chunks,
             hub,
         })
+    }
+
+    /// The stores `config` names (SQLite or PostgreSQL; a directory or S3).
+    pub async fn open(config: &StorageConfig) -> Result<Backend> {
+        let hub = Arc::new(JournalHub::default());
+        let meta = config.open_meta(hub.clone()).await?;
+        let chunks = config.open_chunks().await?;
+        Ok(Backend { meta, chunks, hub })
     }
 }
 
@@ -178,6 +188,15 @@ pub async fn serve(
 
 /// Adds a user to the store behind `backend`.
 pub async fn add_user(backend: &Backend, name: &str, password: &str) -> Result<crate::meta::User> {
+    add_user_to(backend.meta.as_ref(), name, password).await
+}
+
+/// Adds a user to `meta`.
+pub async fn add_user_to(
+    meta: &dyn MetaStore,
+    name: &str,
+    password: &str,
+) -> Result<crate::meta::User> {
     if password.is_empty() {
         return Err(ServerError::invalid("empty password"));
     }
@@ -185,5 +204,5 @@ pub async fn add_user(backend: &Backend, name: &str, password: &str) -> Result<c
     let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
         .await
         .map_err(ServerError::internal)??;
-    backend.meta.create_user(name, &hash).await
+    meta.create_user(name, &hash).await
 }

@@ -1,34 +1,34 @@
-//! POSIX semantics of the SQLite metadata store, exercised through the `MetaStore` trait.
+//! POSIX semantics of the metadata store, exercised through the `MetaStore` trait on
+//! SQLite and (when configured) PostgreSQL.
+
+#[macro_use]
+mod common;
 
 use std::sync::Arc;
+
+use common::Kind;
 
 use loft_remote::content::Manifest;
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{ChangeKind, NodeKind};
-use loft_server::journal_hub::JournalHub;
-use loft_server::meta::sqlite::SqliteMetaStore;
 use loft_server::meta::{Caller, CommitOp, MetaStore, NewNode, RemoveOp, RenameOp, now_nanos};
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    meta: SqliteMetaStore,
+    _stores: common::Stores,
+    meta: Arc<dyn MetaStore>,
     alice: Caller,
 }
 
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = SqliteMetaStore::open(
-        &dir.path().join("meta.sqlite"),
-        Arc::new(JournalHub::default()),
-    )
-    .unwrap();
+async fn fixture(backend: Kind) -> Fixture {
+    let stores = common::stores(backend).await;
+    let meta = stores.meta().await;
     let user = meta.create_user("alice", "x").await.unwrap();
     let alice = meta
         .create_session(user.id, "laptop", [1; 32], now_nanos() + 1_000_000_000_000)
         .await
         .unwrap();
     Fixture {
-        _dir: dir,
+        _stores: stores,
         meta,
         alice,
     }
@@ -112,9 +112,8 @@ fn kind<T>(result: Result<T, loft_server::ServerError>) -> Option<ErrorKind> {
     result.err().map(|e| e.kind)
 }
 
-#[tokio::test]
-async fn errors_are_the_posix_ones() {
-    let f = fixture().await;
+async fn errors_are_the_posix_ones(backend: Kind) {
+    let f = fixture(backend).await;
     let root = f.alice.root;
     let dir = f
         .meta
@@ -211,9 +210,8 @@ async fn errors_are_the_posix_ones() {
     let _ = other;
 }
 
-#[tokio::test]
-async fn directory_link_counts_follow_subdirectories() {
-    let f = fixture().await;
+async fn directory_link_counts_follow_subdirectories(backend: Kind) {
+    let f = fixture(backend).await;
     let root = f.alice.root;
     let a = f
         .meta
@@ -233,9 +231,8 @@ async fn directory_link_counts_follow_subdirectories() {
     assert_eq!(f.meta.stat(&f.alice, root).await.unwrap().nlink, 4);
 }
 
-#[tokio::test]
-async fn hard_links_share_one_node() {
-    let f = fixture().await;
+async fn hard_links_share_one_node(backend: Kind) {
+    let f = fixture(backend).await;
     let root = f.alice.root;
     let file = f
         .meta
@@ -255,9 +252,8 @@ async fn hard_links_share_one_node() {
     assert_eq!(f.meta.stat(&f.alice, file.id).await.unwrap().nlink, 1);
 }
 
-#[tokio::test]
-async fn rename_over_a_file_keeps_the_targets_identity_and_history() {
-    let f = fixture().await;
+async fn rename_over_a_file_keeps_the_targets_identity_and_history(backend: Kind) {
+    let f = fixture(backend).await;
     let root = f.alice.root;
     let doc = f
         .meta
@@ -286,9 +282,8 @@ async fn rename_over_a_file_keeps_the_targets_identity_and_history() {
     assert!(versions[0].current);
 }
 
-#[tokio::test]
-async fn a_stale_base_becomes_a_conflicted_copy() {
-    let f = fixture().await;
+async fn a_stale_base_becomes_a_conflicted_copy(backend: Kind) {
+    let f = fixture(backend).await;
     let root = f.alice.root;
     let user = f.meta.user_by_name("alice").await.unwrap().unwrap();
     let phone = f
@@ -339,9 +334,8 @@ async fn a_stale_base_becomes_a_conflicted_copy() {
     assert_eq!(last.name.as_ref(), copy_name.as_bytes());
 }
 
-#[tokio::test]
-async fn content_deleted_elsewhere_survives_as_a_copy() {
-    let f = fixture().await;
+async fn content_deleted_elsewhere_survives_as_a_copy(backend: Kind) {
+    let f = fixture(backend).await;
     let root = f.alice.root;
     let doc = f
         .meta
@@ -360,9 +354,8 @@ async fn content_deleted_elsewhere_survives_as_a_copy() {
     assert!(f.meta.lookup(&f.alice, root, &name).await.is_ok());
 }
 
-#[tokio::test]
-async fn other_users_see_nothing() {
-    let f = fixture().await;
+async fn other_users_see_nothing(backend: Kind) {
+    let f = fixture(backend).await;
     let bob = f.meta.create_user("bob", "x").await.unwrap();
     let bob = f
         .meta
@@ -392,9 +385,8 @@ async fn other_users_see_nothing() {
     assert_eq!(kind, ErrorKind::NotFound);
 }
 
-#[tokio::test]
-async fn a_repeated_commit_of_the_same_bytes_is_not_a_conflict() {
-    let f = fixture().await;
+async fn a_repeated_commit_of_the_same_bytes_is_not_a_conflict(backend: Kind) {
+    let f = fixture(backend).await;
     let doc = f
         .meta
         .create(&f.alice, new_node(f.alice.root, "same", NodeKind::File))
@@ -407,9 +399,8 @@ async fn a_repeated_commit_of_the_same_bytes_is_not_a_conflict() {
     assert_eq!(f.meta.versions(&f.alice, doc.id).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_commit_can_create_its_file() {
-    let f = fixture().await;
+async fn a_commit_can_create_its_file(backend: Kind) {
+    let f = fixture(backend).await;
     let manifest = Manifest::of_bytes(b"new file");
     record_uploads(&f, &f.alice, &manifest).await;
     let op = |manifest: Manifest| CommitOp {
@@ -437,3 +428,15 @@ async fn a_commit_can_create_its_file() {
     let second = f.meta.commit(&f.alice, op(other)).await.unwrap();
     assert!(second.conflict_name.is_some());
 }
+
+on_both_backends!(
+    errors_are_the_posix_ones,
+    directory_link_counts_follow_subdirectories,
+    hard_links_share_one_node,
+    rename_over_a_file_keeps_the_targets_identity_and_history,
+    a_stale_base_becomes_a_conflicted_copy,
+    content_deleted_elsewhere_survives_as_a_copy,
+    other_users_see_nothing,
+    a_repeated_commit_of_the_same_bytes_is_not_a_conflict,
+    a_commit_can_create_its_file,
+);

@@ -264,12 +264,48 @@ pub fn password_of(user: &str) -> String {
 
 // ------------------------------------------------------------------ server
 
+/// With `LOFT_TEST_CLI_SCALE_OUT=1` and the services of `scripts/with-scale-out-services`
+/// (`LOFT_TEST_PG_URL`, `LOFT_TEST_S3_BUCKET`, `AWS_ENDPOINT_URL`…), each server gets a
+/// fresh PostgreSQL database and S3 prefix instead of its data directory's stores.
+fn scale_out_stores() -> Vec<String> {
+    let (Some(_), Ok(url), Ok(bucket)) = (
+        std::env::var_os("LOFT_TEST_CLI_SCALE_OUT"),
+        std::env::var("LOFT_TEST_PG_URL"),
+        std::env::var("LOFT_TEST_S3_BUCKET"),
+    ) else {
+        return Vec::new();
+    };
+    let name = format!(
+        "loft_cli_{}_{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let psql = std::env::var("LOFT_TEST_PG_BIN").map_or("psql".into(), |bin| format!("{bin}/psql"));
+    let status = Command::new(psql)
+        .args([url.as_str(), "-qc", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("psql");
+    assert!(status.success(), "CREATE DATABASE {name}");
+    let server = url
+        .rsplit_once('/')
+        .expect("LOFT_TEST_PG_URL ends in /DATABASE")
+        .0;
+    vec![
+        "--meta".into(),
+        format!("{server}/{name}"),
+        "--chunks".into(),
+        format!("s3://{bucket}/{name}"),
+    ]
+}
+
 /// A `loft-server serve` process on 127.0.0.1 with its own data directory.
 pub struct TestServer {
     pub dir: TempDir,
     pub data: PathBuf,
     pub addr: SocketAddr,
     extra: Vec<String>,
+    /// `--meta`/`--chunks` when the tests run against PostgreSQL + S3.
+    stores: Vec<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -292,6 +328,7 @@ impl TestServer {
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            stores: scale_out_stores(),
             child: None,
             starts: 0,
         };
@@ -315,6 +352,7 @@ impl TestServer {
             .arg("serve")
             .arg("--data")
             .arg(&self.data)
+            .args(&self.stores)
             .args(["--listen", listen])
             .arg("--port-file")
             .arg(&port_file)
@@ -376,6 +414,7 @@ impl TestServer {
         command
             .args(["user", "add", name, "--data"])
             .arg(&self.data)
+            .args(&self.stores)
             .arg("--password-file")
             .arg(&password_file);
         let output = run_with_deadline(command, DEADLINE);

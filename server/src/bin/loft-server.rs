@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use loft_remote::units::{parse_duration, parse_size, read_password_file};
-use loft_server::{Backend, Listen, ServerConfig, TlsFiles};
+use loft_server::chunk_store::S3Settings;
+use loft_server::journal_hub::JournalHub;
+use loft_server::{Backend, Listen, ServerConfig, StorageConfig, TlsFiles};
 
 #[derive(Parser)]
 #[command(name = "loft-server", version, about = "The Loft cloud drive server")]
@@ -20,9 +22,87 @@ struct Cli {
 
 #[derive(Args)]
 struct Storage {
-    /// Directory for the server's state (SQLite metadata and chunk directory).
+    /// Directory for the server's local state: the SQLite metadata and the chunk
+    /// directory unless --meta / --chunks put them elsewhere.
     #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    data: Option<PathBuf>,
+    /// Metadata database: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE, or sqlite:PATH
+    /// [default: SQLite in --data].
+    #[arg(long, value_name = "URL", env = "LOFT_META", hide_env_values = true)]
+    meta: Option<String>,
+    /// Chunk store: s3://BUCKET/PREFIX, or a directory [default: --data].
+    #[arg(long, value_name = "URL", env = "LOFT_CHUNKS")]
+    chunks: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// S3 settings; each flag falls back to the usual AWS environment variable.
+#[derive(Args)]
+struct S3Args {
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "AWS_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
+    s3_access_key_id: Option<String>,
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    s3_secret_access_key: Option<String>,
+    #[arg(long, value_name = "REGION", env = "AWS_REGION")]
+    s3_region: Option<String>,
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (also read from AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    #[arg(long, env = "AWS_ALLOW_HTTP", value_parser = clap::builder::BoolishValueParser::new(),
+          num_args = 0..=1, default_value = "false", default_missing_value = "true")]
+    s3_allow_http: bool,
+    /// Address buckets as BUCKET.ENDPOINT; by default a custom endpoint is addressed
+    /// path-style (ENDPOINT/BUCKET), as most self-hosted stores expect.
+    #[arg(long, env = "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+          value_parser = clap::builder::BoolishValueParser::new(),
+          num_args = 0..=1, default_value = "false", default_missing_value = "true")]
+    s3_virtual_hosted: bool,
+}
+
+impl Storage {
+    fn config(&self) -> Result<StorageConfig> {
+        let endpoint = self
+            .s3
+            .s3_endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|endpoint| !endpoint.is_empty());
+        let s3 = S3Settings {
+            access_key_id: self.s3.s3_access_key_id.clone(),
+            secret_access_key: self.s3.s3_secret_access_key.clone(),
+            region: self.s3.s3_region.clone(),
+            path_style: endpoint.is_some() && !self.s3.s3_virtual_hosted,
+            endpoint,
+            allow_http: self.s3.s3_allow_http,
+        };
+        Ok(StorageConfig::new(
+            self.data.as_deref(),
+            self.meta.as_deref(),
+            self.chunks.as_deref(),
+            s3,
+        )?)
+    }
+
+    async fn backend(&self) -> Result<Backend> {
+        Ok(Backend::open(&self.config()?).await?)
+    }
+
+    async fn meta(&self) -> Result<std::sync::Arc<dyn loft_server::meta::MetaStore>> {
+        let hub = std::sync::Arc::new(JournalHub::default());
+        Ok(self.config()?.open_meta(hub).await?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -51,6 +131,25 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Create or upgrade the metadata schema (every command does this when it finds an
+    /// empty or older database; this does only that).
+    Migrate {
+        #[command(flatten)]
+        storage: Storage,
+    },
+    /// Verify the metadata against the chunk store: every referenced chunk is stored;
+    /// stored objects without a record (orphans) are reported. Changes nothing unless
+    /// --repair is given. Exits non-zero when a referenced chunk is missing.
+    Check {
+        #[command(flatten)]
+        storage: Storage,
+        /// Delete orphans older than --grace.
+        #[arg(long)]
+        repair: bool,
+        /// Orphans younger than this may be uploads in flight and are kept.
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+        grace: Duration,
     },
 }
 
@@ -89,9 +188,9 @@ async fn run(cli: Cli) -> Result<()> {
             tls_key,
             token_ttl,
         } => {
-            let backend = Backend::open_local(&storage.data)
-                .with_context(|| format!("opening {}", storage.data.display()))?;
-            let mut config = ServerConfig::new(storage.data, Listen::Tcp(listen));
+            let backend = storage.backend().await?;
+            let mut config =
+                ServerConfig::new(storage.data.unwrap_or_default(), Listen::Tcp(listen));
             config.port_file = port_file;
             config.token_ttl = token_ttl;
             config.tls = match (tls_cert, tls_key) {
@@ -111,8 +210,8 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let password = read_password_file(&password_file)
                 .with_context(|| format!("reading {}", password_file.display()))?;
-            let backend = Backend::open_local(&storage.data)?;
-            let user = loft_server::add_user(&backend, &name, &password).await?;
+            let meta = storage.meta().await?;
+            let user = loft_server::add_user_to(meta.as_ref(), &name, &password).await?;
             println!("added user {} (id {})", user.name, user.id);
             Ok(())
         }
@@ -128,12 +227,53 @@ async fn run(cli: Cli) -> Result<()> {
                 "none" | "unlimited" => None,
                 text => Some(parse_size(text).map_err(anyhow::Error::msg)?),
             };
-            let backend = Backend::open_local(&storage.data)?;
-            backend.meta.set_quota(&name, quota).await?;
+            storage.meta().await?.set_quota(&name, quota).await?;
             match quota {
                 Some(bytes) => println!("quota of {name}: {bytes} bytes"),
                 None => println!("quota of {name}: none"),
             }
+            Ok(())
+        }
+        Command::Migrate { storage } => {
+            let meta = storage.meta().await?;
+            println!(
+                "metadata schema at version {}",
+                meta.schema_version().await?
+            );
+            Ok(())
+        }
+        Command::Check {
+            storage,
+            repair,
+            grace,
+        } => {
+            let backend = storage.backend().await?;
+            let report = loft_server::check::check(
+                backend.meta.as_ref(),
+                &backend.chunks,
+                repair.then_some(grace),
+            )
+            .await?;
+            println!(
+                "{} chunk records, {} stored chunks",
+                report.recorded, report.stored
+            );
+            for id in &report.missing {
+                println!("missing: chunk {id} is referenced by a version but not stored");
+            }
+            for id in &report.missing_unreferenced {
+                println!("missing (unreferenced upload): chunk {id}");
+            }
+            for orphan in &report.orphans {
+                println!("orphan: chunk {} is stored without a record", orphan.id);
+            }
+            if repair {
+                println!("deleted {} orphans older than {grace:?}", report.deleted);
+            }
+            if !report.healthy() {
+                anyhow::bail!("{} referenced chunks are missing", report.missing.len());
+            }
+            println!("ok");
             Ok(())
         }
     }

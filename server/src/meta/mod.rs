@@ -1,11 +1,14 @@
 //! The metadata store: users, sessions, the tree, versions, chunk records and the change
-//! journal. [`MetaStore`] is the seam between the gRPC services and a database; the
-//! embedded server uses [`sqlite::SqliteMetaStore`].
+//! journal. [`MetaStore`] is the seam between the gRPC services and a database: the
+//! embedded server uses [`sqlite::SqliteMetaStore`], scale-out uses
+//! [`postgres::PostgresMetaStore`]. Both run the same logic in [`sql`].
 //!
 //! Every method that changes the tree writes its journal rows in the same transaction,
 //! checks the caller's access itself (items the caller may not see are `NotFound`), and
 //! wakes Watch streams through the [`crate::journal_hub::JournalHub`] after it commits.
 
+pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -145,6 +148,15 @@ pub struct ChunkRecord {
     pub compressed: bool,
 }
 
+/// A chunk the metadata records, as `loft-server check` sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredChunkRef {
+    pub id: ChunkId,
+    /// Some version references it (else it is an upload not yet committed, or garbage).
+    pub referenced: bool,
+    pub created: Nanos,
+}
+
 /// One read of the journal after a cursor.
 #[derive(Clone, Debug, Default)]
 pub struct JournalPage {
@@ -244,6 +256,16 @@ pub trait MetaStore: Send + Sync + 'static {
         cursor: u64,
         limit: u32,
     ) -> Result<JournalPage>;
+
+    // -- maintenance
+    /// Recorded chunks in id order after `after`, at most `limit` of them.
+    async fn chunk_records(
+        &self,
+        after: Option<ChunkId>,
+        limit: u32,
+    ) -> Result<Vec<StoredChunkRef>>;
+    /// The version of the database schema.
+    async fn schema_version(&self) -> Result<u32>;
 }
 
 /// The current time in [`Nanos`].

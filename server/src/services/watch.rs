@@ -17,7 +17,8 @@ use crate::meta::{Caller, now_nanos};
 
 /// Changes read from the journal per query.
 const PAGE: u32 = 500;
-/// Fallback poll, in case a wake-up is missed (e.g. a change by another server process).
+/// Fallback poll, in case a wake-up is missed: wake-ups are hints (in-process, and from
+/// other server processes through PostgreSQL's LISTEN/NOTIFY); the journal is the truth.
 const POLL: Duration = Duration::from_secs(5);
 
 pub struct WatchApi(pub Arc<State>);

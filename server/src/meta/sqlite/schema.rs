@@ -5,7 +5,7 @@
 
 use rusqlite::Connection;
 
-use crate::error::Result;
+use crate::error::{Result, ServerError};
 
 /// Each entry moves the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -162,14 +162,29 @@ CREATE TABLE journal (
 );
 "#];
 
-/// Brings the database schema up to date.
-pub fn migrate(conn: &mut Connection) -> Result<()> {
+/// The schema version the database is at.
+pub fn version(conn: &Connection) -> Result<u32> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    Ok(current as u32)
+}
+
+/// Brings the database schema up to date; returns the versions before and after.
+pub fn migrate(conn: &mut Connection) -> Result<(u32, u32)> {
+    let current = version(conn)?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(ServerError::precondition(format!(
+            "the metadata schema is at version {current}, newer than this loft-server \
+             knows ({}); upgrade loft-server",
+            MIGRATIONS.len()
+        )));
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Read again under the write lock: another process may have migrated meanwhile.
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
     }
-    Ok(())
+    tx.commit()?;
+    Ok((current as u32, MIGRATIONS.len() as u32))
 }

@@ -1,10 +1,10 @@
 //! Mapping between rows and wire types.
 
 use loft_remote::proto;
-use rusqlite::{OptionalExtension, Row, Transaction, params};
 
+use super::db::{Db, Row, args};
 use crate::error::{Result, ServerError};
-use crate::meta::{Nanos, to_timestamp};
+use crate::meta::to_timestamp;
 
 /// The columns [`node_from_row`] reads, in order.
 const COLUMNS: [&str; 17] = [
@@ -59,65 +59,59 @@ impl NodeRow {
 }
 
 /// Reads a row selected with [`node_columns`].
-pub fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRow> {
+pub fn node_from_row(row: &Row) -> Result<NodeRow> {
     node_from_row_at(row, 0)
 }
 
 /// Reads a row whose [`node_columns`] start at column `at`.
-pub fn node_from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<NodeRow> {
-    let time = |index: usize| -> rusqlite::Result<Option<proto::Timestamp>> {
-        Ok(Some(to_timestamp(row.get::<_, Nanos>(at + index)?)))
+pub fn node_from_row_at(row: &Row, at: usize) -> Result<NodeRow> {
+    let time = |index: usize| -> Result<Option<proto::Timestamp>> {
+        Ok(Some(to_timestamp(row.i64(at + index)?)))
     };
     let node = proto::Node {
-        id: row.get::<_, i64>(at)? as u64,
-        kind: row.get(at + 1)?,
-        mode: row.get(at + 2)?,
-        uid: row.get(at + 3)?,
-        gid: row.get(at + 4)?,
-        size: row.get::<_, i64>(at + 5)? as u64,
+        id: row.u64(at)?,
+        kind: row.i64(at + 1)? as i32,
+        mode: row.u32(at + 2)?,
+        uid: row.u32(at + 3)?,
+        gid: row.u32(at + 4)?,
+        size: row.u64(at + 5)?,
         atime: time(6)?,
         mtime: time(7)?,
         ctime: time(8)?,
         btime: time(9)?,
-        nlink: row.get(at + 10)?,
-        symlink_target: row
-            .get::<_, Option<Vec<u8>>>(at + 11)?
-            .unwrap_or_default()
-            .into(),
-        rdev: row.get::<_, i64>(at + 12)? as u64,
-        version: row.get::<_, i64>(at + 13)? as u64,
-        namespace: row.get::<_, i64>(at + 14)? as u64,
-        content_hash: row
-            .get::<_, Option<Vec<u8>>>(at + 15)?
-            .unwrap_or_default()
-            .into(),
+        nlink: row.u32(at + 10)?,
+        symlink_target: row.opt_blob(at + 11)?.unwrap_or_default().into(),
+        rdev: row.u64(at + 12)?,
+        version: row.u64(at + 13)?,
+        namespace: row.u64(at + 14)?,
+        content_hash: row.opt_blob(at + 15)?.unwrap_or_default().into(),
     };
     Ok(NodeRow {
         node,
-        trashed: row.get::<_, i64>(at + 16)? != 0,
+        trashed: row.bool(at + 16)?,
     })
 }
 
 /// Loads a node by id, trashed or not.
-pub fn load_node(tx: &Transaction<'_>, id: u64) -> Result<Option<NodeRow>> {
+pub fn load_node(db: &dyn Db, id: u64) -> Result<Option<NodeRow>> {
     let sql = format!("SELECT {} FROM inodes WHERE id = ?1", node_columns(None));
-    Ok(tx
-        .query_row(&sql, params![id as i64], node_from_row)
-        .optional()?)
+    db.query_opt(&sql, args![id])?
+        .map(|row| node_from_row(&row))
+        .transpose()
 }
 
 /// Loads a node that must exist.
-pub fn node(tx: &Transaction<'_>, id: u64) -> Result<NodeRow> {
-    load_node(tx, id)?.ok_or_else(|| ServerError::not_found(format!("node {id}")))
+pub fn node(db: &dyn Db, id: u64) -> Result<NodeRow> {
+    load_node(db, id)?.ok_or_else(|| ServerError::not_found(format!("node {id}")))
 }
 
 /// The child `name` of `parent`, if any.
-pub fn child(tx: &Transaction<'_>, parent: u64, name: &[u8]) -> Result<Option<NodeRow>> {
+pub fn child(db: &dyn Db, parent: u64, name: &[u8]) -> Result<Option<NodeRow>> {
     let sql = format!(
         "SELECT {} FROM inodes WHERE id = (SELECT inode FROM dentries WHERE parent = ?1 AND name = ?2)",
         node_columns(None)
     );
-    Ok(tx
-        .query_row(&sql, params![parent as i64, name], node_from_row)
-        .optional()?)
+    db.query_opt(&sql, args![parent, name])?
+        .map(|row| node_from_row(&row))
+        .transpose()
 }

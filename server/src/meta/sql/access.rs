@@ -2,8 +2,8 @@
 //! a node. What the caller may not see is `NotFound`, so errors never leak existence.
 
 use loft_remote::errors::ErrorKind;
-use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::db::{Db, args};
 use super::rows::{NodeRow, load_node};
 use crate::error::{Result, ServerError};
 use crate::meta::Caller;
@@ -30,35 +30,35 @@ impl Role {
 }
 
 /// The caller's role in namespace `ns`, if any.
-pub fn role(tx: &Transaction<'_>, caller: &Caller, ns: u64) -> Result<Option<Role>> {
-    let role: Option<i64> = tx
-        .query_row(
-            "SELECT role FROM ns_members WHERE ns = ?1 AND user_id = ?2",
-            params![ns as i64, caller.user_id as i64],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(role.and_then(Role::from_i64))
+pub fn role(db: &dyn Db, caller: &Caller, ns: u64) -> Result<Option<Role>> {
+    let row = db.query_opt(
+        "SELECT role FROM ns_members WHERE ns = ?1 AND user_id = ?2",
+        args![ns, caller.user_id],
+    )?;
+    Ok(match row {
+        Some(row) => Role::from_i64(row.i64(0)?),
+        None => None,
+    })
 }
 
 /// A live (not trashed) node that the caller can read.
-pub fn visible(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<NodeRow> {
-    match load_node(tx, id)? {
-        Some(row) if !row.trashed && role(tx, caller, row.ns())?.is_some() => Ok(row),
+pub fn visible(db: &dyn Db, caller: &Caller, id: u64) -> Result<NodeRow> {
+    match load_node(db, id)? {
+        Some(row) if !row.trashed && role(db, caller, row.ns())?.is_some() => Ok(row),
         _ => Err(ServerError::not_found(format!("node {id}"))),
     }
 }
 
 /// A live node that the caller can change.
-pub fn writable(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<NodeRow> {
-    let row = visible(tx, caller, id)?;
-    require_write(tx, caller, &row)?;
+pub fn writable(db: &dyn Db, caller: &Caller, id: u64) -> Result<NodeRow> {
+    let row = visible(db, caller, id)?;
+    require_write(db, caller, &row)?;
     Ok(row)
 }
 
 /// Fails with `PermissionDenied` unless the caller may change nodes of `row`'s namespace.
-pub fn require_write(tx: &Transaction<'_>, caller: &Caller, row: &NodeRow) -> Result<()> {
-    match role(tx, caller, row.ns())? {
+pub fn require_write(db: &dyn Db, caller: &Caller, row: &NodeRow) -> Result<()> {
+    match role(db, caller, row.ns())? {
         Some(role) if role >= Role::Editor => Ok(()),
         _ => Err(ServerError::new(
             ErrorKind::PermissionDenied,
@@ -68,8 +68,8 @@ pub fn require_write(tx: &Transaction<'_>, caller: &Caller, row: &NodeRow) -> Re
 }
 
 /// A live directory that the caller can read.
-pub fn visible_dir(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<NodeRow> {
-    let row = visible(tx, caller, id)?;
+pub fn visible_dir(db: &dyn Db, caller: &Caller, id: u64) -> Result<NodeRow> {
+    let row = visible(db, caller, id)?;
     if !row.is_dir() {
         return Err(ServerError::new(
             ErrorKind::NotADirectory,
@@ -80,8 +80,8 @@ pub fn visible_dir(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<Nod
 }
 
 /// A live directory that the caller can change.
-pub fn writable_dir(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<NodeRow> {
-    let row = visible_dir(tx, caller, id)?;
-    require_write(tx, caller, &row)?;
+pub fn writable_dir(db: &dyn Db, caller: &Caller, id: u64) -> Result<NodeRow> {
+    let row = visible_dir(db, caller, id)?;
+    require_write(db, caller, &row)?;
     Ok(row)
 }

@@ -6,15 +6,16 @@ use loft_remote::content::{ChunkId, Manifest};
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, ChangeKind, NodeKind};
 use prost::Message;
-use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::access;
+use super::db::{Db, Row, args};
 use super::rows::{self, NodeRow};
 use super::tree::{Write, any_dentry};
 use crate::conflict_name::conflicted_copy_name;
 use crate::error::{Result, ServerError};
 use crate::meta::{
-    Caller, ChunkRecord, CommitOp, CommitOutcome, Nanos, RenameOp, RenameOutcome, to_timestamp,
+    Caller, ChunkRecord, CommitOp, CommitOutcome, Nanos, RenameOp, RenameOutcome, StoredChunkRef,
+    to_timestamp,
 };
 
 /// "May the caller use this stored chunk?": it uploaded it recently, or a version it can
@@ -25,7 +26,7 @@ const USABLE: &str = "EXISTS(SELECT 1 FROM uploads WHERE user_id = ?2 AND chunk 
                WHERE vc.chunk = ?1)";
 
 fn usable(
-    tx: &Transaction<'_>,
+    db: &dyn Db,
     caller: &Caller,
     id: &ChunkId,
     upload_cutoff: Nanos,
@@ -33,61 +34,76 @@ fn usable(
     let sql = format!(
         "SELECT length, stored_length, compressed FROM chunks WHERE id = ?1 AND ({USABLE})"
     );
-    let mut statement = tx.prepare_cached(&sql)?;
-    Ok(statement
-        .query_row(
-            params![&id.0[..], caller.user_id as i64, upload_cutoff],
-            |row| {
-                Ok(ChunkRecord {
-                    id: *id,
-                    length: row.get(0)?,
-                    stored_length: row.get(1)?,
-                    compressed: row.get::<_, i64>(2)? != 0,
-                })
-            },
-        )
-        .optional()?)
+    let record = |row: Row| {
+        Ok(ChunkRecord {
+            id: *id,
+            length: row.u32(0)?,
+            stored_length: row.u32(1)?,
+            compressed: row.bool(2)?,
+        })
+    };
+    db.query_opt(&sql, args![&id.0, caller.user_id, upload_cutoff])?
+        .map(record)
+        .transpose()
 }
 
 pub fn usable_chunks(
-    tx: &Transaction<'_>,
+    db: &dyn Db,
     caller: &Caller,
     ids: &[ChunkId],
     cutoff: Nanos,
 ) -> Result<Vec<bool>> {
     ids.iter()
-        .map(|id| Ok(usable(tx, caller, id, cutoff)?.is_some()))
+        .map(|id| Ok(usable(db, caller, id, cutoff)?.is_some()))
         .collect()
 }
 
 pub fn readable_chunks(
-    tx: &Transaction<'_>,
+    db: &dyn Db,
     caller: &Caller,
     ids: &[ChunkId],
     cutoff: Nanos,
 ) -> Result<Vec<Option<ChunkRecord>>> {
     ids.iter()
-        .map(|id| usable(tx, caller, id, cutoff))
+        .map(|id| usable(db, caller, id, cutoff))
         .collect()
 }
 
-pub fn record_chunk(
-    tx: &Transaction<'_>,
-    caller: &Caller,
-    chunk: &ChunkRecord,
-    now: Nanos,
-) -> Result<bool> {
-    let inserted = tx.execute(
+pub fn record_chunk(db: &dyn Db, caller: &Caller, chunk: &ChunkRecord, now: Nanos) -> Result<bool> {
+    let inserted = db.execute(
         "INSERT INTO chunks(id, length, stored_length, compressed, created) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (id) DO NOTHING",
-        params![&chunk.id.0[..], chunk.length, chunk.stored_length, chunk.compressed as i64, now],
+        args![&chunk.id.0[..], chunk.length, chunk.stored_length, chunk.compressed, now],
     )?;
-    tx.execute(
+    db.execute(
         "INSERT INTO uploads(user_id, chunk, uploaded) VALUES (?1, ?2, ?3) \
          ON CONFLICT (user_id, chunk) DO UPDATE SET uploaded = excluded.uploaded",
-        params![caller.user_id as i64, &chunk.id.0[..], now],
+        args![caller.user_id, &chunk.id.0[..], now],
     )?;
     Ok(inserted > 0)
+}
+
+/// Chunk records in id order after `after`, each with whether a version references it.
+pub fn chunk_records(
+    db: &dyn Db,
+    after: Option<&ChunkId>,
+    limit: u32,
+) -> Result<Vec<StoredChunkRef>> {
+    let after: &[u8] = after.map_or(&[], |id| &id.0[..]);
+    let rows = db.query(
+        "SELECT c.id, EXISTS(SELECT 1 FROM version_chunks vc WHERE vc.chunk = c.id), c.created \
+         FROM chunks c WHERE c.id > ?1 ORDER BY c.id LIMIT ?2",
+        args![after, limit],
+    )?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredChunkRef {
+                id: ChunkId::from_slice(&row.blob(0)?)?,
+                referenced: row.bool(1)?,
+                created: row.i64(2)?,
+            })
+        })
+        .collect()
 }
 
 fn decode_manifest(blob: &[u8]) -> Result<Manifest> {
@@ -96,13 +112,8 @@ fn decode_manifest(blob: &[u8]) -> Result<Manifest> {
     Manifest::try_from(wire).map_err(|e| ServerError::internal(format!("stored manifest: {e}")))
 }
 
-pub fn manifest(
-    tx: &Transaction<'_>,
-    caller: &Caller,
-    node: u64,
-    version: u64,
-) -> Result<Manifest> {
-    let row = access::visible(tx, caller, node)?;
+pub fn manifest(db: &dyn Db, caller: &Caller, node: u64, version: u64) -> Result<Manifest> {
+    let row = access::visible(db, caller, node)?;
     let version = if version == 0 {
         row.node.version
     } else {
@@ -111,109 +122,110 @@ pub fn manifest(
     if version == 0 {
         return Ok(Manifest::default());
     }
-    let blob: Vec<u8> = tx
-        .query_row(
+    let blob = db
+        .query_opt(
             "SELECT manifest FROM versions WHERE id = ?1 AND inode = ?2",
-            params![version as i64, node as i64],
-            |row| row.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| ServerError::not_found(format!("version {version}")))?;
+            args![version, node],
+        )?
+        .ok_or_else(|| ServerError::not_found(format!("version {version}")))?
+        .blob(0)?;
     decode_manifest(&blob)
 }
 
-pub fn versions(tx: &Transaction<'_>, caller: &Caller, node: u64) -> Result<Vec<proto::Version>> {
-    let row = access::visible(tx, caller, node)?;
-    let mut statement = tx.prepare_cached(
+pub fn versions(db: &dyn Db, caller: &Caller, node: u64) -> Result<Vec<proto::Version>> {
+    let row = access::visible(db, caller, node)?;
+    let rows = db.query(
         "SELECT v.id, v.size, v.created, COALESCE(d.name, ''), COALESCE(u.name, ''), v.content_hash \
          FROM versions v LEFT JOIN devices d ON d.id = v.device_id LEFT JOIN users u ON u.id = v.user_id \
          WHERE v.inode = ?1 ORDER BY v.id DESC",
+        args![node],
     )?;
-    let versions = statement.query_map([node as i64], |r| {
-        let id = r.get::<_, i64>(0)? as u64;
-        Ok(proto::Version {
-            id,
-            node,
-            size: r.get::<_, i64>(1)? as u64,
-            time: Some(to_timestamp(r.get(2)?)),
-            device: r.get(3)?,
-            user: r.get(4)?,
-            content_hash: r.get::<_, Vec<u8>>(5)?.into(),
-            current: id == row.node.version,
+    rows.iter()
+        .map(|r| {
+            let id = r.u64(0)?;
+            Ok(proto::Version {
+                id,
+                node,
+                size: r.u64(1)?,
+                time: Some(to_timestamp(r.i64(2)?)),
+                device: r.text(3)?,
+                user: r.text(4)?,
+                content_hash: r.blob(5)?.into(),
+                current: id == row.node.version,
+            })
         })
-    })?;
-    Ok(versions.collect::<rusqlite::Result<_>>()?)
+        .collect()
 }
 
 /// Inserts a version of `node` and takes a reference on each of its distinct chunks.
-fn insert_version(w: &Write<'_, '_>, node: u64, base: u64, manifest: &Manifest) -> Result<u64> {
-    w.tx.execute(
+fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) -> Result<u64> {
+    let version = w.db.query_one(
         "INSERT INTO versions(inode, base, size, content_hash, manifest, created, user_id, device_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            node as i64,
-            base as i64,
-            manifest.size as i64,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        args![
+            node,
+            base,
+            manifest.size,
             &manifest.content_hash[..],
             proto::Manifest::from(manifest).encode_to_vec(),
             w.now,
-            w.caller.user_id as i64,
-            w.caller.device_id as i64,
+            w.caller.user_id,
+            w.caller.device_id,
         ],
-    )?;
-    let version = w.tx.last_insert_rowid();
+    )?
+    .u64(0)?;
     let distinct: BTreeSet<&ChunkId> = manifest.chunks.iter().map(|c| &c.id).collect();
     for chunk in distinct {
-        w.tx.execute(
+        w.db.execute(
             "INSERT INTO version_chunks(version, chunk) VALUES (?1, ?2)",
-            params![version, &chunk.0[..]],
+            args![version, &chunk.0],
         )?;
-        w.tx.execute(
+        w.db.execute(
             "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
-            [&chunk.0[..]],
+            args![&chunk.0],
         )?;
     }
-    Ok(version as u64)
+    Ok(version)
 }
 
 /// Makes `version` the current content of `node`.
 fn set_current(
-    w: &Write<'_, '_>,
+    w: &Write<'_>,
     node: u64,
     version: u64,
     manifest: &Manifest,
     mtime: Nanos,
 ) -> Result<()> {
-    w.tx.execute(
+    w.db.execute(
         "UPDATE inodes SET version = ?1, size = ?2, content_hash = ?3, mtime = ?4, ctime = ?5 WHERE id = ?6",
-        params![version as i64, manifest.size as i64, &manifest.content_hash[..], mtime, w.now, node as i64],
+        args![version, manifest.size, &manifest.content_hash[..], mtime, w.now, node],
     )?;
     Ok(())
 }
 
 /// Where a conflicted copy of `target` goes: beside it, or where it was before it was
 /// deleted, or at the drive's root.
-fn conflict_home(w: &Write<'_, '_>, target: &NodeRow) -> Result<(u64, Vec<u8>)> {
-    if let Some(entry) = any_dentry(w.tx, target.id())? {
+fn conflict_home(w: &Write<'_>, target: &NodeRow) -> Result<(u64, Vec<u8>)> {
+    if let Some(entry) = any_dentry(w.db, target.id())? {
         return Ok(entry);
     }
-    let trashed: Option<(i64, Vec<u8>)> =
-        w.tx.query_row(
+    let trashed =
+        w.db.query_opt(
             "SELECT parent, name FROM trash WHERE inode = ?1",
-            [target.id() as i64],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
+            args![target.id()],
+        )?
+        .map(|row| Ok::<_, ServerError>((row.u64(0)?, row.blob(1)?)))
+        .transpose()?;
     if let Some((parent, name)) = trashed {
-        if access::writable_dir(w.tx, w.caller, parent as u64).is_ok() {
-            return Ok((parent as u64, name));
+        if access::writable_dir(w.db, w.caller, parent).is_ok() {
+            return Ok((parent, name));
         }
         return Ok((w.caller.root, name));
     }
     Ok((w.caller.root, b"untitled".to_vec()))
 }
 
-pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutcome> {
+pub fn commit(w: &Write<'_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutcome> {
     op.manifest.validate()?;
     let node = match &op.create {
         Some(new) if op.node == 0 => super::tree::create(w, new)?.id,
@@ -225,15 +237,15 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
         None => op.node,
     };
     // A trashed target is still accepted: its content must survive as a conflicted copy.
-    let target = rows::load_node(w.tx, node)?
+    let target = rows::load_node(w.db, node)?
         .filter(|row| {
-            access::role(w.tx, w.caller, row.ns())
+            access::role(w.db, w.caller, row.ns())
                 .ok()
                 .flatten()
                 .is_some()
         })
         .ok_or_else(|| ServerError::not_found(format!("node {node}")))?;
-    access::require_write(w.tx, w.caller, &target)?;
+    access::require_write(w.db, w.caller, &target)?;
     if target.kind() != NodeKind::File {
         return Err(ServerError::new(
             ErrorKind::IsADirectory,
@@ -241,7 +253,7 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
         ));
     }
     for chunk in &op.manifest.chunks {
-        if usable(w.tx, w.caller, &chunk.id, cutoff)?.is_none() {
+        if usable(w.db, w.caller, &chunk.id, cutoff)?.is_none() {
             return Err(ServerError::precondition(format!(
                 "chunk {} is neither uploaded by you nor readable by you",
                 chunk.id
@@ -252,8 +264,8 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
     if !target.trashed && target.node.version == op.base_version {
         let version = insert_version(w, target.id(), op.base_version, &op.manifest)?;
         set_current(w, target.id(), version, &op.manifest, mtime)?;
-        let node = rows::node(w.tx, target.id())?.node;
-        let (parent, name) = any_dentry(w.tx, target.id())?.unwrap_or_default();
+        let node = rows::node(w.db, target.id())?.node;
+        let (parent, name) = any_dentry(w.db, target.id())?.unwrap_or_default();
         w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?;
         return Ok(CommitOutcome {
             node,
@@ -282,36 +294,37 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
     let mut copy_name = Vec::new();
     for attempt in 1..1000 {
         copy_name = conflicted_copy_name(&name, &w.caller.device_name, &date, attempt);
-        if rows::child(w.tx, parent, &copy_name)?.is_none() {
+        if rows::child(w.db, parent, &copy_name)?.is_none() {
             break;
         }
     }
-    let parent_row = rows::node(w.tx, parent)?;
-    w.tx.execute(
-        "INSERT INTO inodes(ns, kind, mode, uid, gid, atime, mtime, ctime, btime, nlink) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, 1)",
-        params![
-            parent_row.ns() as i64,
-            NodeKind::File as i32,
-            target.node.mode,
-            target.node.uid,
-            target.node.gid,
-            mtime,
-            w.now
-        ],
-    )?;
-    let copy = w.tx.last_insert_rowid() as u64;
-    w.tx.execute(
+    let parent_row = rows::node(w.db, parent)?;
+    let copy =
+        w.db.query_one(
+            "INSERT INTO inodes(ns, kind, mode, uid, gid, atime, mtime, ctime, btime, nlink) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, 1) RETURNING id",
+            args![
+                parent_row.ns(),
+                NodeKind::File as i32,
+                target.node.mode,
+                target.node.uid,
+                target.node.gid,
+                mtime,
+                w.now
+            ],
+        )?
+        .u64(0)?;
+    w.db.execute(
         "INSERT INTO dentries(parent, name, inode) VALUES (?1, ?2, ?3)",
-        params![parent as i64, &copy_name, copy as i64],
+        args![parent, &copy_name, copy],
     )?;
     let version = insert_version(w, copy, 0, &op.manifest)?;
     set_current(w, copy, version, &op.manifest, mtime)?;
-    w.tx.execute(
+    w.db.execute(
         "UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2",
-        params![w.now, parent as i64],
+        args![w.now, parent],
     )?;
-    let node = rows::node(w.tx, copy)?.node;
+    let node = rows::node(w.db, copy)?.node;
     w.journal(ChangeKind::Created, &node, (parent, &copy_name), (0, b""))?;
     Ok(CommitOutcome {
         node,
@@ -323,22 +336,22 @@ pub fn commit(w: &Write<'_, '_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitO
 /// A file renamed over a file: the target keeps its identity, history and shares, and
 /// gets the source's content as a new version (what editors' save-by-rename expects).
 pub fn take_over(
-    w: &Write<'_, '_>,
+    w: &Write<'_>,
     op: &RenameOp,
     src: NodeRow,
     dst: NodeRow,
 ) -> Result<RenameOutcome> {
     // The source's history goes with its content; its newest version becomes current.
-    w.tx.execute(
+    w.db.execute(
         "UPDATE versions SET inode = ?1 WHERE inode = ?2",
-        params![dst.id() as i64, src.id() as i64],
+        args![dst.id(), src.id()],
     )?;
     let version = if src.node.version == 0 {
         insert_version(w, dst.id(), dst.node.version, &Manifest::default())?
     } else {
-        w.tx.execute(
+        w.db.execute(
             "UPDATE versions SET base = ?1 WHERE id = ?2",
-            params![dst.node.version as i64, src.node.version as i64],
+            args![dst.node.version, src.node.version],
         )?;
         src.node.version
     };
@@ -348,35 +361,35 @@ pub fn take_over(
         .as_ref()
         .map(crate::meta::from_timestamp)
         .unwrap_or(w.now);
-    w.tx.execute(
+    w.db.execute(
         "UPDATE inodes SET version = ?1, size = ?2, content_hash = ?3, mtime = ?4, ctime = ?5, \
          mode = ?6, uid = ?7, gid = ?8 WHERE id = ?9",
-        params![
-            version as i64,
-            src.node.size as i64,
+        args![
+            version,
+            src.node.size,
             &src.node.content_hash[..],
             mtime,
             w.now,
             src.node.mode,
             src.node.uid,
             src.node.gid,
-            dst.id() as i64
+            dst.id()
         ],
     )?;
     // POSIX: the file at the new name is the source, so its xattrs replace the target's.
-    w.tx.execute("DELETE FROM xattrs WHERE inode = ?1", [dst.id() as i64])?;
-    w.tx.execute(
+    w.db.execute("DELETE FROM xattrs WHERE inode = ?1", args![dst.id()])?;
+    w.db.execute(
         "UPDATE xattrs SET inode = ?1 WHERE inode = ?2",
-        params![dst.id() as i64, src.id() as i64],
+        args![dst.id(), src.id()],
     )?;
-    w.tx.execute(
+    w.db.execute(
         "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
-        params![op.parent as i64, &op.name],
+        args![op.parent, &op.name],
     )?;
-    w.tx.execute("DELETE FROM inodes WHERE id = ?1", [src.id() as i64])?;
-    w.tx.execute(
+    w.db.execute("DELETE FROM inodes WHERE id = ?1", args![src.id()])?;
+    w.db.execute(
         "UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id IN (?2, ?3)",
-        params![w.now, op.parent as i64, op.new_parent as i64],
+        args![w.now, op.parent, op.new_parent],
     )?;
     w.journal(
         ChangeKind::Removed,
@@ -384,7 +397,7 @@ pub fn take_over(
         (op.parent, &op.name),
         (0, b""),
     )?;
-    let node = rows::node(w.tx, dst.id())?.node;
+    let node = rows::node(w.db, dst.id())?.node;
     w.journal(
         ChangeKind::Modified,
         &node,

@@ -4,9 +4,9 @@
 use loft_remote::errors::ErrorKind;
 use loft_remote::names::{check_name, split_path};
 use loft_remote::proto::{self, ChangeKind, NodeKind};
-use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::access;
+use super::db::{Db, Dialect, args};
 use super::journal::{self, Entry};
 use super::rows::{self, NodeRow};
 use crate::error::{Result, ServerError};
@@ -22,13 +22,13 @@ const LIST_DEFAULT: u32 = 1000;
 const LIST_MAX: u32 = 5000;
 
 /// Context of one write: who, when, and through which transaction.
-pub struct Write<'a, 't> {
-    pub tx: &'a Transaction<'t>,
+pub struct Write<'a> {
+    pub db: &'a dyn Db,
     pub caller: &'a Caller,
     pub now: Nanos,
 }
 
-impl Write<'_, '_> {
+impl Write<'_> {
     pub fn journal(
         &self,
         kind: ChangeKind,
@@ -37,7 +37,7 @@ impl Write<'_, '_> {
         from: (u64, &[u8]),
     ) -> Result<u64> {
         journal::append(
-            self.tx,
+            self.db,
             self.caller.device_id,
             self.now,
             Entry {
@@ -53,9 +53,9 @@ impl Write<'_, '_> {
 
     /// Updates a directory's mtime and ctime after one of its entries changed.
     fn touch_dir(&self, dir: u64) -> Result<()> {
-        self.tx.execute(
+        self.db.execute(
             "UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2",
-            params![self.now, dir as i64],
+            args![self.now, dir],
         )?;
         Ok(())
     }
@@ -66,9 +66,9 @@ impl Write<'_, '_> {
     }
 
     fn add_nlink(&self, id: u64, delta: i64) -> Result<()> {
-        self.tx.execute(
-            "UPDATE inodes SET nlink = MAX(nlink + ?1, 0), ctime = ?2 WHERE id = ?3",
-            params![delta, self.now, id as i64],
+        self.db.execute(
+            "UPDATE inodes SET nlink = CASE WHEN nlink + ?1 < 0 THEN 0 ELSE nlink + ?1 END, ctime = ?2 WHERE id = ?3",
+            args![delta, self.now, id],
         )?;
         Ok(())
     }
@@ -76,9 +76,9 @@ impl Write<'_, '_> {
     /// Removes one link of `row`, found at (parent, name). The last link moves the node
     /// (with everything below it) to the namespace's trash.
     fn drop_link(&self, row: &NodeRow, parent: u64, name: &[u8]) -> Result<()> {
-        self.tx.execute(
+        self.db.execute(
             "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
-            params![parent as i64, name],
+            args![parent, name],
         )?;
         if row.is_dir() {
             self.add_nlink(parent, -1)?;
@@ -86,14 +86,16 @@ impl Write<'_, '_> {
         if !row.is_dir() && row.node.nlink > 1 {
             return self.add_nlink(row.id(), -1);
         }
-        self.tx.execute(
-            "WITH RECURSIVE below(id) AS (SELECT ?1 UNION SELECT d.inode FROM dentries d JOIN below ON d.parent = below.id) \
-             UPDATE inodes SET trashed = 1, ctime = ?2 WHERE id IN below",
-            params![row.id() as i64, self.now],
+        self.db.execute(
+            "WITH RECURSIVE below(id) AS (SELECT CAST(?1 AS BIGINT) UNION SELECT d.inode FROM dentries d JOIN below ON d.parent = below.id) \
+             UPDATE inodes SET trashed = 1, ctime = ?2 WHERE id IN (SELECT id FROM below)",
+            args![row.id(), self.now],
         )?;
-        self.tx.execute(
-            "INSERT OR REPLACE INTO trash(ns, inode, parent, name, deleted, device_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![row.ns() as i64, row.id() as i64, parent as i64, name, self.now, self.caller.device_id as i64],
+        self.db.execute(
+            "INSERT INTO trash(ns, inode, parent, name, deleted, device_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (ns, inode) DO UPDATE SET parent = excluded.parent, name = excluded.name, \
+             deleted = excluded.deleted, device_id = excluded.device_id",
+            args![row.ns(), row.id(), parent, name, self.now, self.caller.device_id],
         )?;
         Ok(())
     }
@@ -103,33 +105,38 @@ fn name_ok(name: &[u8]) -> Result<()> {
     check_name(name).map_err(ServerError::from)
 }
 
-fn has_children(tx: &Transaction<'_>, dir: u64) -> Result<bool> {
-    Ok(tx.query_row(
+fn has_children(db: &dyn Db, dir: u64) -> Result<bool> {
+    db.query_one(
         "SELECT EXISTS(SELECT 1 FROM dentries WHERE parent = ?1)",
-        [dir as i64],
-        |row| row.get(0),
-    )?)
+        args![dir],
+    )?
+    .bool(0)
 }
 
 /// The entry (parent, name) of a node, if it still has one.
-pub fn any_dentry(tx: &Transaction<'_>, id: u64) -> Result<Option<(u64, Vec<u8>)>> {
-    Ok(tx
-        .query_row(
-            "SELECT parent, name FROM dentries WHERE inode = ?1 ORDER BY rowid LIMIT 1",
-            [id as i64],
-            |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)),
-        )
-        .optional()?)
+pub fn any_dentry(db: &dyn Db, id: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    // The oldest link: SQLite's implicit rowid, PostgreSQL's identity column.
+    let sql = match db.dialect() {
+        Dialect::Sqlite => {
+            "SELECT parent, name FROM dentries WHERE inode = ?1 ORDER BY rowid LIMIT 1"
+        }
+        Dialect::Postgres => {
+            "SELECT parent, name FROM dentries WHERE inode = ?1 ORDER BY link_id LIMIT 1"
+        }
+    };
+    db.query_opt(sql, args![id])?
+        .map(|row| Ok((row.u64(0)?, row.blob(1)?)))
+        .transpose()
 }
 
 /// True if `dir` is `ancestor` or lies below it.
-fn is_within(tx: &Transaction<'_>, mut dir: u64, ancestor: u64) -> Result<bool> {
+fn is_within(db: &dyn Db, mut dir: u64, ancestor: u64) -> Result<bool> {
     // Directories have exactly one entry, so walking up is a chain; bound it anyway.
     for _ in 0..4096 {
         if dir == ancestor {
             return Ok(true);
         }
-        match any_dentry(tx, dir)? {
+        match any_dentry(db, dir)? {
             Some((parent, _)) if parent != dir => dir = parent,
             _ => return Ok(false),
         }
@@ -137,15 +144,10 @@ fn is_within(tx: &Transaction<'_>, mut dir: u64, ancestor: u64) -> Result<bool> 
     Err(ServerError::internal("directory chain too deep"))
 }
 
-pub fn lookup(
-    tx: &Transaction<'_>,
-    caller: &Caller,
-    parent: u64,
-    name: &[u8],
-) -> Result<proto::Node> {
+pub fn lookup(db: &dyn Db, caller: &Caller, parent: u64, name: &[u8]) -> Result<proto::Node> {
     name_ok(name)?;
-    access::visible_dir(tx, caller, parent)?;
-    match rows::child(tx, parent, name)? {
+    access::visible_dir(db, caller, parent)?;
+    match rows::child(db, parent, name)? {
         Some(row) if !row.trashed => Ok(row.node),
         _ => Err(ServerError::not_found(format!(
             "{:?}",
@@ -154,8 +156,8 @@ pub fn lookup(
     }
 }
 
-pub fn resolve(tx: &Transaction<'_>, caller: &Caller, path: &[u8]) -> Result<proto::Node> {
-    let mut node = access::visible(tx, caller, caller.root)?.node;
+pub fn resolve(db: &dyn Db, caller: &Caller, path: &[u8]) -> Result<proto::Node> {
+    let mut node = access::visible(db, caller, caller.root)?.node;
     for part in split_path(path).map_err(ServerError::from)? {
         if node.kind() != NodeKind::Directory {
             return Err(ServerError::new(
@@ -163,24 +165,18 @@ pub fn resolve(tx: &Transaction<'_>, caller: &Caller, path: &[u8]) -> Result<pro
                 "a path component is not a directory",
             ));
         }
-        node = lookup(tx, caller, node.id, part)
+        node = lookup(db, caller, node.id, part)
             .map_err(|_| ServerError::not_found(String::from_utf8_lossy(path)))?;
     }
     Ok(node)
 }
 
-pub fn stat(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<proto::Node> {
-    Ok(access::visible(tx, caller, id)?.node)
+pub fn stat(db: &dyn Db, caller: &Caller, id: u64) -> Result<proto::Node> {
+    Ok(access::visible(db, caller, id)?.node)
 }
 
-pub fn list(
-    tx: &Transaction<'_>,
-    caller: &Caller,
-    dir: u64,
-    after: &[u8],
-    limit: u32,
-) -> Result<Listing> {
-    let row = access::visible_dir(tx, caller, dir)?;
+pub fn list(db: &dyn Db, caller: &Caller, dir: u64, after: &[u8], limit: u32) -> Result<Listing> {
+    let row = access::visible_dir(db, caller, dir)?;
     let limit = match limit {
         0 => LIST_DEFAULT,
         n => n.min(LIST_MAX),
@@ -190,12 +186,11 @@ pub fn list(
          WHERE d.parent = ?1 AND d.name > ?2 ORDER BY d.name LIMIT ?3",
         rows::node_columns(Some("i"))
     );
-    let mut statement = tx.prepare_cached(&sql)?;
-    let mut entries = statement
-        .query_map(params![dir as i64, after, limit + 1], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, rows::node_from_row_at(r, 1)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut entries = db
+        .query(&sql, args![dir, after, limit + 1])?
+        .iter()
+        .map(|r| Ok((r.blob(0)?, rows::node_from_row_at(r, 1)?)))
+        .collect::<Result<Vec<_>>>()?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     Ok(Listing {
@@ -204,18 +199,18 @@ pub fn list(
             .map(|(name, row)| (name, row.node))
             .collect(),
         more,
-        cursor: journal::head(tx, row.ns())?,
+        cursor: journal::head(db, row.ns())?,
     })
 }
 
-fn insert_inode(w: &Write<'_, '_>, ns: u64, op: &NewNode) -> Result<u64> {
+fn insert_inode(w: &Write<'_>, ns: u64, op: &NewNode) -> Result<u64> {
     let nlink = if op.kind == NodeKind::Directory { 2 } else { 1 };
     let mtime = op.mtime.unwrap_or(w.now);
-    w.tx.execute(
+    w.db.query_one(
         "INSERT INTO inodes(ns, kind, mode, uid, gid, atime, mtime, ctime, btime, nlink, symlink_target, rdev) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8, ?9, ?10)",
-        params![
-            ns as i64,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8, ?9, ?10) RETURNING id",
+        args![
+            ns,
             op.kind as i32,
             op.mode & 0o7777,
             op.uid,
@@ -224,13 +219,13 @@ fn insert_inode(w: &Write<'_, '_>, ns: u64, op: &NewNode) -> Result<u64> {
             w.now,
             nlink,
             (op.kind == NodeKind::Symlink).then_some(&op.symlink_target),
-            op.rdev as i64,
+            op.rdev,
         ],
-    )?;
-    Ok(w.tx.last_insert_rowid() as u64)
+    )?
+    .u64(0)
 }
 
-pub fn create(w: &Write<'_, '_>, op: &NewNode) -> Result<proto::Node> {
+pub fn create(w: &Write<'_>, op: &NewNode) -> Result<proto::Node> {
     name_ok(&op.name)?;
     if op.kind == NodeKind::Unspecified {
         return Err(ServerError::invalid("node kind missing"));
@@ -240,8 +235,8 @@ pub fn create(w: &Write<'_, '_>, op: &NewNode) -> Result<proto::Node> {
     {
         return Err(ServerError::invalid("symlink target must be 1-4096 bytes"));
     }
-    let parent = access::writable_dir(w.tx, w.caller, op.parent)?;
-    if let Some(existing) = rows::child(w.tx, op.parent, &op.name)? {
+    let parent = access::writable_dir(w.db, w.caller, op.parent)?;
+    if let Some(existing) = rows::child(w.db, op.parent, &op.name)? {
         if !op.exclusive && existing.kind() == op.kind {
             return Ok(existing.node);
         }
@@ -251,73 +246,73 @@ pub fn create(w: &Write<'_, '_>, op: &NewNode) -> Result<proto::Node> {
         ));
     }
     let id = insert_inode(w, parent.ns(), op)?;
-    w.tx.execute(
+    w.db.execute(
         "INSERT INTO dentries(parent, name, inode) VALUES (?1, ?2, ?3)",
-        params![op.parent as i64, &op.name, id as i64],
+        args![op.parent, &op.name, id],
     )?;
     if op.kind == NodeKind::Directory {
         w.add_nlink(op.parent, 1)?;
     }
     w.touch_dir(op.parent)?;
-    let node = rows::node(w.tx, id)?.node;
+    let node = rows::node(w.db, id)?.node;
     w.journal(ChangeKind::Created, &node, (op.parent, &op.name), (0, b""))?;
     Ok(node)
 }
 
-pub fn link(w: &Write<'_, '_>, id: u64, new_parent: u64, new_name: &[u8]) -> Result<proto::Node> {
+pub fn link(w: &Write<'_>, id: u64, new_parent: u64, new_name: &[u8]) -> Result<proto::Node> {
     name_ok(new_name)?;
-    let row = access::writable(w.tx, w.caller, id)?;
+    let row = access::writable(w.db, w.caller, id)?;
     if row.is_dir() {
         return Err(ServerError::new(
             ErrorKind::PermissionDenied,
             "directories cannot be hard-linked",
         ));
     }
-    let parent = access::writable_dir(w.tx, w.caller, new_parent)?;
+    let parent = access::writable_dir(w.db, w.caller, new_parent)?;
     if parent.ns() != row.ns() {
         return Err(ServerError::new(
             ErrorKind::CrossNamespace,
             "hard links cannot cross shared folders",
         ));
     }
-    if rows::child(w.tx, new_parent, new_name)?.is_some() {
+    if rows::child(w.db, new_parent, new_name)?.is_some() {
         return Err(ServerError::new(
             ErrorKind::AlreadyExists,
             "an entry of that name exists",
         ));
     }
-    w.tx.execute(
+    w.db.execute(
         "INSERT INTO dentries(parent, name, inode) VALUES (?1, ?2, ?3)",
-        params![new_parent as i64, new_name, id as i64],
+        args![new_parent, new_name, id],
     )?;
     w.add_nlink(id, 1)?;
     w.touch_dir(new_parent)?;
-    let node = rows::node(w.tx, id)?.node;
+    let node = rows::node(w.db, id)?.node;
     w.journal(ChangeKind::Created, &node, (new_parent, new_name), (0, b""))?;
     Ok(node)
 }
 
-pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
+pub fn rename(w: &Write<'_>, op: &RenameOp) -> Result<RenameOutcome> {
     name_ok(&op.name)?;
     name_ok(&op.new_name)?;
-    let from_dir = access::writable_dir(w.tx, w.caller, op.parent)?;
-    let to_dir = access::writable_dir(w.tx, w.caller, op.new_parent)?;
+    let from_dir = access::writable_dir(w.db, w.caller, op.parent)?;
+    let to_dir = access::writable_dir(w.db, w.caller, op.new_parent)?;
     if from_dir.ns() != to_dir.ns() {
         return Err(ServerError::new(
             ErrorKind::CrossNamespace,
             "rename across shared folders",
         ));
     }
-    let src = rows::child(w.tx, op.parent, &op.name)?
+    let src = rows::child(w.db, op.parent, &op.name)?
         .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
-    let dst = rows::child(w.tx, op.new_parent, &op.new_name)?;
+    let dst = rows::child(w.db, op.new_parent, &op.new_name)?;
     if op.parent == op.new_parent && op.name == op.new_name {
         return Ok(RenameOutcome {
             node: src.node,
             replaced: None,
         });
     }
-    if src.is_dir() && is_within(w.tx, op.new_parent, src.id())? {
+    if src.is_dir() && is_within(w.db, op.new_parent, src.id())? {
         return Err(ServerError::invalid("cannot move a directory below itself"));
     }
     if op.exchange {
@@ -344,7 +339,7 @@ pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
                     "target is not a directory",
                 ));
             }
-            if has_children(w.tx, dst.id())? {
+            if has_children(w.db, dst.id())? {
                 return Err(ServerError::new(
                     ErrorKind::NotEmpty,
                     "target directory is not empty",
@@ -372,14 +367,9 @@ pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
         )?;
         replaced = Some(dst.node);
     }
-    w.tx.execute(
+    w.db.execute(
         "UPDATE dentries SET parent = ?1, name = ?2 WHERE parent = ?3 AND name = ?4",
-        params![
-            op.new_parent as i64,
-            &op.new_name,
-            op.parent as i64,
-            &op.name
-        ],
+        args![op.new_parent, &op.new_name, op.parent, &op.name],
     )?;
     if src.is_dir() && op.parent != op.new_parent {
         w.add_nlink(op.parent, -1)?;
@@ -388,7 +378,7 @@ pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
     w.touch(src.id())?;
     w.touch_dir(op.parent)?;
     w.touch_dir(op.new_parent)?;
-    let node = rows::node(w.tx, src.id())?.node;
+    let node = rows::node(w.db, src.id())?.node;
     w.journal(
         ChangeKind::Renamed,
         &node,
@@ -399,16 +389,13 @@ pub fn rename(w: &Write<'_, '_>, op: &RenameOp) -> Result<RenameOutcome> {
 }
 
 /// `RENAME_EXCHANGE`: swaps two entries atomically.
-fn exchange(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Result<RenameOutcome> {
-    if dst.is_dir() && is_within(w.tx, op.parent, dst.id())? {
+fn exchange(w: &Write<'_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Result<RenameOutcome> {
+    if dst.is_dir() && is_within(w.db, op.parent, dst.id())? {
         return Err(ServerError::invalid("cannot move a directory below itself"));
     }
     let set = "UPDATE dentries SET inode = ?1 WHERE parent = ?2 AND name = ?3";
-    w.tx.execute(set, params![dst.id() as i64, op.parent as i64, &op.name])?;
-    w.tx.execute(
-        set,
-        params![src.id() as i64, op.new_parent as i64, &op.new_name],
-    )?;
+    w.db.execute(set, args![dst.id(), op.parent, &op.name])?;
+    w.db.execute(set, args![src.id(), op.new_parent, &op.new_name])?;
     if op.parent != op.new_parent && src.is_dir() != dst.is_dir() {
         let delta = if src.is_dir() { 1 } else { -1 };
         w.add_nlink(op.new_parent, delta)?;
@@ -419,8 +406,8 @@ fn exchange(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Res
     }
     w.touch_dir(op.parent)?;
     w.touch_dir(op.new_parent)?;
-    let src_node = rows::node(w.tx, src.id())?.node;
-    let dst_node = rows::node(w.tx, dst.id())?.node;
+    let src_node = rows::node(w.db, src.id())?.node;
+    let dst_node = rows::node(w.db, dst.id())?.node;
     // Clients apply RENAMED by node id, so the second entry does not undo the first.
     w.journal(
         ChangeKind::Renamed,
@@ -440,10 +427,10 @@ fn exchange(w: &Write<'_, '_>, op: &RenameOp, src: NodeRow, dst: NodeRow) -> Res
     })
 }
 
-pub fn remove(w: &Write<'_, '_>, op: &RemoveOp) -> Result<()> {
+pub fn remove(w: &Write<'_>, op: &RemoveOp) -> Result<()> {
     name_ok(&op.name)?;
-    access::writable_dir(w.tx, w.caller, op.parent)?;
-    let row = rows::child(w.tx, op.parent, &op.name)?
+    access::writable_dir(w.db, w.caller, op.parent)?;
+    let row = rows::child(w.db, op.parent, &op.name)?
         .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
     if op.directory_only && !row.is_dir() {
         return Err(ServerError::new(
@@ -454,38 +441,38 @@ pub fn remove(w: &Write<'_, '_>, op: &RemoveOp) -> Result<()> {
     if op.non_directory_only && row.is_dir() {
         return Err(ServerError::new(ErrorKind::IsADirectory, "is a directory"));
     }
-    if row.is_dir() && !op.recursive && has_children(w.tx, row.id())? {
+    if row.is_dir() && !op.recursive && has_children(w.db, row.id())? {
         return Err(ServerError::new(ErrorKind::NotEmpty, "directory not empty"));
     }
     w.drop_link(&row, op.parent, &op.name)?;
     w.touch_dir(op.parent)?;
-    let node = rows::node(w.tx, row.id())?.node;
+    let node = rows::node(w.db, row.id())?.node;
     w.journal(ChangeKind::Removed, &node, (op.parent, &op.name), (0, b""))?;
     Ok(())
 }
 
-pub fn set_attr(w: &Write<'_, '_>, change: &AttrChange) -> Result<proto::Node> {
-    access::writable(w.tx, w.caller, change.id)?;
-    w.tx.execute(
+pub fn set_attr(w: &Write<'_>, change: &AttrChange) -> Result<proto::Node> {
+    access::writable(w.db, w.caller, change.id)?;
+    w.db.execute(
         "UPDATE inodes SET mode = COALESCE(?1, mode), uid = COALESCE(?2, uid), gid = COALESCE(?3, gid), \
          atime = COALESCE(?4, atime), mtime = COALESCE(?5, mtime), ctime = ?6 WHERE id = ?7",
-        params![
+        args![
             change.mode.map(|m| m & 0o7777),
             change.uid,
             change.gid,
             change.atime,
             change.mtime,
             w.now,
-            change.id as i64
+            change.id
         ],
     )?;
     modified(w, change.id)
 }
 
 /// Journals a change of a node's attributes and returns its new state.
-fn modified(w: &Write<'_, '_>, id: u64) -> Result<proto::Node> {
-    let node = rows::node(w.tx, id)?.node;
-    let (parent, name) = any_dentry(w.tx, id)?.unwrap_or_default();
+fn modified(w: &Write<'_>, id: u64) -> Result<proto::Node> {
+    let node = rows::node(w.db, id)?.node;
+    let (parent, name) = any_dentry(w.db, id)?.unwrap_or_default();
     w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?;
     Ok(node)
 }
@@ -500,42 +487,40 @@ fn xattr_name_ok(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn get_xattr(tx: &Transaction<'_>, caller: &Caller, id: u64, name: &[u8]) -> Result<Vec<u8>> {
-    access::visible(tx, caller, id)?;
-    tx.query_row(
+pub fn get_xattr(db: &dyn Db, caller: &Caller, id: u64, name: &[u8]) -> Result<Vec<u8>> {
+    access::visible(db, caller, id)?;
+    db.query_opt(
         "SELECT value FROM xattrs WHERE inode = ?1 AND name = ?2",
-        params![id as i64, name],
-        |row| row.get(0),
-    )
-    .optional()?
+        args![id, name],
+    )?
+    .map(|row| row.blob(0))
+    .transpose()?
     .ok_or_else(|| ServerError::new(ErrorKind::NoAttribute, "no such attribute"))
 }
 
-pub fn list_xattr(tx: &Transaction<'_>, caller: &Caller, id: u64) -> Result<Vec<Vec<u8>>> {
-    access::visible(tx, caller, id)?;
-    let mut statement =
-        tx.prepare_cached("SELECT name FROM xattrs WHERE inode = ?1 ORDER BY name")?;
-    let names = statement.query_map([id as i64], |row| row.get(0))?;
-    Ok(names.collect::<rusqlite::Result<_>>()?)
+pub fn list_xattr(db: &dyn Db, caller: &Caller, id: u64) -> Result<Vec<Vec<u8>>> {
+    access::visible(db, caller, id)?;
+    db.query(
+        "SELECT name FROM xattrs WHERE inode = ?1 ORDER BY name",
+        args![id],
+    )?
+    .iter()
+    .map(|row| row.blob(0))
+    .collect()
 }
 
-pub fn set_xattr(
-    w: &Write<'_, '_>,
-    id: u64,
-    name: &[u8],
-    value: &[u8],
-    mode: XattrMode,
-) -> Result<()> {
+pub fn set_xattr(w: &Write<'_>, id: u64, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
     xattr_name_ok(name)?;
     if value.len() > XATTR_VALUE_MAX {
         return Err(ServerError::invalid("xattr values are at most 64 KiB"));
     }
-    access::writable(w.tx, w.caller, id)?;
-    let exists: bool = w.tx.query_row(
-        "SELECT EXISTS(SELECT 1 FROM xattrs WHERE inode = ?1 AND name = ?2)",
-        params![id as i64, name],
-        |row| row.get(0),
-    )?;
+    access::writable(w.db, w.caller, id)?;
+    let exists =
+        w.db.query_one(
+            "SELECT EXISTS(SELECT 1 FROM xattrs WHERE inode = ?1 AND name = ?2)",
+            args![id, name],
+        )?
+        .bool(0)?;
     match (mode, exists) {
         (XattrMode::CreateOnly, true) => {
             return Err(ServerError::new(
@@ -551,20 +536,20 @@ pub fn set_xattr(
         }
         _ => {}
     }
-    w.tx.execute(
+    w.db.execute(
         "INSERT INTO xattrs(inode, name, value) VALUES (?1, ?2, ?3) \
          ON CONFLICT (inode, name) DO UPDATE SET value = excluded.value",
-        params![id as i64, name, value],
+        args![id, name, value],
     )?;
     w.touch(id)?;
     modified(w, id).map(drop)
 }
 
-pub fn remove_xattr(w: &Write<'_, '_>, id: u64, name: &[u8]) -> Result<()> {
-    access::writable(w.tx, w.caller, id)?;
-    let removed = w.tx.execute(
+pub fn remove_xattr(w: &Write<'_>, id: u64, name: &[u8]) -> Result<()> {
+    access::writable(w.db, w.caller, id)?;
+    let removed = w.db.execute(
         "DELETE FROM xattrs WHERE inode = ?1 AND name = ?2",
-        params![id as i64, name],
+        args![id, name],
     )?;
     if removed == 0 {
         return Err(ServerError::new(

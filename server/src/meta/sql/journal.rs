@@ -1,0 +1,108 @@
+//! The change journal: appended in the same transaction as the change it describes.
+
+use loft_remote::proto;
+use prost::Message;
+
+use super::db::{Db, args};
+use crate::error::Result;
+use crate::meta::{JournalPage, Nanos, to_timestamp};
+
+/// One journal row to append.
+pub struct Entry<'a> {
+    pub kind: proto::ChangeKind,
+    pub node: &'a proto::Node,
+    pub parent: u64,
+    pub name: &'a [u8],
+    pub old_parent: u64,
+    pub old_name: &'a [u8],
+}
+
+/// Appends `entry` to the journal of the node's namespace and returns its seq.
+///
+/// The counter row is bumped with one upsert so that the sequence stays gap-free and in
+/// commit order: the row lock (SQLite: the write lock) is held until commit, and a
+/// rolled-back transaction gives its number back. The same statement runs on both
+/// databases; a PostgreSQL `SEQUENCE` would leave gaps and could commit out of order.
+pub fn append(db: &dyn Db, device_id: u64, now: Nanos, entry: Entry<'_>) -> Result<u64> {
+    let ns = entry.node.namespace;
+    let seq = db
+        .query_one(
+            "INSERT INTO ns_seq(ns, last_seq) VALUES (?1, 1) \
+             ON CONFLICT (ns) DO UPDATE SET last_seq = ns_seq.last_seq + 1 RETURNING last_seq",
+            args![ns],
+        )?
+        .u64(0)?;
+    db.execute(
+        "INSERT INTO journal(ns, seq, kind, inode, parent, name, old_parent, old_name, \
+         device_id, time, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        args![
+            ns,
+            seq,
+            entry.kind as i32,
+            entry.node.id,
+            entry.parent,
+            entry.name,
+            entry.old_parent,
+            entry.old_name,
+            device_id,
+            now,
+            entry.node.encode_to_vec(),
+        ],
+    )?;
+    Ok(seq)
+}
+
+/// The namespace's last seq (0 when it has no journal yet).
+pub fn head(db: &dyn Db, ns: u64) -> Result<u64> {
+    match db.query_opt("SELECT last_seq FROM ns_seq WHERE ns = ?1", args![ns])? {
+        Some(row) => row.u64(0),
+        None => Ok(0),
+    }
+}
+
+/// Reads up to `limit` changes after `cursor`.
+pub fn since(db: &dyn Db, ns: u64, cursor: u64, limit: u32) -> Result<JournalPage> {
+    let head = head(db, ns)?;
+    let oldest = db
+        .query_one("SELECT MIN(seq) FROM journal WHERE ns = ?1", args![ns])?
+        .opt_i64(0)?;
+    // Rows before `oldest` were pruned: a cursor that would need them must re-list.
+    let pruned = match oldest {
+        Some(oldest) => cursor.saturating_add(1) < oldest as u64,
+        None => cursor < head,
+    };
+    if pruned || cursor > head {
+        return Ok(JournalPage {
+            reset_to: Some(head),
+            changes: Vec::new(),
+            head,
+        });
+    }
+    let rows = db.query(
+        "SELECT seq, kind, parent, name, old_parent, old_name, device_id, time, node \
+         FROM journal WHERE ns = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        args![ns, cursor, limit],
+    )?;
+    let changes = rows
+        .iter()
+        .map(|row| {
+            Ok(proto::Change {
+                namespace: ns,
+                seq: row.u64(0)?,
+                kind: row.i64(1)? as i32,
+                node: proto::Node::decode(row.blob(8)?.as_slice()).ok(),
+                parent: row.u64(2)?,
+                name: row.blob(3)?.into(),
+                old_parent: row.u64(4)?,
+                old_name: row.blob(5)?.into(),
+                device_id: row.u64(6)?,
+                time: Some(to_timestamp(row.i64(7)?)),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(JournalPage {
+        reset_to: None,
+        changes,
+        head,
+    })
+}

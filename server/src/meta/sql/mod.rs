@@ -1,0 +1,351 @@
+//! The metadata logic both databases share: the tree, content, users and the journal,
+//! written once against [`db::Db`]. A backend supplies an [`Engine`] that runs a closure
+//! in a read or a write transaction; [`SqlMetaStore`] turns that into a [`MetaStore`].
+
+pub mod access;
+pub mod content;
+pub mod db;
+pub mod journal;
+pub mod rows;
+pub mod tree;
+pub mod users;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use loft_remote::content::{ChunkId, Manifest};
+use loft_remote::proto;
+
+use super::{
+    AttrChange, Caller, ChunkRecord, CommitOp, CommitOutcome, DeviceRecord, JournalPage, Listing,
+    MetaStore, Nanos, NewNode, RemoveOp, RenameOp, RenameOutcome, StoredChunkRef, User, XattrMode,
+};
+use crate::error::{Result, ServerError};
+use crate::journal_hub::JournalHub;
+use db::Db;
+use tree::Write;
+
+/// How long an uploaded but not yet committed chunk stays usable by its uploader.
+pub const UPLOAD_GRACE_NANOS: Nanos = 7 * 24 * 3600 * 1_000_000_000;
+
+/// The queue every write takes its turn in: one for now, as SQLite's single writer.
+/// Finer queues (per namespace, with chunk reference counts kept apart, since writers of
+/// different namespaces share chunk rows) are the next step for write throughput.
+const WRITE_QUEUE: Option<u64> = Some(0);
+
+fn upload_cutoff(now: Nanos) -> Nanos {
+    now.saturating_sub(UPLOAD_GRACE_NANOS)
+}
+
+/// Runs closures in transactions of one database.
+///
+/// A write closure may run more than once: PostgreSQL retries a transaction that lost a
+/// serialization race, so closures must not have effects outside the transaction.
+pub trait Engine: Send + Sync + 'static {
+    /// Runs `f` in a read-only transaction (a consistent snapshot).
+    fn read<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static;
+
+    /// Runs `f` in a write transaction. With `announce`, other server processes are told
+    /// (after commit) that journals or sessions changed. Writes with the same `queue`
+    /// key run one at a time, in every server process, so that they do not keep failing
+    /// each other's serialization checks.
+    fn write<T, F>(
+        &self,
+        announce: bool,
+        queue: Option<u64>,
+        f: F,
+    ) -> impl Future<Output = Result<T>> + Send
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static;
+
+    /// The schema version the database is at.
+    fn schema_version(&self) -> impl Future<Output = Result<u32>> + Send;
+}
+
+/// A [`MetaStore`] on any [`Engine`].
+pub struct SqlMetaStore<E> {
+    engine: E,
+    hub: Arc<JournalHub>,
+}
+
+impl<E: Engine> SqlMetaStore<E> {
+    pub fn new(engine: E, hub: Arc<JournalHub>) -> Self {
+        SqlMetaStore { engine, hub }
+    }
+
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// A write that wakes Watch streams (here and, through the engine, elsewhere).
+    async fn write<T, F>(&self, queue: Option<u64>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
+    {
+        let result = self.engine.write(true, queue, f).await;
+        if result.is_ok() {
+            self.hub.notify();
+        }
+        result
+    }
+
+    /// A write of state no Watch stream follows.
+    async fn write_quietly<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
+    {
+        self.engine.write(false, WRITE_QUEUE, f).await
+    }
+
+    /// Runs a tree change as `caller`.
+    async fn change<T, F>(&self, caller: &Caller, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Write<'_>) -> Result<T> + Send + Sync + 'static,
+    {
+        let caller = caller.clone();
+        self.write(WRITE_QUEUE, move |db, now| {
+            f(&Write {
+                db,
+                caller: &caller,
+                now,
+            })
+        })
+        .await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Db, Nanos) -> Result<T> + Send + Sync + 'static,
+    {
+        self.engine.read(f).await
+    }
+}
+
+#[async_trait]
+impl<E: Engine> MetaStore for SqlMetaStore<E> {
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<User> {
+        let (name, hash) = (name.to_string(), password_hash.to_string());
+        self.write_quietly(move |db, now| users::create_user(db, &name, &hash, now))
+            .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let name = name.to_string();
+        self.read(move |db, _| users::user_by_name(db, &name)).await
+    }
+
+    async fn set_quota(&self, name: &str, quota: Option<u64>) -> Result<()> {
+        let name = name.to_string();
+        self.write_quietly(move |db, _| users::set_quota(db, &name, quota))
+            .await
+    }
+
+    async fn create_session(
+        &self,
+        user: u64,
+        device_name: &str,
+        token_hash: [u8; 32],
+        expires: Nanos,
+    ) -> Result<Caller> {
+        let device_name = device_name.to_string();
+        self.write_quietly(move |db, now| {
+            users::create_session(db, user, &device_name, token_hash, expires, now)
+        })
+        .await
+    }
+
+    async fn session(&self, token_hash: [u8; 32], now: Nanos) -> Result<Option<Caller>> {
+        self.read(move |db, _| users::session(db, token_hash, now))
+            .await
+    }
+
+    async fn end_session(&self, token_hash: [u8; 32]) -> Result<()> {
+        self.write_quietly(move |db, _| users::end_session(db, token_hash))
+            .await
+    }
+
+    async fn list_devices(&self, user: u64) -> Result<Vec<DeviceRecord>> {
+        self.read(move |db, _| users::list_devices(db, user)).await
+    }
+
+    async fn revoke_device(&self, user: u64, device: u64) -> Result<()> {
+        // Wakes every Watch stream, so those of the revoked device end at once.
+        self.write(WRITE_QUEUE, move |db, _| {
+            users::revoke_device(db, user, device)
+        })
+        .await
+    }
+
+    async fn lookup(&self, caller: &Caller, parent: u64, name: &[u8]) -> Result<proto::Node> {
+        let (caller, name) = (caller.clone(), name.to_vec());
+        self.read(move |db, _| tree::lookup(db, &caller, parent, &name))
+            .await
+    }
+
+    async fn resolve(&self, caller: &Caller, path: &[u8]) -> Result<proto::Node> {
+        let (caller, path) = (caller.clone(), path.to_vec());
+        self.read(move |db, _| tree::resolve(db, &caller, &path))
+            .await
+    }
+
+    async fn stat(&self, caller: &Caller, id: u64) -> Result<proto::Node> {
+        let caller = caller.clone();
+        self.read(move |db, _| tree::stat(db, &caller, id)).await
+    }
+
+    async fn list(&self, caller: &Caller, dir: u64, after: &[u8], limit: u32) -> Result<Listing> {
+        let (caller, after) = (caller.clone(), after.to_vec());
+        self.read(move |db, _| tree::list(db, &caller, dir, &after, limit))
+            .await
+    }
+
+    async fn create(&self, caller: &Caller, op: NewNode) -> Result<proto::Node> {
+        self.change(caller, move |w| tree::create(w, &op)).await
+    }
+
+    async fn link(
+        &self,
+        caller: &Caller,
+        node: u64,
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> Result<proto::Node> {
+        let new_name = new_name.to_vec();
+        self.change(caller, move |w| tree::link(w, node, new_parent, &new_name))
+            .await
+    }
+
+    async fn rename(&self, caller: &Caller, op: RenameOp) -> Result<RenameOutcome> {
+        self.change(caller, move |w| tree::rename(w, &op)).await
+    }
+
+    async fn remove(&self, caller: &Caller, op: RemoveOp) -> Result<()> {
+        self.change(caller, move |w| tree::remove(w, &op)).await
+    }
+
+    async fn set_attr(&self, caller: &Caller, change: AttrChange) -> Result<proto::Node> {
+        self.change(caller, move |w| tree::set_attr(w, &change))
+            .await
+    }
+
+    async fn get_xattr(&self, caller: &Caller, id: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let (caller, name) = (caller.clone(), name.to_vec());
+        self.read(move |db, _| tree::get_xattr(db, &caller, id, &name))
+            .await
+    }
+
+    async fn set_xattr(
+        &self,
+        caller: &Caller,
+        id: u64,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrMode,
+    ) -> Result<()> {
+        let (name, value) = (name.to_vec(), value.to_vec());
+        self.change(caller, move |w| tree::set_xattr(w, id, &name, &value, mode))
+            .await
+    }
+
+    async fn list_xattr(&self, caller: &Caller, id: u64) -> Result<Vec<Vec<u8>>> {
+        let caller = caller.clone();
+        self.read(move |db, _| tree::list_xattr(db, &caller, id))
+            .await
+    }
+
+    async fn remove_xattr(&self, caller: &Caller, id: u64, name: &[u8]) -> Result<()> {
+        let name = name.to_vec();
+        self.change(caller, move |w| tree::remove_xattr(w, id, &name))
+            .await
+    }
+
+    async fn usable_chunks(&self, caller: &Caller, ids: &[ChunkId]) -> Result<Vec<bool>> {
+        let (caller, ids) = (caller.clone(), ids.to_vec());
+        self.read(move |db, now| content::usable_chunks(db, &caller, &ids, upload_cutoff(now)))
+            .await
+    }
+
+    async fn readable_chunks(
+        &self,
+        caller: &Caller,
+        ids: &[ChunkId],
+    ) -> Result<Vec<Option<ChunkRecord>>> {
+        let (caller, ids) = (caller.clone(), ids.to_vec());
+        self.read(move |db, now| content::readable_chunks(db, &caller, &ids, upload_cutoff(now)))
+            .await
+    }
+
+    async fn record_chunk(&self, caller: &Caller, chunk: ChunkRecord) -> Result<bool> {
+        let caller = caller.clone();
+        self.write_quietly(move |db, now| content::record_chunk(db, &caller, &chunk, now))
+            .await
+    }
+
+    async fn manifest(&self, caller: &Caller, node: u64, version: u64) -> Result<Manifest> {
+        let caller = caller.clone();
+        self.read(move |db, _| content::manifest(db, &caller, node, version))
+            .await
+    }
+
+    async fn commit(&self, caller: &Caller, op: CommitOp) -> Result<CommitOutcome> {
+        self.change(caller, move |w| {
+            content::commit(w, &op, upload_cutoff(w.now))
+        })
+        .await
+    }
+
+    async fn commit_many(&self, caller: &Caller, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>> {
+        self.change(caller, move |w| {
+            let cutoff = upload_cutoff(w.now);
+            ops.iter()
+                .map(|op| content::commit(w, op, cutoff))
+                .collect()
+        })
+        .await
+    }
+
+    async fn versions(&self, caller: &Caller, node: u64) -> Result<Vec<proto::Version>> {
+        let caller = caller.clone();
+        self.read(move |db, _| content::versions(db, &caller, node))
+            .await
+    }
+
+    async fn journal_since(
+        &self,
+        caller: &Caller,
+        namespace: u64,
+        cursor: u64,
+        limit: u32,
+    ) -> Result<JournalPage> {
+        let caller = caller.clone();
+        self.read(move |db, _| {
+            if access::role(db, &caller, namespace)?.is_none() {
+                return Err(ServerError::not_found(format!("namespace {namespace}")));
+            }
+            journal::since(db, namespace, cursor, limit)
+        })
+        .await
+    }
+
+    async fn chunk_records(
+        &self,
+        after: Option<ChunkId>,
+        limit: u32,
+    ) -> Result<Vec<StoredChunkRef>> {
+        self.read(move |db, _| content::chunk_records(db, after.as_ref(), limit))
+            .await
+    }
+
+    async fn schema_version(&self) -> Result<u32> {
+        self.engine.schema_version().await
+    }
+}
