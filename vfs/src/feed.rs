@@ -123,7 +123,9 @@ impl Vfs {
     fn save_cursor(&self, cursor: u64) {
         match self.tx(|db| Ok(db.set_setting(FEED_CURSOR, &cursor.to_string())?)) {
             Ok(()) => {
-                self.counters.cursor_saved_at.store(now(), Ordering::Relaxed);
+                self.counters
+                    .cursor_saved_at
+                    .store(now(), Ordering::Relaxed);
                 self.counters.cursor.store(cursor, Ordering::Relaxed);
                 self.counters.last_sync.store(now(), Ordering::Relaxed);
             }
@@ -159,7 +161,9 @@ impl Vfs {
             Ok(()) => {
                 self.counters.cursor.store(last, Ordering::Relaxed);
                 self.counters.cursor_unsaved.store(false, Ordering::Relaxed);
-                self.counters.cursor_saved_at.store(now(), Ordering::Relaxed);
+                self.counters
+                    .cursor_saved_at
+                    .store(now(), Ordering::Relaxed);
                 self.counters.last_sync.store(now(), Ordering::Relaxed);
                 self.after_changes(effects);
             }
