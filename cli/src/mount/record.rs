@@ -52,7 +52,8 @@ pub fn process_alive(pid: u32) -> bool {
 }
 
 /// What is at `dir`: nothing, a plain directory, a live mount, or a dead FUSE mount
-/// whose process is gone (ENOTCONN).
+/// whose process is gone (ENOTCONN, or ECONNABORTED when the kernel tore the
+/// connection down with a request in flight).
 #[derive(Debug, PartialEq, Eq)]
 pub enum DirState {
     Missing,
@@ -64,7 +65,9 @@ pub enum DirState {
 
 pub fn dir_state(dir: &Path) -> DirState {
     match std::fs::metadata(dir) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => DirState::DeadMount,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+            DirState::DeadMount
+        }
         Err(_) => DirState::Missing,
         Ok(meta) if !meta.is_dir() => DirState::NotADirectory,
         Ok(_) if is_mountpoint(dir) => DirState::Mounted,
