@@ -43,6 +43,19 @@ pub(crate) struct Effects {
     pub freed: u64,
 }
 
+impl Effects {
+    /// The kernel drops `(parent, name)` (and its link to `child`) and the parent's
+    /// cached attributes.
+    fn name_gone(&mut self, parent: u64, child: u64, name: Vec<u8>) {
+        self.notes.push(KernelNote::Delete {
+            parent,
+            child,
+            name,
+        });
+        self.notes.push(KernelNote::Inode(parent));
+    }
+}
+
 impl Vfs {
     /// Follows the change feed until the process ends, reconnecting with exponential
     /// backoff and jitter (capped at 5 s) whenever the stream breaks.
@@ -203,12 +216,7 @@ impl Vfs {
                     if remote.kind == proto::NodeKind::Directory as i32 {
                         adjust_nlink(db, old_parent, -1)?;
                     }
-                    effects.notes.push(KernelNote::Delete {
-                        parent: old_parent,
-                        child: ino,
-                        name: change.old_name.to_vec(),
-                    });
-                    effects.notes.push(KernelNote::Inode(old_parent));
+                    effects.name_gone(old_parent, ino, change.old_name.to_vec());
                 }
                 match db.ino_of_remote(change.parent)? {
                     Some(parent) => place(db, parent, &change.name, ino, remote, effects)?,
@@ -418,12 +426,7 @@ fn place(
                     if remote.kind == proto::NodeKind::Directory as i32 {
                         adjust_nlink(db, old_parent, -1)?;
                     }
-                    effects.notes.push(KernelNote::Delete {
-                        parent: old_parent,
-                        child: ino,
-                        name: old_name,
-                    });
-                    effects.notes.push(KernelNote::Inode(old_parent));
+                    effects.name_gone(old_parent, ino, old_name);
                 }
             }
             ino
@@ -460,12 +463,7 @@ fn remove_entry(
     effects: &mut Effects,
 ) -> VfsResult<()> {
     db.remove_entry(parent, name)?;
-    effects.notes.push(KernelNote::Delete {
-        parent,
-        child: ino,
-        name: name.to_vec(),
-    });
-    effects.notes.push(KernelNote::Inode(parent));
+    effects.name_gone(parent, ino, name.to_vec());
     let Some(mut node) = db.node(ino)? else {
         return Ok(());
     };
@@ -505,21 +503,7 @@ fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<
     node.version = 0;
     node.manifest = None;
     db.update_node(&node)?;
-    db.push(
-        &Op::Create {
-            ino: node.ino,
-            parent,
-            name: name.to_vec(),
-            kind: Kind::File as u8,
-            mode: node.mode,
-            uid: node.uid,
-            gid: node.gid,
-            rdev: 0,
-            symlink: Vec::new(),
-            mtime: node.mtime,
-        },
-        now(),
-    )?;
+    db.push(&Op::create_of(&node, parent, name.to_vec()), now())?;
     info!(
         "{} was deleted on another device while edited here; keeping this device's version",
         String::from_utf8_lossy(name)

@@ -185,20 +185,6 @@ fn publish(db: &Db<'_>, node: &Node, stamp: i64) -> VfsResult<()> {
     let Some((parent, name)) = db.any_entry_of(node.ino)? else {
         return Err(VfsError::NotFound);
     };
-    db.push(
-        &Op::Create {
-            ino: node.ino,
-            parent,
-            name,
-            kind: node.kind as u8,
-            mode: node.mode,
-            uid: node.uid,
-            gid: node.gid,
-            rdev: node.rdev,
-            symlink: node.symlink.clone(),
-            mtime: node.mtime,
-        },
-        stamp,
-    )?;
+    db.push(&Op::create_of(node, parent, name), stamp)?;
     Ok(())
 }

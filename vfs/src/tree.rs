@@ -123,21 +123,7 @@ impl Vfs {
             node.ino = db.insert_node(&node)?;
             db.add_entry(parent, name, node.ino)?;
             touch_dir(db, &mut dir, stamp, i32::from(new.kind == Kind::Directory))?;
-            db.queue(
-                &Op::Create {
-                    ino: node.ino,
-                    parent,
-                    name: name.to_vec(),
-                    kind: new.kind as u8,
-                    mode: node.mode,
-                    uid: node.uid,
-                    gid: node.gid,
-                    rdev: node.rdev,
-                    symlink: node.symlink.clone(),
-                    mtime: stamp,
-                },
-                stamp,
-            )?;
+            db.queue(&Op::create_of(&node, parent, name.to_vec()), stamp)?;
             Ok(node)
         })?;
         if node.kind == Kind::File {

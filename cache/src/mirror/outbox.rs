@@ -61,6 +61,22 @@ pub enum Op {
 }
 
 impl Op {
+    /// The creation of `node` at `(parent, name)`, with its attributes as they are.
+    pub fn create_of(node: &super::Node, parent: u64, name: Vec<u8>) -> Op {
+        Op::Create {
+            ino: node.ino,
+            parent,
+            name,
+            kind: node.kind as u8,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            rdev: node.rdev,
+            symlink: node.symlink.clone(),
+            mtime: node.mtime,
+        }
+    }
+
     /// The node the operation changes, when it names one (a removal names an entry).
     pub fn subject(&self) -> Option<u64> {
         match self {
