@@ -127,7 +127,7 @@ impl Vfs {
             Ok(node)
         })?;
         if node.kind == Kind::File {
-            // The body file is made by the first open (`create` opens at once).
+            // The caller makes the body file.
             lock(&self.pending).entry(node.ino).or_default();
         }
         self.wake.notify_one();
@@ -238,6 +238,7 @@ impl Vfs {
                 symlink: b"",
             },
         )?;
+        self.bodies.create_body(node.ino, node.body, 0)?;
         self.open(
             node.ino,
             OpenMode {

@@ -196,6 +196,12 @@ impl Mirror {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Plans do not depend on bound values, so cached statements are never
+        // re-prepared when the values change.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         schema::migrate(&mut conn)?;
         let has_root: bool = conn.query_row(
             "SELECT EXISTS(SELECT 1 FROM nodes WHERE ino = ?1)",

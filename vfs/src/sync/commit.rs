@@ -5,11 +5,12 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use loft_cache::mirror::{Held, Kind};
+use loft_cache::mirror::{Held, Kind, Node};
+use loft_remote::client::{RemoteError, RemoteResult};
 use loft_remote::content::{ChunkIndex, Manifest};
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto;
-use loft_remote::transfer::upload;
+use loft_remote::transfer::{upload, upload_small};
 use tracing::{info, warn};
 
 use super::Stop;
@@ -26,6 +27,20 @@ struct Prepared {
     manifest: Manifest,
     request: proto::CommitRequest,
 }
+
+/// A dirty file as its upload starts.
+struct Snapshot {
+    node: Node,
+    /// The change generation the upload carries: the file is clean after the commit
+    /// only if nothing changed it meanwhile.
+    generation: u64,
+    file: std::fs::File,
+}
+
+/// Largest file uploaded with others in one batch; bigger ones stream on their own.
+const SMALL_FILE: u64 = 1 << 20;
+/// Bytes of small files held in memory for one batch upload.
+const SMALL_BATCH_BYTES: u64 = 32 << 20;
 
 /// Where a commit puts its content.
 enum Target<'a> {
@@ -65,18 +80,47 @@ impl Vfs {
 
     /// Uploads new files and creates them all in one commit batch (falling back to
     /// one commit each if the batch is refused). `files`: `(ino, parent id, name)`.
+    /// Small files are read whole and uploaded together (a few calls for the batch);
+    /// the others stream one by one.
     pub(crate) async fn upload_new_batch(
         self: &Arc<Self>,
         files: &[(u64, u64, Vec<u8>)],
     ) -> Result<(), Stop> {
         let mut prepared = Vec::new();
+        let mut small: Vec<(Snapshot, Target<'_>)> = Vec::new();
+        let mut contents = Vec::new();
+        let mut small_bytes = 0;
         for (ino, parent, name) in files {
             let target = Target::New {
                 parent: *parent,
                 name,
             };
-            if let Some(one) = self.prepare(*ino, target).await? {
+            let Some(snapshot) = self.snapshot(*ino) else {
+                continue;
+            };
+            let size = snapshot.node.size;
+            if size <= SMALL_FILE && small_bytes + size <= SMALL_BATCH_BYTES {
+                let mut content = Vec::with_capacity(size as usize);
+                if let Err(error) = (&snapshot.file).take(size).read_to_end(&mut content) {
+                    warn!(ino, "reading a dirty file to upload: {error}");
+                    continue;
+                }
+                small_bytes += size;
+                contents.push(content);
+                small.push((snapshot, target));
+            } else if let Some(one) = self.prepare_from(snapshot, target).await? {
                 prepared.push(one);
+            }
+        }
+        if !small.is_empty() {
+            let uploaded = upload_small(self.client.clone(), contents).await;
+            if let Some((manifests, stats)) = self.uploaded("a batch of new files", uploaded)? {
+                self.counters
+                    .bytes_uploaded
+                    .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
+                for ((snapshot, target), manifest) in small.into_iter().zip(manifests) {
+                    prepared.extend(self.prepared(snapshot, target, manifest));
+                }
             }
         }
         if prepared.is_empty() {
@@ -110,11 +154,44 @@ impl Vfs {
         ino: u64,
         target: Target<'_>,
     ) -> Result<Option<Prepared>, Stop> {
-        let Ok(Some(node)) = self.mirror.read(|db| db.node(ino)) else {
+        match self.snapshot(ino) {
+            Some(snapshot) => self.prepare_from(snapshot, target).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn prepare_from(
+        self: &Arc<Self>,
+        snapshot: Snapshot,
+        target: Target<'_>,
+    ) -> Result<Option<Prepared>, Stop> {
+        let reader = snapshot
+            .file
+            .try_clone()
+            .map(|file| file.take(snapshot.node.size));
+        let uploaded = match reader {
+            Ok(reader) => upload(self.client.clone(), reader, Arc::new(|_| {})).await,
+            Err(error) => Err(RemoteError::new(
+                ErrorKind::Internal,
+                format!("local I/O: {error}"),
+            )),
+        };
+        let Some((manifest, stats)) = self.uploaded("upload", uploaded)? else {
             return Ok(None);
         };
+        self.counters
+            .bytes_uploaded
+            .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
+        Ok(self.prepared(snapshot, target, manifest))
+    }
+
+    /// A dirty file as its upload starts: its node, change generation and body.
+    fn snapshot(&self, ino: u64) -> Option<Snapshot> {
+        let Ok(Some(node)) = self.mirror.read(|db| db.node(ino)) else {
+            return None;
+        };
         if !node.dirty || node.kind != Kind::File {
-            return Ok(None);
+            return None;
         }
         let generation = lock(&self.pending).get(&ino).map_or(0, |p| p.generation);
         let path = self.bodies.path(ino, node.body);
@@ -126,33 +203,49 @@ impl Vfs {
                     "dirty file without a body ({error}); committing it empty"
                 );
                 self.bodies.create_body(ino, node.body, 0).ok();
-                match std::fs::File::open(&path) {
-                    Ok(file) => file,
-                    Err(_) => return Ok(None),
-                }
+                std::fs::File::open(&path).ok()?
             }
         };
-        let reader = file.take(node.size);
-        let uploaded = upload(self.client.clone(), reader, Arc::new(|_| {})).await;
-        let (manifest, stats) = match uploaded {
-            Ok(done) => done,
-            Err(error) if is_unreachable(&error) => return Err(self.sync_failed(error)),
+        Some(Snapshot {
+            node,
+            generation,
+            file,
+        })
+    }
+
+    /// The outcome of an upload: `Err` when the server is unreachable (the round
+    /// stops), `None` when it failed for good (logged).
+    fn uploaded<T>(&self, what: &str, result: RemoteResult<T>) -> Result<Option<T>, Stop> {
+        match result {
+            Ok(done) => Ok(Some(done)),
+            Err(error) if is_unreachable(&error) => Err(self.sync_failed(error)),
             Err(error) => {
-                warn!(ino, "upload failed: {error}");
+                warn!("{what} failed: {error}");
                 *lock(&self.counters.last_error) = Some(error.to_string());
-                return Ok(None);
+                Ok(None)
             }
-        };
-        self.counters
-            .bytes_uploaded
-            .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
+        }
+    }
+
+    /// The commit of an uploaded file; `None` when an existing file's content turned
+    /// out unchanged (it is clean again at once).
+    fn prepared(
+        &self,
+        snapshot: Snapshot,
+        target: Target<'_>,
+        manifest: Manifest,
+    ) -> Option<Prepared> {
+        let Snapshot {
+            node, generation, ..
+        } = snapshot;
+        let ino = node.ino;
         if let (Target::Existing(_), Some(stored)) = (&target, &node.manifest)
             && let Ok(stored) = Self::decode_manifest(stored)
             && stored.content_hash == manifest.content_hash
             && stored.size == manifest.size
         {
             self.finish_clean(ino, generation, &manifest, node.version);
-            return Ok(None);
+            return None;
         }
         let (node_id, parent, name) = match target {
             Target::Existing(id) => (id, 0, Vec::new()),
@@ -169,13 +262,13 @@ impl Vfs {
             uid: node.uid,
             gid: node.gid,
         };
-        Ok(Some(Prepared {
+        Some(Prepared {
             ino,
             generation,
             base_version: node.version,
             manifest,
             request,
-        }))
+        })
     }
 
     /// Records the server's answer to a commit.
