@@ -26,14 +26,16 @@ fn wait_content(path: &Path, content: &[u8]) {
 }
 
 fn versions(device: &Device, path: &str) -> Vec<serde_json::Value> {
-    device.json(&["versions", path, "--json"])
+    device
+        .json(&["versions", path, "--json"])
         .as_array()
         .expect("a JSON list")
         .clone()
 }
 
 fn trash(device: &Device) -> Vec<serde_json::Value> {
-    device.json(&["trash", "list", "--json"])
+    device
+        .json(&["trash", "list", "--json"])
         .as_array()
         .expect("a JSON list")
         .clone()

@@ -81,7 +81,10 @@ pub fn record_chunk(db: &dyn Db, caller: &Caller, chunk: &ChunkRecord, now: Nano
     if doomed {
         return Err(ServerError::new(
             ErrorKind::Unavailable,
-            format!("chunk {} is being deleted; upload it again shortly", chunk.id),
+            format!(
+                "chunk {} is being deleted; upload it again shortly",
+                chunk.id
+            ),
         ));
     }
     let inserted = db.execute(
@@ -180,7 +183,10 @@ pub fn drop_version(db: &dyn Db, version: u64, now: Nanos) -> Result<()> {
          WHERE id IN (SELECT chunk FROM version_chunks WHERE version = ?1)",
         args![version, now],
     )?;
-    db.execute("DELETE FROM version_chunks WHERE version = ?1", args![version])?;
+    db.execute(
+        "DELETE FROM version_chunks WHERE version = ?1",
+        args![version],
+    )?;
     db.execute("DELETE FROM versions WHERE id = ?1", args![version])?;
     Ok(())
 }

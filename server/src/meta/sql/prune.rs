@@ -51,7 +51,13 @@ pub fn forget_chunks(db: &dyn Db, ids: &[ChunkId]) -> Result<()> {
 
 /// Takes (or, for its holder, extends) the lease `name` until `expires`; false when
 /// another holder has it.
-pub fn take_lease(db: &dyn Db, name: &str, holder: &str, expires: Nanos, now: Nanos) -> Result<bool> {
+pub fn take_lease(
+    db: &dyn Db,
+    name: &str,
+    holder: &str,
+    expires: Nanos,
+    now: Nanos,
+) -> Result<bool> {
     let taken = db.execute(
         "INSERT INTO leases(name, holder, expires) VALUES (?1, ?2, ?3) \
          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires \
