@@ -88,6 +88,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make an old version of a file current again (as a new version).
+    Restore {
+        path: OsString,
+        /// The version's id (from `loft versions`).
+        #[arg(long, value_name = "ID")]
+        version: u64,
+    },
+    /// List, restore or empty the trash.
+    Trash {
+        #[command(subcommand)]
+        command: TrashCommand,
+    },
     /// Show the connection, this device and its mount; with PATH, what of it is local.
     Status {
         path: Option<PathBuf>,
@@ -144,6 +156,26 @@ enum Command {
         #[command(subcommand)]
         action: Option<ConflictsCommand>,
     },
+}
+
+#[derive(Subcommand)]
+enum TrashCommand {
+    /// Deleted items, most recent first: id, size, deletion time, original path.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an item back at its original path (`name (restored)` if that is taken).
+    Restore {
+        /// The item's original path (the most recently deleted one if several match).
+        #[arg(required_unless_present = "id")]
+        path: Option<OsString>,
+        /// The item's id (from `loft trash list`) instead of its path.
+        #[arg(long, value_name = "ID", conflicts_with = "path")]
+        id: Option<u64>,
+    },
+    /// Delete everything in the trash for good.
+    Empty,
 }
 
 #[derive(Subcommand)]
@@ -324,6 +356,16 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Versions { path, json } => {
                     commands::versions::versions(&session, &path, json).await
                 }
+                Command::Restore { path, version } => {
+                    commands::versions::restore(&session, &path, version).await
+                }
+                Command::Trash { command } => match command {
+                    TrashCommand::List { json } => commands::trash::list(&session, json).await,
+                    TrashCommand::Restore { path, id } => {
+                        commands::trash::restore(&session, path.as_deref(), id).await
+                    }
+                    TrashCommand::Empty => commands::trash::empty(&session).await,
+                },
                 Command::Status { json, .. } => {
                     let mount = commands::mounted::mount_status(&session.home).await;
                     commands::status::status(&session, json).await?;

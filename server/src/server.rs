@@ -18,6 +18,7 @@ use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
 use crate::meta::MetaStore;
 use crate::meta::sqlite::SqliteMetaStore;
+use crate::prune::{PruneConfig, Pruner};
 use crate::services::{State, routes};
 use crate::storage::StorageConfig;
 
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub token_ttl: Duration,
     /// Counts connections on a unix listener.
     pub connections: ConnectionGauge,
+    /// Retention of versions and trash, and how the pruning worker runs.
+    pub prune: PruneConfig,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             tls: None,
             token_ttl: Duration::from_secs(90 * 24 * 3600),
             connections: ConnectionGauge::default(),
+            prune: PruneConfig::default(),
         }
     }
 }
@@ -112,6 +116,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let (stop_sender, stop) = watch::channel(false);
+    let pruner = Arc::new(Pruner::new(backend.meta.clone(), backend.chunks.clone()));
+    let pruning = tokio::spawn(pruner.run(config.prune.clone(), stop.clone()));
     let state = Arc::new(State {
         meta: backend.meta.clone(),
         chunks: backend.chunks,
@@ -177,6 +183,7 @@ pub async fn serve(
     }
     tracing::info!("shutting down");
     let _ = stop_sender.send(true);
+    pruning.abort();
     match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
         Ok(result) => result,
         Err(_) => {

@@ -6,6 +6,7 @@ pub mod files;
 pub mod mounted;
 pub mod status;
 pub mod transfer;
+pub mod trash;
 pub mod versions;
 
 use anyhow::{Result, anyhow};

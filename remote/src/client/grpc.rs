@@ -15,7 +15,7 @@ use crate::content::ChunkId;
 use crate::errors::ErrorKind;
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
-    tree_client::TreeClient, watch_client::WatchClient,
+    trash_client::TrashClient, tree_client::TreeClient, watch_client::WatchClient,
 };
 
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.
@@ -132,6 +132,9 @@ impl GrpcClient {
     }
     fn commits(&self) -> CommitClient<Channel> {
         CommitClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+    fn trash(&self) -> TrashClient<Channel> {
+        TrashClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
@@ -384,6 +387,44 @@ impl RemoteClient for GrpcClient {
             .await?
             .into_inner()
             .versions)
+    }
+
+    async fn restore_version(&self, node: u64, version: u64) -> RemoteResult<proto::CommitReply> {
+        let request = proto::RestoreVersionRequest { node, version };
+        Ok(self
+            .commits()
+            .restore_version(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn list_trash(&self) -> RemoteResult<Vec<proto::TrashItem>> {
+        Ok(self
+            .trash()
+            .list_trash(self.request(proto::Empty {}))
+            .await?
+            .into_inner()
+            .items)
+    }
+
+    async fn restore_trash(
+        &self,
+        request: proto::RestoreTrashRequest,
+    ) -> RemoteResult<proto::RestoreTrashReply> {
+        Ok(self
+            .trash()
+            .restore_trash(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn empty_trash(&self) -> RemoteResult<u64> {
+        Ok(self
+            .trash()
+            .empty_trash(self.request(proto::Empty {}))
+            .await?
+            .into_inner()
+            .purged)
     }
 
     async fn watch(

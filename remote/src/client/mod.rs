@@ -110,6 +110,16 @@ pub trait RemoteClient: Send + Sync + 'static {
         requests: Vec<proto::CommitRequest>,
     ) -> RemoteResult<Vec<proto::CommitReply>>;
     async fn list_versions(&self, node: u64) -> RemoteResult<Vec<proto::Version>>;
+    /// Makes an old version's content current again (a new version, no upload).
+    async fn restore_version(&self, node: u64, version: u64) -> RemoteResult<proto::CommitReply>;
+
+    async fn list_trash(&self) -> RemoteResult<Vec<proto::TrashItem>>;
+    async fn restore_trash(
+        &self,
+        request: proto::RestoreTrashRequest,
+    ) -> RemoteResult<proto::RestoreTrashReply>;
+    /// Purges the trash; returns how many items went.
+    async fn empty_trash(&self) -> RemoteResult<u64>;
 
     /// Follows a namespace's journal from `cursor`.
     async fn watch(

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use loft_remote::units::{parse_duration, parse_size, read_password_file};
 use loft_server::chunk_store::S3Settings;
 use loft_server::journal_hub::JournalHub;
+use loft_server::prune::PruneConfig;
 use loft_server::{Backend, Listen, ServerConfig, StorageConfig, TlsFiles};
 
 #[derive(Parser)]
@@ -126,6 +127,18 @@ enum Command {
         /// Lifetime of login tokens.
         #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
         token_ttl: Duration,
+        /// How long versions that are no longer current are kept.
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+        retention: Duration,
+        /// How long deleted items stay in the trash [default: --retention].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        trash_retention: Option<Duration>,
+        /// How long a chunk nothing references is kept before it is deleted.
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
+        chunk_grace: Duration,
+        /// Time between pruning passes (tests shorten it).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, hide = true)]
+        prune_interval: Duration,
     },
     /// Manage users.
     User {
@@ -187,12 +200,22 @@ async fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             token_ttl,
+            retention,
+            trash_retention,
+            chunk_grace,
+            prune_interval,
         } => {
             let backend = storage.backend().await?;
             let mut config =
                 ServerConfig::new(storage.data.unwrap_or_default(), Listen::Tcp(listen));
             config.port_file = port_file;
             config.token_ttl = token_ttl;
+            config.prune = PruneConfig {
+                retention,
+                trash_retention: trash_retention.unwrap_or(retention),
+                chunk_grace,
+                interval: prune_interval,
+            };
             config.tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,

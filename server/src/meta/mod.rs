@@ -157,6 +157,29 @@ pub struct StoredChunkRef {
     pub created: Nanos,
 }
 
+/// An item in the trash, as `loft trash list` shows it.
+#[derive(Clone, Debug)]
+pub struct TrashEntry {
+    /// The item's node id (stable while it is in the trash).
+    pub id: u64,
+    /// Where it was, from the root of its namespace.
+    pub path: Vec<u8>,
+    pub kind: proto::NodeKind,
+    /// Bytes of the current versions of the files it holds.
+    pub size: u64,
+    pub deleted: Nanos,
+    /// The device that deleted it.
+    pub device: String,
+}
+
+/// Which trash item to restore.
+#[derive(Clone, Debug)]
+pub enum TrashTarget {
+    Id(u64),
+    /// The item's original path; the most recently deleted one when several match.
+    Path(Vec<u8>),
+}
+
 /// One read of the journal after a cursor.
 #[derive(Clone, Debug, Default)]
 pub struct JournalPage {
@@ -247,6 +270,24 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Several commits in one transaction: all of them, or none.
     async fn commit_many(&self, caller: &Caller, ops: Vec<CommitOp>) -> Result<Vec<CommitOutcome>>;
     async fn versions(&self, caller: &Caller, node: u64) -> Result<Vec<proto::Version>>;
+    /// Makes an old version's content current again, as a new version (journaled).
+    async fn restore_version(
+        &self,
+        caller: &Caller,
+        node: u64,
+        version: u64,
+    ) -> Result<CommitOutcome>;
+
+    // -- trash
+    async fn list_trash(&self, caller: &Caller) -> Result<Vec<TrashEntry>>;
+    /// Puts a trashed item back; returns it and the path it got.
+    async fn restore_from_trash(
+        &self,
+        caller: &Caller,
+        target: TrashTarget,
+    ) -> Result<(proto::Node, Vec<u8>)>;
+    /// Purges the caller's trash now; returns how many items went.
+    async fn empty_trash(&self, caller: &Caller) -> Result<u64>;
 
     // -- journal
     async fn journal_since(
@@ -264,6 +305,18 @@ pub trait MetaStore: Send + Sync + 'static {
         after: Option<ChunkId>,
         limit: u32,
     ) -> Result<Vec<StoredChunkRef>>;
+    /// Deletes at most `limit` non-current versions created before `cutoff`.
+    async fn prune_versions(&self, cutoff: Nanos, limit: u32) -> Result<u64>;
+    /// Purges at most `limit` trash items deleted before `cutoff`.
+    async fn purge_trash(&self, cutoff: Nanos, limit: u32) -> Result<u64>;
+    /// Marks unreferenced chunks idle since before `cutoff` for deletion (see
+    /// [`sql::prune`]); returns the chunks to delete from the store.
+    async fn doom_chunks(&self, cutoff: Nanos, limit: u32) -> Result<Vec<ChunkId>>;
+    /// Forgets doomed chunks that are gone from the store.
+    async fn forget_chunks(&self, ids: &[ChunkId]) -> Result<()>;
+    /// Takes or extends the lease `name` for `ttl`; false when another holder has it.
+    async fn take_lease(&self, name: &str, holder: &str, ttl: Nanos) -> Result<bool>;
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
     /// The version of the database schema.
     async fn schema_version(&self) -> Result<u32>;
 }

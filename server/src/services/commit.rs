@@ -60,6 +60,20 @@ impl Commit for CommitApi {
             .await?;
         Ok(Response::new(proto::VersionList { versions }))
     }
+
+    async fn restore_version(
+        &self,
+        request: Request<proto::RestoreVersionRequest>,
+    ) -> Result<Response<proto::CommitReply>, Status> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let outcome = self
+            .0
+            .meta
+            .restore_version(&caller, r.node, r.version)
+            .await?;
+        Ok(Response::new(reply(outcome)))
+    }
 }
 
 /// Commits in one batch at most.

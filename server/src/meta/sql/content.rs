@@ -32,7 +32,7 @@ fn usable(
     upload_cutoff: Nanos,
 ) -> Result<Option<ChunkRecord>> {
     let sql = format!(
-        "SELECT length, stored_length, compressed FROM chunks WHERE id = ?1 AND ({USABLE})"
+        "SELECT length, stored_length, compressed FROM chunks WHERE id = ?1 AND doomed IS NULL AND ({USABLE})"
     );
     let record = |row: Row| {
         Ok(ChunkRecord {
@@ -70,6 +70,23 @@ pub fn readable_chunks(
 }
 
 pub fn record_chunk(db: &dyn Db, caller: &Caller, chunk: &ChunkRecord, now: Nanos) -> Result<bool> {
+    // A pruning pass deletes doomed chunks from the store: the bytes just stored may go
+    // with them, so the uploader must send them again once the pass has forgotten them.
+    let doomed = db
+        .query_opt(
+            "SELECT 1 FROM chunks WHERE id = ?1 AND doomed IS NOT NULL",
+            args![&chunk.id.0[..]],
+        )?
+        .is_some();
+    if doomed {
+        return Err(ServerError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "chunk {} is being deleted; upload it again shortly",
+                chunk.id
+            ),
+        ));
+    }
     let inserted = db.execute(
         "INSERT INTO chunks(id, length, stored_length, compressed, created) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (id) DO NOTHING",
@@ -157,11 +174,38 @@ pub fn versions(db: &dyn Db, caller: &Caller, node: u64) -> Result<Vec<proto::Ve
         .collect()
 }
 
+/// Deletes a version and releases its chunk references; a chunk whose last reference
+/// goes is stamped `released`, from which its grace period runs.
+pub fn drop_version(db: &dyn Db, version: u64, now: Nanos) -> Result<()> {
+    db.execute(
+        "UPDATE chunks SET refs = CASE WHEN refs > 0 THEN refs - 1 ELSE 0 END, \
+         released = CASE WHEN refs <= 1 THEN ?2 ELSE released END \
+         WHERE id IN (SELECT chunk FROM version_chunks WHERE version = ?1)",
+        args![version, now],
+    )?;
+    db.execute(
+        "DELETE FROM version_chunks WHERE version = ?1",
+        args![version],
+    )?;
+    db.execute("DELETE FROM versions WHERE id = ?1", args![version])?;
+    Ok(())
+}
+
+/// The stored manifest of a version.
+pub fn stored_manifest(db: &dyn Db, node: u64, version: u64) -> Result<Option<Manifest>> {
+    db.query_opt(
+        "SELECT manifest FROM versions WHERE id = ?1 AND inode = ?2",
+        args![version, node],
+    )?
+    .map(|row| decode_manifest(&row.blob(0)?))
+    .transpose()
+}
+
 /// Inserts a version of `node` and takes a reference on each of its distinct chunks.
-fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) -> Result<u64> {
+pub fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) -> Result<u64> {
     let version = w.db.query_one(
-        "INSERT INTO versions(inode, base, size, content_hash, manifest, created, user_id, device_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        "INSERT INTO versions(inode, base, size, content_hash, manifest, created, user_id, device_id, ns) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT ns FROM inodes WHERE id = ?1)) RETURNING id",
         args![
             node,
             base,
@@ -181,7 +225,7 @@ fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) -> R
             args![version, &chunk.0],
         )?;
         w.db.execute(
-            "UPDATE chunks SET refs = refs + 1 WHERE id = ?1",
+            "UPDATE chunks SET refs = refs + 1, released = NULL WHERE id = ?1",
             args![&chunk.0],
         )?;
     }
@@ -189,7 +233,7 @@ fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) -> R
 }
 
 /// Makes `version` the current content of `node`.
-fn set_current(
+pub fn set_current(
     w: &Write<'_>,
     node: u64,
     version: u64,

@@ -5,8 +5,11 @@
 pub mod access;
 pub mod content;
 pub mod db;
+pub mod history;
 pub mod journal;
+pub mod prune;
 pub mod rows;
+pub mod trash;
 pub mod tree;
 pub mod users;
 
@@ -19,7 +22,8 @@ use loft_remote::proto;
 
 use super::{
     AttrChange, Caller, ChunkRecord, CommitOp, CommitOutcome, DeviceRecord, JournalPage, Listing,
-    MetaStore, Nanos, NewNode, RemoveOp, RenameOp, RenameOutcome, StoredChunkRef, User, XattrMode,
+    MetaStore, Nanos, NewNode, RemoveOp, RenameOp, RenameOutcome, StoredChunkRef, TrashEntry,
+    TrashTarget, User, XattrMode,
 };
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
@@ -319,6 +323,34 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
             .await
     }
 
+    async fn restore_version(
+        &self,
+        caller: &Caller,
+        node: u64,
+        version: u64,
+    ) -> Result<CommitOutcome> {
+        self.change(caller, move |w| history::restore_version(w, node, version))
+            .await
+    }
+
+    async fn list_trash(&self, caller: &Caller) -> Result<Vec<TrashEntry>> {
+        let caller = caller.clone();
+        self.read(move |db, _| trash::list(db, &caller)).await
+    }
+
+    async fn restore_from_trash(
+        &self,
+        caller: &Caller,
+        target: TrashTarget,
+    ) -> Result<(proto::Node, Vec<u8>)> {
+        self.change(caller, move |w| trash::restore(w, &target))
+            .await
+    }
+
+    async fn empty_trash(&self, caller: &Caller) -> Result<u64> {
+        self.change(caller, trash::empty).await
+    }
+
     async fn journal_since(
         &self,
         caller: &Caller,
@@ -342,6 +374,41 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
         limit: u32,
     ) -> Result<Vec<StoredChunkRef>> {
         self.read(move |db, _| content::chunk_records(db, after.as_ref(), limit))
+            .await
+    }
+
+    async fn prune_versions(&self, cutoff: Nanos, limit: u32) -> Result<u64> {
+        self.write_quietly(move |db, now| history::prune_versions(db, cutoff, limit, now))
+            .await
+    }
+
+    async fn purge_trash(&self, cutoff: Nanos, limit: u32) -> Result<u64> {
+        self.write_quietly(move |db, now| trash::purge_expired(db, cutoff, limit, now))
+            .await
+    }
+
+    async fn doom_chunks(&self, cutoff: Nanos, limit: u32) -> Result<Vec<ChunkId>> {
+        self.write_quietly(move |db, now| prune::doom_chunks(db, cutoff, limit, now))
+            .await
+    }
+
+    async fn forget_chunks(&self, ids: &[ChunkId]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.write_quietly(move |db, _| prune::forget_chunks(db, &ids))
+            .await
+    }
+
+    async fn take_lease(&self, name: &str, holder: &str, ttl: Nanos) -> Result<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write_quietly(move |db, now| {
+            prune::take_lease(db, &name, &holder, now.saturating_add(ttl), now)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.write_quietly(move |db, _| prune::release_lease(db, &name, &holder))
             .await
     }
 

@@ -36,9 +36,32 @@ impl Write<'_> {
         at: (u64, &[u8]),
         from: (u64, &[u8]),
     ) -> Result<u64> {
+        self.journal_from(self.caller.device_id, kind, node, at, from)
+    }
+
+    /// Journals a change that no device's mirror holds yet (a restore made on the
+    /// server): device 0, so every mount applies it, the caller's own included.
+    pub fn journal_for_all(
+        &self,
+        kind: ChangeKind,
+        node: &proto::Node,
+        at: (u64, &[u8]),
+        from: (u64, &[u8]),
+    ) -> Result<u64> {
+        self.journal_from(0, kind, node, at, from)
+    }
+
+    fn journal_from(
+        &self,
+        device: u64,
+        kind: ChangeKind,
+        node: &proto::Node,
+        at: (u64, &[u8]),
+        from: (u64, &[u8]),
+    ) -> Result<u64> {
         journal::append(
             self.db,
-            self.caller.device_id,
+            device,
             self.now,
             Entry {
                 kind,
@@ -52,7 +75,7 @@ impl Write<'_> {
     }
 
     /// Updates a directory's mtime and ctime after one of its entries changed.
-    fn touch_dir(&self, dir: u64) -> Result<()> {
+    pub fn touch_dir(&self, dir: u64) -> Result<()> {
         self.db.execute(
             "UPDATE inodes SET mtime = ?1, ctime = ?1 WHERE id = ?2",
             args![self.now, dir],
@@ -65,7 +88,7 @@ impl Write<'_> {
         self.add_nlink(id, 0)
     }
 
-    fn add_nlink(&self, id: u64, delta: i64) -> Result<()> {
+    pub fn add_nlink(&self, id: u64, delta: i64) -> Result<()> {
         self.db.execute(
             "UPDATE inodes SET nlink = CASE WHEN nlink + ?1 < 0 THEN 0 ELSE nlink + ?1 END, ctime = ?2 WHERE id = ?3",
             args![delta, self.now, id],
@@ -91,11 +114,12 @@ impl Write<'_> {
              UPDATE inodes SET trashed = 1, ctime = ?2 WHERE id IN (SELECT id FROM below)",
             args![row.id(), self.now],
         )?;
+        let size = super::trash::subtree_size(self.db, row.id())?;
         self.db.execute(
-            "INSERT INTO trash(ns, inode, parent, name, deleted, device_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+            "INSERT INTO trash(ns, inode, parent, name, deleted, device_id, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
              ON CONFLICT (ns, inode) DO UPDATE SET parent = excluded.parent, name = excluded.name, \
-             deleted = excluded.deleted, device_id = excluded.device_id",
-            args![row.ns(), row.id(), parent, name, self.now, self.caller.device_id],
+             deleted = excluded.deleted, device_id = excluded.device_id, size = excluded.size",
+            args![row.ns(), row.id(), parent, name, self.now, self.caller.device_id, size],
         )?;
         Ok(())
     }

@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use crate::error::{Result, ServerError};
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
@@ -160,7 +161,30 @@ CREATE TABLE journal (
     node       BLOB NOT NULL,
     PRIMARY KEY (ns, seq)
 );
-"#];
+"#,
+    // Version history, trash and chunk pruning: when a chunk's last reference went
+    // (`released`) and whether a pruning pass is deleting it (`doomed`); the namespace and
+    // the size of versions and trash items, so that a namespace's stored bytes are one
+    // indexed sum; and the lease that lets one pruning pass run at a time.
+    r#"
+ALTER TABLE chunks ADD COLUMN released INTEGER;
+ALTER TABLE chunks ADD COLUMN doomed INTEGER;
+CREATE INDEX chunks_unreferenced ON chunks(id) WHERE refs = 0;
+CREATE INDEX uploads_chunk ON uploads(chunk);
+ALTER TABLE versions ADD COLUMN ns INTEGER NOT NULL DEFAULT 0;
+UPDATE versions SET ns = COALESCE((SELECT ns FROM inodes WHERE inodes.id = versions.inode), 0);
+CREATE INDEX versions_ns ON versions(ns, created);
+CREATE INDEX versions_created ON versions(created);
+ALTER TABLE trash ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX trash_deleted ON trash(deleted);
+CREATE INDEX trash_inode ON trash(inode);
+CREATE TABLE leases (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
+"#,
+];
 
 /// The schema version the database is at.
 pub fn version(conn: &Connection) -> Result<u32> {
