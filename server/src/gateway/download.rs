@@ -1,7 +1,8 @@
 //! `GET /d/LINK/PATH?exp=…&sig=…`: a signed download, streamed chunk by chunk from the
 //! chunk store, with single-range `Range` support (206, or 416 when the range lies
-//! outside the file). A download that sends the file's last byte counts as a completed
-//! download of the link (what `--max-downloads` limits).
+//! outside the file). A download whose last piece (the file's last byte) is taken by
+//! the connection counts as a completed download of the link (what `--max-downloads`
+//! limits).
 
 use std::sync::Arc;
 
@@ -122,6 +123,14 @@ async fn target(
     Ok(node)
 }
 
+/// Counts a completed download of link `id`.
+async fn count_download(gateway: &Gateway, id: u64) {
+    gateway.metrics.link_download();
+    if let Err(error) = gateway.meta.count_link_download(id).await {
+        tracing::warn!(%error, link = id, "counting a download");
+    }
+}
+
 pub async fn serve(
     State(gateway): State<Arc<Gateway>>,
     uri: Uri,
@@ -188,7 +197,13 @@ pub async fn serve(
             (chunk.id, records[i], from, to)
         })
         .collect();
+    let pieces_total = pieces.len();
+    let link_id = grant.link.id;
+    if pieces_total == 0 && reaches_end {
+        count_download(&gateway, link_id).await;
+    }
     let streaming = gateway.clone();
+    let counting = gateway.clone();
     let body = futures::stream::iter(pieces)
         .map(move |(id, record, from, to)| {
             let gateway = streaming.clone();
@@ -198,25 +213,26 @@ pub async fn serve(
                     tracing::error!(chunk = %id, "stored chunk shorter than recorded");
                     return Err(GatewayError::Internal);
                 }
-                gateway.metrics.bytes_served((to - from) as u64);
                 Ok(bytes.slice(from..to))
             }
         })
         .buffered(READ_AHEAD)
-        .map(|piece| piece.map_err(|e| std::io::Error::other(format!("{e:?}"))));
-    // Polled only once the last byte has been taken by the connection.
-    let counting = gateway.clone();
-    let link_id = grant.link.id;
-    let finished = futures::stream::once(async move {
-        if reaches_end {
-            counting.metrics.link_download();
-            if let Err(error) = counting.meta.count_link_download(link_id).await {
-                tracing::warn!(%error, link = link_id, "counting a download");
+        .enumerate()
+        // In order, as the connection takes each piece: the last one taken completes
+        // the download.
+        .then(move |(index, piece)| {
+            let gateway = counting.clone();
+            async move {
+                if let Ok(bytes) = &piece {
+                    gateway.metrics.bytes_served(bytes.len() as u64);
+                    if reaches_end && index + 1 == pieces_total {
+                        count_download(&gateway, link_id).await;
+                    }
+                }
+                piece.map_err(|e| std::io::Error::other(format!("{e:?}")))
             }
-        }
-    })
-    .filter_map(|()| async { None::<Result<Bytes, std::io::Error>> });
-    let body = Body::from_stream(body.chain(finished));
+        });
+    let body = Body::from_stream(body);
 
     let name = segments.last().cloned().unwrap_or_default();
     let mut response = Response::new(body);

@@ -175,7 +175,7 @@ fn route_of(method: &axum::http::Method, path: &str) -> &'static str {
     match path {
         "/healthz" => "healthz",
         "/metrics" => "metrics",
-        _ if path.starts_with("/l/") && method == axum::http::Method::POST => "password",
+        _ if path.starts_with("/l/") && *method == axum::http::Method::POST => "password",
         _ if path.starts_with("/l/") => "page",
         _ if path.starts_with("/d/") => "download",
         _ if path.starts_with("/u/") => "upload",

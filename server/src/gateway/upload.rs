@@ -68,7 +68,8 @@ pub async fn receive(
             .unwrap_or_default()
             .as_bytes()
             .to_vec();
-        check_name(&name).map_err(|e| GatewayError::BadRequest(format!("file name: {e}")))?;
+        check_name(&name)
+            .map_err(|(_, reason)| GatewayError::BadRequest(format!("file name: {reason}")))?;
         let spool = spool(&gateway, field).await?;
         let name = store(&gateway, &grant, folder.id, &name, spool).await?;
         gateway.metrics.link_upload();
@@ -139,7 +140,7 @@ async fn store(
                 break;
             }
         }
-        Ok::<_, std::io::Error>(chunker.finish())
+        Ok::<_, loft_remote::content::ContentError>(chunker.finish())
     });
     let mut builder = ManifestBuilder::new();
     while let Some((id, length, encoded)) = chunks.recv().await {
