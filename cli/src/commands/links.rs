@@ -43,8 +43,8 @@ pub async fn create(session: &Session, args: CreateArgs<'_>) -> Result<()> {
     let path = drive_path(args.path)?;
     let password = match args.password_file {
         Some(file) => {
-            let password = read_password_file(file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let password =
+                read_password_file(file).with_context(|| format!("reading {}", file.display()))?;
             if password.is_empty() {
                 return Err(anyhow!("{}: the password is empty", file.display()));
             }

@@ -266,10 +266,9 @@ pub async fn serve(
     );
     if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-        if let Ok(value) = HeaderValue::from_str(&format!(
-            "bytes {start}-{}/{size}",
-            end_exclusive - 1
-        )) {
+        if let Ok(value) =
+            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end_exclusive - 1))
+        {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
         }
     }

@@ -96,7 +96,11 @@ pub fn layout(title: &str, body: &str) -> Html<String> {
 pub fn message(title: &str, text: &str) -> Html<String> {
     layout(
         title,
-        &format!("<h1>{}</h1><p class=\"meta\">{}</p>", escape(title), escape(text)),
+        &format!(
+            "<h1>{}</h1><p class=\"meta\">{}</p>",
+            escape(title),
+            escape(text)
+        ),
     )
 }
 
@@ -120,10 +124,7 @@ pub fn password_form(name: &[u8], action: &str, error: Option<&str>) -> Html<Str
 }
 
 /// `GET /l/SECRET[/PATH…][?grant=…]`.
-pub async fn show(
-    State(gateway): State<Arc<Gateway>>,
-    uri: Uri,
-) -> Result<Response, GatewayError> {
+pub async fn show(State(gateway): State<Arc<Gateway>>, uri: Uri) -> Result<Response, GatewayError> {
     let parts = segments_after(uri.path(), 1);
     let (secret, segments) = match parts.split_first() {
         Some((secret, rest)) => (String::from_utf8_lossy(secret).into_owned(), rest.to_vec()),
@@ -293,10 +294,7 @@ async fn folder_page(
             _ => {}
         }
     }
-    let title = segments
-        .last()
-        .cloned()
-        .unwrap_or_else(|| link_name(grant));
+    let title = segments.last().cloned().unwrap_or_else(|| link_name(grant));
     let count = entries.len();
     let body = format!(
         "<h1>{}</h1><p class=\"meta\">Folder · {count} {}</p><table id=\"listing\">{rows}</table>",

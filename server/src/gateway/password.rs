@@ -73,9 +73,7 @@ pub async fn submit(
     let location = if grant.link.role == LinkRole::Viewer && node.kind() == NodeKind::File {
         link::download_url(&gateway, &grant, &[link_name(&grant)])
     } else {
-        let signed = gateway
-            .signer
-            .grant(grant.link.id, link::expiry(&gateway));
+        let signed = gateway.signer.grant(grant.link.id, link::expiry(&gateway));
         page_url(&gateway, &secret, &[], Some(&signed))
     };
     Ok((

@@ -55,9 +55,7 @@ pub fn create(db: &dyn Db, caller: &Caller, link: &NewLink, now: Nanos) -> Resul
     match node.kind() {
         NodeKind::File | NodeKind::Directory => {}
         _ => {
-            return Err(ServerError::invalid(
-                "only files and folders can be linked",
-            ));
+            return Err(ServerError::invalid("only files and folders can be linked"));
         }
     }
     if link.role == LinkRole::Upload && node.kind() != NodeKind::Directory {

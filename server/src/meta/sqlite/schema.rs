@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use crate::error::{Result, ServerError};
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
@@ -161,7 +162,7 @@ CREATE TABLE journal (
     PRIMARY KEY (ns, seq)
 );
 "#,
-r#"
+    r#"
 -- Public links. The secret is only stored as its SHA-256; link passwords are argon2id.
 CREATE TABLE links (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -192,7 +193,8 @@ CREATE TABLE server_secrets (
     name  TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
-"#];
+"#,
+];
 
 /// The schema version the database is at.
 pub fn version(conn: &Connection) -> Result<u32> {
