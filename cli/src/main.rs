@@ -149,6 +149,11 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Public links to files and folders, served by the server's HTTP gateway.
+    Link {
+        #[command(subcommand)]
+        command: LinkCommand,
+    },
     /// List conflicted copies in the mounted drive, or settle one.
     Conflicts {
         #[arg(long)]
@@ -176,6 +181,36 @@ enum TrashCommand {
     },
     /// Delete everything in the trash for good.
     Empty,
+}
+
+#[derive(Subcommand)]
+enum LinkCommand {
+    /// Create a link to PATH; prints its URL as the first line.
+    Create {
+        path: OsString,
+        /// The link stops working after this long (30s, 12h, 7d) [default: never].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<std::time::Duration>,
+        /// Ask for the password in this file (a trailing newline is ignored).
+        #[arg(long, value_name = "F")]
+        password_file: Option<PathBuf>,
+        /// viewer: open and download; upload: upload into a folder, nothing readable.
+        #[arg(long, value_enum, default_value = "viewer")]
+        role: commands::links::LinkRoleArg,
+        /// The link stops working after this many completed downloads.
+        #[arg(long, value_name = "N")]
+        max_downloads: Option<u64>,
+        /// Print {"id", "url", "expires"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your links (their URLs are shown only when created).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a link: it answers 404 from then on.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -353,6 +388,33 @@ async fn run(cli: Cli) -> Result<()> {
                     commands::files::rm(&session, &path, recursive).await
                 }
                 Command::Mv { from, to } => commands::files::mv(&session, &from, &to).await,
+                Command::Link {
+                    command:
+                        LinkCommand::Create {
+                            path,
+                            expires,
+                            password_file,
+                            role,
+                            max_downloads,
+                            json,
+                        },
+                } => {
+                    let args = commands::links::CreateArgs {
+                        path: &path,
+                        expires,
+                        password_file: password_file.as_deref(),
+                        role,
+                        max_downloads,
+                        json,
+                    };
+                    commands::links::create(&session, args).await
+                }
+                Command::Link {
+                    command: LinkCommand::List { json },
+                } => commands::links::list(&session, json).await,
+                Command::Link {
+                    command: LinkCommand::Revoke { id },
+                } => commands::links::revoke(&session, &id).await,
                 Command::Versions { path, json } => {
                     commands::versions::versions(&session, &path, json).await
                 }

@@ -1,4 +1,5 @@
-//! The Loft server: gRPC services over a metadata store and a chunk store.
+//! The Loft server: gRPC services over a metadata store and a chunk store, and the HTTP
+//! gateway for public links.
 
 pub mod auth;
 pub mod check;
@@ -6,8 +7,11 @@ pub mod chunk_store;
 pub mod conflict_name;
 pub mod connection_gauge;
 pub mod error;
+pub mod gateway;
 pub mod journal_hub;
+pub mod link_secret;
 pub mod meta;
+pub mod metrics;
 pub mod prune;
 pub mod server;
 pub mod services;

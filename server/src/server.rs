@@ -15,9 +15,11 @@ use crate::auth::AuthLayer;
 use crate::chunk_store::ChunkStore;
 use crate::connection_gauge::ConnectionGauge;
 use crate::error::{Result, ServerError};
+use crate::gateway::{self, GatewayConfig};
 use crate::journal_hub::JournalHub;
 use crate::meta::MetaStore;
 use crate::meta::sqlite::SqliteMetaStore;
+use crate::metrics::Metrics;
 use crate::prune::{PruneConfig, Pruner};
 use crate::services::{State, routes};
 use crate::storage::StorageConfig;
@@ -54,6 +56,8 @@ pub struct ServerConfig {
     pub connections: ConnectionGauge,
     /// Retention of versions and trash, and how the pruning worker runs.
     pub prune: PruneConfig,
+    /// The HTTP gateway (links, `/healthz`, `/metrics`), when wanted.
+    pub http: Option<GatewayConfig>,
 }
 
 impl ServerConfig {
@@ -66,6 +70,7 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(90 * 24 * 3600),
             connections: ConnectionGauge::default(),
             prune: PruneConfig::default(),
+            http: None,
         }
     }
 }
@@ -102,7 +107,7 @@ impl Backend {
 }
 
 /// Writes `contents` to `path` so that readers see all of it or nothing.
-fn write_atomically(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, contents: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)?;
@@ -118,12 +123,29 @@ pub async fn serve(
     let (stop_sender, stop) = watch::channel(false);
     let pruner = Arc::new(Pruner::new(backend.meta.clone(), backend.chunks.clone()));
     let pruning = tokio::spawn(pruner.run(config.prune.clone(), stop.clone()));
+    let metrics = Arc::new(Metrics::default());
+    // The gateway binds first, so that link URLs name the address it really got.
+    let http = match &config.http {
+        Some(http) => Some((gateway::bind(http).await?, http.clone())),
+        None => None,
+    };
     let state = Arc::new(State {
         meta: backend.meta.clone(),
-        chunks: backend.chunks,
+        chunks: backend.chunks.clone(),
         hub: backend.hub,
         token_ttl: config.token_ttl,
+        public_url: http.as_ref().map(|(bound, _)| bound.public_url.clone()),
         shutdown: stop.clone(),
+    });
+    let gateway = http.map(|(bound, http)| {
+        tokio::spawn(gateway::run(
+            bound,
+            http,
+            backend.meta.clone(),
+            backend.chunks.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ))
     });
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -155,8 +177,11 @@ pub async fn serve(
                 // tonic applies its `tcp_nodelay` only to listeners it binds itself: set
                 // it on each accepted socket, or Nagle's algorithm holds back a small
                 // reply until the client's delayed ACK (40 ms on Linux) for every call.
-                let incoming = TcpListenerStream::new(listener)
-                    .map(|stream| stream.and_then(|s| s.set_nodelay(true).map(|()| s)));
+                let accepted = metrics.clone();
+                let incoming = TcpListenerStream::new(listener).map(move |stream| {
+                    accepted.grpc_connection();
+                    stream.and_then(|s| s.set_nodelay(true).map(|()| s))
+                });
                 router
                     .serve_with_incoming_shutdown(incoming, graceful)
                     .await
@@ -177,8 +202,19 @@ pub async fn serve(
         }
     };
     tokio::pin!(serving);
+    let gateway_failed = async {
+        match gateway {
+            Some(task) => match task.await {
+                Ok(Ok(())) => std::future::pending().await,
+                Ok(Err(error)) => error,
+                Err(error) => ServerError::internal(format!("HTTP gateway: {error}")),
+            },
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = &mut serving => return result,
+        error = gateway_failed => return Err(error),
         () = shutdown => {}
     }
     tracing::info!("shutting down");

@@ -460,7 +460,7 @@ async fn servers_starting_together_migrate_once() {
             loft_server::meta::MetaStore::schema_version(&meta)
                 .await
                 .unwrap(),
-            2
+            3
         );
     }
 }

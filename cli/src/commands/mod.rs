@@ -3,6 +3,7 @@
 pub mod account;
 pub mod conflicts;
 pub mod files;
+pub mod links;
 pub mod mounted;
 pub mod status;
 pub mod transfer;

@@ -15,7 +15,8 @@ use crate::content::ChunkId;
 use crate::errors::ErrorKind;
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
-    trash_client::TrashClient, tree_client::TreeClient, watch_client::WatchClient,
+    links_client::LinksClient, trash_client::TrashClient, tree_client::TreeClient,
+    watch_client::WatchClient,
 };
 
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.
@@ -135,6 +136,10 @@ impl GrpcClient {
     }
     fn trash(&self) -> TrashClient<Channel> {
         TrashClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn links(&self) -> LinksClient<Channel> {
+        LinksClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
@@ -439,5 +444,32 @@ impl RemoteClient for GrpcClient {
             .await?
             .into_inner();
         Ok(stream.map(|item| item.map_err(RemoteError::from)).boxed())
+    }
+
+    async fn create_link(
+        &self,
+        request: proto::CreateLinkRequest,
+    ) -> RemoteResult<proto::CreateLinkReply> {
+        Ok(self
+            .links()
+            .create_link(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn list_links(&self) -> RemoteResult<Vec<proto::LinkInfo>> {
+        Ok(self
+            .links()
+            .list_links(self.request(proto::Empty {}))
+            .await?
+            .into_inner()
+            .links)
+    }
+
+    async fn revoke_link(&self, id: u64) -> RemoteResult<()> {
+        self.links()
+            .revoke_link(self.request(proto::RevokeLinkRequest { id }))
+            .await?;
+        Ok(())
     }
 }

@@ -127,4 +127,13 @@ pub trait RemoteClient: Send + Sync + 'static {
         namespace: u64,
         cursor: u64,
     ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>>;
+
+    /// Creates a public link; the reply holds the URL with its secret.
+    async fn create_link(
+        &self,
+        request: proto::CreateLinkRequest,
+    ) -> RemoteResult<proto::CreateLinkReply>;
+    /// The caller's public links.
+    async fn list_links(&self) -> RemoteResult<Vec<proto::LinkInfo>>;
+    async fn revoke_link(&self, id: u64) -> RemoteResult<()>;
 }

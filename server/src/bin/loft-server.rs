@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use loft_remote::units::{parse_duration, parse_size, read_password_file};
 use loft_server::chunk_store::S3Settings;
+use loft_server::gateway::GatewayConfig;
 use loft_server::journal_hub::JournalHub;
+use loft_server::meta::ThrottlePolicy;
 use loft_server::prune::PruneConfig;
 use loft_server::{Backend, Listen, ServerConfig, StorageConfig, TlsFiles};
 
@@ -139,6 +141,8 @@ enum Command {
         /// Time between pruning passes (tests shorten it).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, hide = true)]
         prune_interval: Duration,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Manage users.
     User {
@@ -164,6 +168,61 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_duration)]
         grace: Duration,
     },
+}
+
+/// The HTTP gateway: public link pages and downloads, `/healthz`, `/metrics`.
+#[derive(Args)]
+struct HttpArgs {
+    /// Serve the HTTP gateway on this address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Write the gateway's `IP:PORT` here (atomically) once it accepts.
+    #[arg(long, value_name = "F", requires = "http")]
+    http_port_file: Option<PathBuf>,
+    /// URL under which people reach the gateway, used in link URLs
+    /// [default: http:// + the --http address].
+    #[arg(long, value_name = "URL", requires = "http")]
+    public_url: Option<String>,
+    /// Wrong link passwords allowed per link and per client address in one window.
+    #[arg(long, value_name = "N", default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
+    link_password_attempts: u32,
+    /// The window of --link-password-attempts; past the limit, every password is
+    /// refused (429) until the window ends.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    link_password_window: Duration,
+    /// Lifetime of signed download URLs (and of what a link's password unlocks).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    signed_url_ttl: Duration,
+    /// Largest file accepted through an upload link.
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size_arg)]
+    max_upload: u64,
+}
+
+impl HttpArgs {
+    fn config(&self) -> Result<Option<GatewayConfig>> {
+        let Some(listen) = self.http else {
+            return Ok(None);
+        };
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("--public-url must start with http:// or https://: {url}");
+        }
+        let mut config = GatewayConfig::new(listen);
+        config.port_file = self.http_port_file.clone();
+        config.public_url = self.public_url.clone();
+        config.password_throttle = ThrottlePolicy {
+            failures: self.link_password_attempts,
+            window: i64::try_from(self.link_password_window.as_nanos()).unwrap_or(i64::MAX),
+        };
+        config.signed_url_ttl = self.signed_url_ttl;
+        config.max_upload = self.max_upload;
+        Ok(Some(config))
+    }
+}
+
+fn parse_size_arg(text: &str) -> std::result::Result<u64, String> {
+    parse_size(text).map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -204,7 +263,9 @@ async fn run(cli: Cli) -> Result<()> {
             trash_retention,
             chunk_grace,
             prune_interval,
+            http,
         } => {
+            let http = http.config()?;
             let backend = storage.backend().await?;
             let mut config =
                 ServerConfig::new(storage.data.unwrap_or_default(), Listen::Tcp(listen));
@@ -216,6 +277,7 @@ async fn run(cli: Cli) -> Result<()> {
                 chunk_grace,
                 interval: prune_interval,
             };
+            config.http = http;
             config.tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,

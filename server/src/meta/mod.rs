@@ -200,6 +200,79 @@ pub struct Listing {
     pub cursor: u64,
 }
 
+/// What a public link lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkRole {
+    /// Open the page, preview and download.
+    Viewer = 1,
+    /// Upload into the linked folder; nothing can be read.
+    Upload = 2,
+}
+
+impl LinkRole {
+    pub fn from_i64(value: i64) -> Option<LinkRole> {
+        match value {
+            1 => Some(LinkRole::Viewer),
+            2 => Some(LinkRole::Upload),
+            _ => None,
+        }
+    }
+}
+
+/// A new public link, as the links service asks the store to record it.
+#[derive(Clone, Debug)]
+pub struct NewLink {
+    pub path: Vec<u8>,
+    pub role: LinkRole,
+    /// SHA-256 of the secret in the URL; the secret itself is never stored.
+    pub secret_hash: [u8; 32],
+    /// argon2id PHC string, when the link has a password.
+    pub password_hash: Option<String>,
+    pub expires: Option<Nanos>,
+    pub max_downloads: Option<u64>,
+}
+
+/// A public link as stored.
+#[derive(Clone, Debug)]
+pub struct LinkRecord {
+    pub id: u64,
+    pub owner: u64,
+    pub node: u64,
+    /// The drive path the link was created for (display only).
+    pub path: Vec<u8>,
+    pub role: LinkRole,
+    pub password_hash: Option<String>,
+    pub created: Nanos,
+    pub expires: Option<Nanos>,
+    pub max_downloads: Option<u64>,
+    pub downloads: u64,
+    pub revoked: bool,
+}
+
+impl LinkRecord {
+    /// Not revoked, not expired and not out of downloads at `now`.
+    pub fn live(&self, now: Nanos) -> bool {
+        !self.revoked
+            && self.expires.is_none_or(|expires| expires > now)
+            && self.max_downloads.is_none_or(|max| self.downloads < max)
+    }
+}
+
+/// A live link and the caller it acts as (its creator, through no device).
+#[derive(Clone, Debug)]
+pub struct LinkGrant {
+    pub link: LinkRecord,
+    pub caller: Caller,
+}
+
+/// Fixed-window throttle of failed link passwords.
+#[derive(Clone, Copy, Debug)]
+pub struct ThrottlePolicy {
+    /// Failures allowed per subject and window.
+    pub failures: u32,
+    pub window: Nanos,
+}
+
 /// The metadata operations the services need. Implementations: SQLite (embedded) and,
 /// for scale-out, PostgreSQL.
 #[async_trait]
@@ -297,6 +370,32 @@ pub trait MetaStore: Send + Sync + 'static {
         cursor: u64,
         limit: u32,
     ) -> Result<JournalPage>;
+
+    // -- public links
+    /// Records a link to `path`, which the caller must own.
+    async fn create_link(&self, caller: &Caller, link: NewLink) -> Result<LinkRecord>;
+    /// The caller's links, newest first.
+    async fn list_links(&self, caller: &Caller) -> Result<Vec<LinkRecord>>;
+    /// Revokes one of the caller's links (others' are `NotFound`).
+    async fn revoke_link(&self, caller: &Caller, id: u64) -> Result<()>;
+    /// The live link whose secret hashes to `secret_hash`.
+    async fn link_by_secret(&self, secret_hash: [u8; 32]) -> Result<Option<LinkGrant>>;
+    /// The live link `id`.
+    async fn link_by_id(&self, id: u64) -> Result<Option<LinkGrant>>;
+    /// Counts one completed download of link `id`.
+    async fn count_link_download(&self, id: u64) -> Result<()>;
+    /// When any of `subjects` has used up its failed passwords: the time the window
+    /// ends. `None`: a password may be tried.
+    async fn password_throttled(
+        &self,
+        subjects: &[String],
+        policy: ThrottlePolicy,
+    ) -> Result<Option<Nanos>>;
+    /// Counts a failed password against each of `subjects`.
+    async fn password_failed(&self, subjects: &[String], policy: ThrottlePolicy) -> Result<()>;
+    /// The server-wide secret `name`, set to `fresh` if there is none yet (every server
+    /// process then reads the same one).
+    async fn server_secret(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>>;
 
     // -- maintenance
     /// Recorded chunks in id order after `after`, at most `limit` of them.

@@ -4,6 +4,7 @@
 mod auth;
 mod commit;
 mod content;
+mod links;
 mod trash;
 mod tree;
 mod watch;
@@ -21,6 +22,7 @@ use crate::meta::MetaStore;
 pub use auth::AuthApi;
 pub use commit::CommitApi;
 pub use content::ContentApi;
+pub use links::{LinksApi, link_info};
 pub use trash::TrashApi;
 pub use tree::TreeApi;
 pub use watch::WatchApi;
@@ -34,6 +36,8 @@ pub struct State {
     pub chunks: ChunkStore,
     pub hub: Arc<JournalHub>,
     pub token_ttl: Duration,
+    /// Base of link URLs (the HTTP gateway's public URL); `None` without a gateway.
+    pub public_url: Option<String>,
     /// Turns true when the server is shutting down; long-lived streams end then.
     pub shutdown: watch_channel::Receiver<bool>,
 }
@@ -62,6 +66,11 @@ pub fn routes(state: Arc<State>) -> tonic::service::Routes {
     )
     .add_service(
         proto::trash_server::TrashServer::new(TrashApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::links_server::LinksServer::new(LinksApi(state.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )

@@ -7,6 +7,7 @@ pub mod content;
 pub mod db;
 pub mod history;
 pub mod journal;
+pub mod links;
 pub mod prune;
 pub mod rows;
 pub mod trash;
@@ -21,9 +22,9 @@ use loft_remote::content::{ChunkId, Manifest};
 use loft_remote::proto;
 
 use super::{
-    AttrChange, Caller, ChunkRecord, CommitOp, CommitOutcome, DeviceRecord, JournalPage, Listing,
-    MetaStore, Nanos, NewNode, RemoveOp, RenameOp, RenameOutcome, StoredChunkRef, TrashEntry,
-    TrashTarget, User, XattrMode,
+    AttrChange, Caller, ChunkRecord, CommitOp, CommitOutcome, DeviceRecord, JournalPage, LinkGrant,
+    LinkRecord, Listing, MetaStore, Nanos, NewLink, NewNode, RemoveOp, RenameOp, RenameOutcome,
+    StoredChunkRef, ThrottlePolicy, TrashEntry, TrashTarget, User, XattrMode,
 };
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
@@ -366,6 +367,59 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
             journal::since(db, namespace, cursor, limit)
         })
         .await
+    }
+
+    async fn create_link(&self, caller: &Caller, link: NewLink) -> Result<LinkRecord> {
+        let caller = caller.clone();
+        self.write_quietly(move |db, now| links::create(db, &caller, &link, now))
+            .await
+    }
+
+    async fn list_links(&self, caller: &Caller) -> Result<Vec<LinkRecord>> {
+        let caller = caller.clone();
+        self.read(move |db, _| links::list(db, &caller)).await
+    }
+
+    async fn revoke_link(&self, caller: &Caller, id: u64) -> Result<()> {
+        let caller = caller.clone();
+        self.write_quietly(move |db, _| links::revoke(db, &caller, id))
+            .await
+    }
+
+    async fn link_by_secret(&self, secret_hash: [u8; 32]) -> Result<Option<LinkGrant>> {
+        self.read(move |db, now| links::by_secret(db, &secret_hash, now))
+            .await
+    }
+
+    async fn link_by_id(&self, id: u64) -> Result<Option<LinkGrant>> {
+        self.read(move |db, now| links::by_id(db, id, now)).await
+    }
+
+    async fn count_link_download(&self, id: u64) -> Result<()> {
+        self.write_quietly(move |db, _| links::count_download(db, id))
+            .await
+    }
+
+    async fn password_throttled(
+        &self,
+        subjects: &[String],
+        policy: ThrottlePolicy,
+    ) -> Result<Option<Nanos>> {
+        let subjects = subjects.to_vec();
+        self.read(move |db, now| links::throttled(db, &subjects, policy, now))
+            .await
+    }
+
+    async fn password_failed(&self, subjects: &[String], policy: ThrottlePolicy) -> Result<()> {
+        let subjects = subjects.to_vec();
+        self.write_quietly(move |db, now| links::failed(db, &subjects, policy, now))
+            .await
+    }
+
+    async fn server_secret(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>> {
+        let name = name.to_string();
+        self.write_quietly(move |db, _| links::server_secret(db, &name, &fresh))
+            .await
     }
 
     async fn chunk_records(

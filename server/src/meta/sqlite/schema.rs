@@ -184,6 +184,39 @@ CREATE TABLE leases (
     expires INTEGER NOT NULL
 );
 "#,
+    // Public links, their password throttle and the server's signing key.
+    r#"
+-- Public links. The secret is only stored as its SHA-256; link passwords are argon2id.
+CREATE TABLE links (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner         INTEGER NOT NULL REFERENCES users(id),
+    node          INTEGER NOT NULL,
+    path          BLOB NOT NULL,
+    role          INTEGER NOT NULL,
+    secret_hash   BLOB NOT NULL UNIQUE,
+    password_hash TEXT,
+    created       INTEGER NOT NULL,
+    expires       INTEGER,
+    max_downloads INTEGER,
+    downloads     INTEGER NOT NULL DEFAULT 0,
+    revoked       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX links_owner ON links(owner, id);
+
+-- Failed link passwords per subject (`link:ID`, `ip:ADDR`) in the current window,
+-- shared by every server process.
+CREATE TABLE link_throttle (
+    subject      TEXT PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    failures     INTEGER NOT NULL
+);
+
+-- Server-wide secrets (the key that signs download URLs), created once.
+CREATE TABLE server_secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"#,
 ];
 
 /// The schema version the database is at.

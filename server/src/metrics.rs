@@ -1,0 +1,131 @@
+//! Every metric the server exports, defined in one place and rendered in the Prometheus
+//! text format (version 0.0.4) at `/metrics` on the HTTP gateway.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The server's counters. Cheap to update from any task.
+#[derive(Default)]
+pub struct Metrics {
+    /// HTTP requests by (route, status code).
+    http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Body bytes of downloads sent.
+    http_bytes_served: AtomicU64,
+    /// Completed downloads through links.
+    link_downloads: AtomicU64,
+    /// Files created through upload links.
+    link_uploads: AtomicU64,
+    /// Wrong link passwords.
+    link_password_failures: AtomicU64,
+    /// Password attempts refused because of the throttle.
+    link_password_throttled: AtomicU64,
+    /// TCP connections the gRPC listener accepted.
+    grpc_connections: AtomicU64,
+}
+
+impl Metrics {
+    pub fn http_request(&self, route: &'static str, status: u16) {
+        if let Ok(mut requests) = self.http_requests.lock() {
+            *requests.entry((route, status)).or_default() += 1;
+        }
+    }
+
+    pub fn bytes_served(&self, bytes: u64) {
+        self.http_bytes_served.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn link_download(&self) {
+        self.link_downloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn link_upload(&self) {
+        self.link_uploads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn password_failure(&self) {
+        self.link_password_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn password_throttled(&self) {
+        self.link_password_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn grpc_connection(&self) {
+        self.grpc_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP loft_http_requests_total HTTP requests to the gateway by route and status."
+        );
+        let _ = writeln!(out, "# TYPE loft_http_requests_total counter");
+        if let Ok(requests) = self.http_requests.lock() {
+            for ((route, status), count) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "loft_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
+                );
+            }
+        }
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "loft_http_bytes_served_total",
+                "Download body bytes sent by the gateway.",
+                &self.http_bytes_served,
+            ),
+            (
+                "loft_link_downloads_total",
+                "Completed downloads through public links.",
+                &self.link_downloads,
+            ),
+            (
+                "loft_link_uploads_total",
+                "Files created through upload links.",
+                &self.link_uploads,
+            ),
+            (
+                "loft_link_password_failures_total",
+                "Wrong link passwords.",
+                &self.link_password_failures,
+            ),
+            (
+                "loft_link_password_throttled_total",
+                "Link password attempts refused by the throttle.",
+                &self.link_password_throttled,
+            ),
+            (
+                "loft_grpc_connections_total",
+                "TCP connections accepted by the gRPC listener.",
+                &self.grpc_connections,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_text_format() {
+        let metrics = Metrics::default();
+        metrics.http_request("download", 206);
+        metrics.http_request("download", 206);
+        metrics.bytes_served(10);
+        let text = metrics.render();
+        assert!(text.contains("loft_http_requests_total{route=\"download\",status=\"206\"} 2\n"));
+        assert!(text.contains("# TYPE loft_http_bytes_served_total counter\n"));
+        assert!(text.contains("loft_http_bytes_served_total 10\n"));
+    }
+}
