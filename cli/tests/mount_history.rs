@@ -82,7 +82,6 @@ fn a_restored_version_shows_in_the_mount() {
 }
 
 #[test]
-#[ignore = "the mount that deleted the file does not show it again after a trash restore yet"]
 fn a_file_removed_in_the_mount_comes_back_from_the_trash() {
     let server = TestServer::start();
     server.add_user("alice");

@@ -193,7 +193,16 @@ impl Vfs {
         let Some(remote) = &change.node else {
             return Ok(());
         };
-        let ino = db.ino_of_remote(remote.id)?;
+        let ino = match db.ino_of_remote(remote.id)? {
+            Some(ino) if db.node(ino)?.is_some() => Some(ino),
+            Some(forgotten) => {
+                // A node this device deleted and forgot, back on the server (restored
+                // from the trash): it comes back as a new node.
+                db.forget_remote(forgotten)?;
+                None
+            }
+            None => None,
+        };
         match ChangeKind::try_from(change.kind) {
             Ok(ChangeKind::Modified) => {
                 if let Some(ino) = ino {
