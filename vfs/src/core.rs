@@ -273,7 +273,6 @@ impl Vfs {
         let freed = self.tx(|db| {
             let freed = db.release_all(node.ino)?;
             db.delete_node(node.ino)?;
-            db.forget_remote(node.ino)?;
             Ok(freed)
         })?;
         self.unhold(freed);

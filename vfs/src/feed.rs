@@ -193,15 +193,12 @@ impl Vfs {
         let Some(remote) = &change.node else {
             return Ok(());
         };
+        // A node this device deleted and forgot keeps its server id mapped (queued
+        // operations may still name it); back on the server (restored from the
+        // trash), it comes back as a new node, which takes the id over.
         let ino = match db.ino_of_remote(remote.id)? {
             Some(ino) if db.node(ino)?.is_some() => Some(ino),
-            Some(forgotten) => {
-                // A node this device deleted and forgot, back on the server (restored
-                // from the trash): it comes back as a new node.
-                db.forget_remote(forgotten)?;
-                None
-            }
-            None => None,
+            _ => None,
         };
         match ChangeKind::try_from(change.kind) {
             Ok(ChangeKind::Modified) => {

@@ -200,7 +200,7 @@ impl Vfs {
 
     /// A dirty file with no writers left is uploaded once it has been quiet for the
     /// debounce.
-    fn upload_after_debounce(&self, ino: u64) {
+    pub(crate) fn upload_after_debounce(&self, ino: u64) {
         if let Some(pending) = lock(&self.pending).get_mut(&ino) {
             pending.ready_at = Some(Instant::now() + self.config.upload_debounce);
         }

@@ -3,6 +3,7 @@
 //! transaction.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use loft_cache::mirror::{Db, Kind, Node, Op, ROOT_INO};
 use loft_remote::names::NAME_MAX;
@@ -43,6 +44,10 @@ pub(crate) fn check_name(name: &[u8]) -> VfsResult<()> {
 }
 
 const S_ISGID: u32 = 0o2000;
+
+/// How long a new file waits for the close that hands it to the sync engine (the
+/// close sets the real debounce); a crash forgets it, and recovery uploads the file.
+const UNTIL_CLOSED: Duration = Duration::from_secs(24 * 3600);
 
 /// What a new node is.
 pub(crate) struct NewNode<'a> {
@@ -127,8 +132,10 @@ impl Vfs {
             Ok(node)
         })?;
         if node.kind == Kind::File {
-            // The caller makes the body file.
-            lock(&self.pending).entry(node.ino).or_default();
+            // Not uploaded before the caller has made the body file and, for `create`,
+            // opened and closed it: a sync round in between would commit it empty.
+            lock(&self.pending).entry(node.ino).or_default().ready_at =
+                Some(Instant::now() + UNTIL_CLOSED);
         }
         self.wake.notify_one();
         Ok(node)
@@ -186,6 +193,7 @@ impl Vfs {
         )?;
         if kind == Kind::File {
             self.bodies.create_body(node.ino, node.body, 0)?;
+            self.upload_after_debounce(node.ino);
         }
         Ok(self.attr_of(&node))
     }
@@ -238,14 +246,24 @@ impl Vfs {
                 symlink: b"",
             },
         )?;
-        self.bodies.create_body(node.ino, node.body, 0)?;
-        self.open(
-            node.ino,
-            OpenMode {
-                write,
-                truncate: false,
-            },
-        )
+        let opened = self
+            .bodies
+            .create_body(node.ino, node.body, 0)
+            .map_err(VfsError::from)
+            .and_then(|_| {
+                self.open(
+                    node.ino,
+                    OpenMode {
+                        write,
+                        truncate: false,
+                    },
+                )
+            });
+        if opened.is_err() || !write {
+            // No close will hand it to the sync engine.
+            self.upload_after_debounce(node.ino);
+        }
+        opened
     }
 
     /// Drops one link of `ino` (already removed from its directory, in `db`). A node
