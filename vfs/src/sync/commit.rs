@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use loft_cache::mirror::{Held, Kind, Node};
-use loft_remote::client::{RemoteError, RemoteResult};
+use loft_remote::client::RemoteResult;
 use loft_remote::content::{ChunkIndex, Manifest};
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto;
-use loft_remote::transfer::{upload, upload_small};
+use loft_remote::transfer::{UploadStats, upload, upload_small};
 use tracing::{info, warn};
 
 use super::Stop;
@@ -87,7 +87,7 @@ impl Vfs {
         files: &[(u64, u64, Vec<u8>)],
     ) -> Result<(), Stop> {
         let mut prepared = Vec::new();
-        let mut small: Vec<(Snapshot, Target<'_>)> = Vec::new();
+        let mut small: Vec<(Node, u64, Target<'_>)> = Vec::new();
         let mut contents = Vec::new();
         let mut small_bytes = 0;
         for (ino, parent, name) in files {
@@ -107,19 +107,16 @@ impl Vfs {
                 }
                 small_bytes += size;
                 contents.push(content);
-                small.push((snapshot, target));
+                small.push((snapshot.node, snapshot.generation, target));
             } else if let Some(one) = self.prepare_from(snapshot, target).await? {
                 prepared.push(one);
             }
         }
         if !small.is_empty() {
             let uploaded = upload_small(self.client.clone(), contents).await;
-            if let Some((manifests, stats)) = self.uploaded("a batch of new files", uploaded)? {
-                self.counters
-                    .bytes_uploaded
-                    .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
-                for ((snapshot, target), manifest) in small.into_iter().zip(manifests) {
-                    prepared.extend(self.prepared(snapshot, target, manifest));
+            if let Some(manifests) = self.uploaded("a batch of new files", uploaded)? {
+                for ((node, generation, target), manifest) in small.into_iter().zip(manifests) {
+                    prepared.extend(self.prepared(node, generation, target, manifest));
                 }
             }
         }
@@ -165,24 +162,18 @@ impl Vfs {
         snapshot: Snapshot,
         target: Target<'_>,
     ) -> Result<Option<Prepared>, Stop> {
-        let reader = snapshot
-            .file
-            .try_clone()
-            .map(|file| file.take(snapshot.node.size));
-        let uploaded = match reader {
-            Ok(reader) => upload(self.client.clone(), reader, Arc::new(|_| {})).await,
-            Err(error) => Err(RemoteError::new(
-                ErrorKind::Internal,
-                format!("local I/O: {error}"),
-            )),
-        };
-        let Some((manifest, stats)) = self.uploaded("upload", uploaded)? else {
+        let Snapshot {
+            node,
+            generation,
+            file,
+        } = snapshot;
+        let reader = file.take(node.size);
+        let uploaded = upload(self.client.clone(), reader, Arc::new(|_| {})).await;
+        let what = format!("upload of inode {}", node.ino);
+        let Some(manifest) = self.uploaded(&what, uploaded)? else {
             return Ok(None);
         };
-        self.counters
-            .bytes_uploaded
-            .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
-        Ok(self.prepared(snapshot, target, manifest))
+        Ok(self.prepared(node, generation, target, manifest))
     }
 
     /// A dirty file as its upload starts: its node, change generation and body.
@@ -213,11 +204,20 @@ impl Vfs {
         })
     }
 
-    /// The outcome of an upload: `Err` when the server is unreachable (the round
-    /// stops), `None` when it failed for good (logged).
-    fn uploaded<T>(&self, what: &str, result: RemoteResult<T>) -> Result<Option<T>, Stop> {
+    /// The outcome of an upload, its bytes counted: `Err` when the server is
+    /// unreachable (the round stops), `None` when it failed for good (logged).
+    fn uploaded<T>(
+        &self,
+        what: &str,
+        result: RemoteResult<(T, UploadStats)>,
+    ) -> Result<Option<T>, Stop> {
         match result {
-            Ok(done) => Ok(Some(done)),
+            Ok((done, stats)) => {
+                self.counters
+                    .bytes_uploaded
+                    .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
+                Ok(Some(done))
+            }
             Err(error) if is_unreachable(&error) => Err(self.sync_failed(error)),
             Err(error) => {
                 warn!("{what} failed: {error}");
@@ -231,13 +231,11 @@ impl Vfs {
     /// out unchanged (it is clean again at once).
     fn prepared(
         &self,
-        snapshot: Snapshot,
+        node: Node,
+        generation: u64,
         target: Target<'_>,
         manifest: Manifest,
     ) -> Option<Prepared> {
-        let Snapshot {
-            node, generation, ..
-        } = snapshot;
         let ino = node.ino;
         if let (Target::Existing(_), Some(stored)) = (&target, &node.manifest)
             && let Ok(stored) = Self::decode_manifest(stored)
