@@ -113,6 +113,44 @@ pub fn page_url(
     url
 }
 
+/// The secret of a `/KIND/SECRET[/PATH…]` path and the decoded segments after it;
+/// `NotFound` without one.
+pub fn secret_and_path(path: &str) -> Result<(String, Vec<Vec<u8>>), GatewayError> {
+    let mut parts = segments_after(path, 1).into_iter();
+    let secret = parts.next().ok_or(GatewayError::NotFound)?;
+    Ok((
+        String::from_utf8_lossy(&secret).into_owned(),
+        parts.collect(),
+    ))
+}
+
+/// What a request may do with a link's password.
+pub enum Access {
+    /// The link has no password.
+    Open,
+    /// The request carries a valid grant (given for the right password).
+    Granted(String),
+    /// The link has a password and the request no valid grant.
+    NeedsPassword,
+}
+
+/// Whether the request whose query is `query` may use `grant`'s link.
+pub fn access(gateway: &Gateway, grant: &LinkGrant, query: Option<&str>) -> Access {
+    if grant.link.password_hash.is_none() {
+        return Access::Open;
+    }
+    match grant_param(query) {
+        Some(offered)
+            if gateway
+                .signer
+                .check_grant(grant.link.id, &offered, now_nanos()) =>
+        {
+            Access::Granted(offered)
+        }
+        _ => Access::NeedsPassword,
+    }
+}
+
 /// The `grant` query parameter, if any.
 pub fn grant_param(query: Option<&str>) -> Option<String> {
     form_pairs(query)

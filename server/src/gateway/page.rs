@@ -11,10 +11,10 @@ use axum::response::{Html, IntoResponse, Response};
 use loft_remote::content::decode;
 use loft_remote::proto::NodeKind;
 
-use super::link::{self, download_url, link_name, page_url, segments_after};
+use super::link::{self, Access, download_url, link_name, page_url};
 use super::media::{Preview, preview};
 use super::{Gateway, GatewayError};
-use crate::meta::{LinkGrant, LinkRole, now_nanos};
+use crate::meta::{LinkGrant, LinkRole};
 
 /// Bytes of a text file shown on its page.
 const TEXT_PREVIEW: usize = 4096;
@@ -125,27 +125,17 @@ pub fn password_form(name: &[u8], action: &str, error: Option<&str>) -> Html<Str
 
 /// `GET /l/SECRET[/PATH…][?grant=…]`.
 pub async fn show(State(gateway): State<Arc<Gateway>>, uri: Uri) -> Result<Response, GatewayError> {
-    let parts = segments_after(uri.path(), 1);
-    let (secret, segments) = match parts.split_first() {
-        Some((secret, rest)) => (String::from_utf8_lossy(secret).into_owned(), rest.to_vec()),
-        None => return Err(GatewayError::NotFound),
-    };
+    let (secret, segments) = link::secret_and_path(uri.path())?;
     let grant = link::open(&gateway, &secret).await?;
-    let offered = link::grant_param(uri.query());
-    let granted = match (&grant.link.password_hash, &offered) {
-        (None, _) => None,
-        (Some(_), Some(offered))
-            if gateway
-                .signer
-                .check_grant(grant.link.id, offered, now_nanos()) =>
-        {
-            Some(offered.as_str())
-        }
-        (Some(_), _) => {
+    let granted = match link::access(&gateway, &grant, uri.query()) {
+        Access::Open => None,
+        Access::Granted(offered) => Some(offered),
+        Access::NeedsPassword => {
             let action = page_url(&gateway, &secret, &[], None);
             return Ok(password_form(&link_name(&grant), &action, None).into_response());
         }
     };
+    let granted = granted.as_deref();
     match grant.link.role {
         LinkRole::Upload if segments.is_empty() => {
             Ok(upload_form(&gateway, &grant, &secret, granted, None).into_response())

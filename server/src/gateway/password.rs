@@ -14,7 +14,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use loft_remote::proto::NodeKind;
 
-use super::link::{self, form_pairs, link_name, page_url, segments_after};
+use super::link::{self, form_pairs, link_name, page_url};
 use super::{Gateway, GatewayError, page};
 use crate::auth::verify_password;
 use crate::meta::{LinkRole, now_nanos};
@@ -28,11 +28,7 @@ pub async fn submit(
     uri: Uri,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
-    let secret = segments_after(uri.path(), 1)
-        .into_iter()
-        .next()
-        .map(|s| String::from_utf8_lossy(&s).into_owned())
-        .ok_or(GatewayError::NotFound)?;
+    let (secret, _) = link::secret_and_path(uri.path())?;
     let grant = link::open(&gateway, &secret).await?;
     if body.len() > MAX_FORM {
         return Err(GatewayError::BadRequest("form too large".into()));

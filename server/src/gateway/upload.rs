@@ -14,9 +14,9 @@ use loft_remote::errors::ErrorKind;
 use loft_remote::names::check_name;
 use loft_remote::proto::NodeKind;
 
-use super::link::{self, segments_after};
+use super::link::{self, Access};
 use super::{Gateway, GatewayError, page};
-use crate::meta::{ChunkRecord, CommitOp, LinkGrant, LinkRole, NewNode, now_nanos};
+use crate::meta::{ChunkRecord, CommitOp, LinkGrant, LinkRole, NewNode};
 
 /// Names tried before giving up on finding a free one.
 const MAX_SUFFIX: u32 = 1000;
@@ -26,27 +26,16 @@ pub async fn receive(
     uri: Uri,
     mut multipart: Multipart,
 ) -> Result<Response, GatewayError> {
-    let secret = segments_after(uri.path(), 1)
-        .into_iter()
-        .next()
-        .map(|s| String::from_utf8_lossy(&s).into_owned())
-        .ok_or(GatewayError::NotFound)?;
+    let (secret, _) = link::secret_and_path(uri.path())?;
     let grant = link::open(&gateway, &secret).await?;
     if grant.link.role != LinkRole::Upload {
         return Err(GatewayError::NotFound);
     }
-    let offered = link::grant_param(uri.query());
-    let granted = match (&grant.link.password_hash, &offered) {
-        (None, _) => None,
-        (Some(_), Some(offered))
-            if gateway
-                .signer
-                .check_grant(grant.link.id, offered, now_nanos()) =>
-        {
-            Some(offered.clone())
-        }
+    let granted = match link::access(&gateway, &grant, uri.query()) {
+        Access::Open => None,
+        Access::Granted(offered) => Some(offered),
         // Without the grant a correct password gives, nothing is accepted.
-        (Some(_), _) => return Err(GatewayError::NotFound),
+        Access::NeedsPassword => return Err(GatewayError::NotFound),
     };
     let folder = gateway.meta.stat(&grant.caller, grant.link.node).await?;
     if folder.kind() != NodeKind::Directory {
