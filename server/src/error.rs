@@ -70,15 +70,22 @@ pub fn postgres_message(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Errors the database reported are internal; a lost connection is `Unavailable`, so
-/// clients retry.
+/// Errors the database reported are internal; a lost connection, or the database
+/// shutting down or out of resources (SQLSTATE classes 08, 57 and 53), is `Unavailable`,
+/// so clients retry.
 impl From<tokio_postgres::Error> for ServerError {
     fn from(error: tokio_postgres::Error) -> Self {
         let message = format!("metadata store: {}", postgres_message(&error));
-        if error.code().is_some() {
-            ServerError::internal(message)
-        } else {
+        let transient = match error.code() {
+            None => true,
+            Some(code) => ["08", "57", "53"]
+                .iter()
+                .any(|class| code.code().starts_with(class)),
+        };
+        if transient {
             ServerError::new(ErrorKind::Unavailable, message)
+        } else {
+            ServerError::internal(message)
         }
     }
 }

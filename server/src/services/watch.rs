@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, watch_event::Event, watch_server::Watch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,6 +21,9 @@ const PAGE: u32 = 500;
 /// Fallback poll, in case a wake-up is missed: wake-ups are hints (in-process, and from
 /// other server processes through PostgreSQL's LISTEN/NOTIFY); the journal is the truth.
 const POLL: Duration = Duration::from_secs(5);
+/// How long a stream waits for an unavailable metadata store before it gives up; until
+/// then it retries with a growing pause, so a database restart does not cut every stream.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct WatchApi(pub Arc<State>);
 
@@ -39,28 +43,36 @@ async fn follow(
 ) {
     let mut wake = state.hub.subscribe();
     let mut shutdown = state.shutdown.clone();
+    let mut outage = Outage::default();
     loop {
         wake.borrow_and_update();
-        // A session revoked (or expired) while the stream is open ends it: revoking a
-        // device wakes every stream, so this happens at once.
-        match state.meta.session(token.0, now_nanos()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                let error = ServerError::unauthenticated("the session ended");
-                let _ = sender.send(Err(error.into())).await;
-                return;
+        let page = async {
+            // A session revoked (or expired) while the stream is open ends it: revoking a
+            // device wakes every stream, so this happens at once.
+            if state.meta.session(token.0, now_nanos()).await?.is_none() {
+                return Err(ServerError::unauthenticated("the session ended"));
             }
-            Err(error) => {
-                let _ = sender.send(Err(error.into())).await;
-                return;
+            state.meta.journal_since(&caller, ns, cursor, PAGE).await
+        };
+        let page = match page.await {
+            Ok(page) => {
+                outage = Outage::default();
+                page
             }
-        }
-        let page = match state.meta.journal_since(&caller, ns, cursor, PAGE).await {
-            Ok(page) => page,
-            Err(error) => {
-                let _ = sender.send(Err(error.into())).await;
-                return;
-            }
+            Err(error) => match outage.pause(&error) {
+                Some(pause) => {
+                    tracing::warn!(error = %error.message, ?pause, "Watch waits for the metadata store");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = shutdown.wait_for(|stopping| *stopping) => return,
+                        _ = sender.closed() => return,
+                    }
+                }
+                None => {
+                    let _ = sender.send(Err(error.into())).await;
+                    return;
+                }
+            },
         };
         if let Some(head) = page.reset_to {
             cursor = head;
@@ -88,6 +100,26 @@ async fn follow(
             _ = shutdown.wait_for(|stopping| *stopping) => return,
             _ = sender.closed() => return,
         }
+    }
+}
+
+/// How long a stream has been waiting for an unavailable metadata store.
+#[derive(Default)]
+struct Outage {
+    waited: Duration,
+    next: Duration,
+}
+
+impl Outage {
+    /// The pause before the next try, or `None` when `error` is not worth waiting out.
+    fn pause(&mut self, error: &ServerError) -> Option<Duration> {
+        if error.kind != ErrorKind::Unavailable || self.waited >= OUTAGE_PATIENCE {
+            return None;
+        }
+        let pause = self.next.clamp(Duration::from_millis(100), POLL);
+        self.waited += pause;
+        self.next = pause * 2;
+        Some(pause)
     }
 }
 
