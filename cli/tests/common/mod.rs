@@ -55,9 +55,16 @@ pub fn server_bin() -> PathBuf {
             };
             if stale {
                 eprintln!("building loft-server (missing or older than its sources)");
-                let status = Command::new(env!("CARGO"))
+                // The profile the tests were built with: `target/<profile>/loft`.
+                let release = path.parent().is_some_and(|dir| dir.ends_with("release"));
+                let mut cargo = Command::new(env!("CARGO"));
+                cargo
                     .current_dir(workspace_root())
-                    .args(["build", "--workspace", "--bin", "loft-server"])
+                    .args(["build", "--workspace", "--bin", "loft-server"]);
+                if release {
+                    cargo.arg("--release");
+                }
+                let status = cargo
                     .status()
                     .expect("running cargo build");
                 assert!(status.success(), "cargo build --bin loft-server failed");
