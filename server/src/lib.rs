@@ -8,6 +8,7 @@ pub mod connection_gauge;
 pub mod error;
 pub mod journal_hub;
 pub mod meta;
+pub mod mount_name;
 pub mod server;
 pub mod services;
 pub mod storage;

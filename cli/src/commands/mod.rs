@@ -4,6 +4,7 @@ pub mod account;
 pub mod conflicts;
 pub mod files;
 pub mod mounted;
+pub mod sharing;
 pub mod status;
 pub mod transfer;
 pub mod versions;

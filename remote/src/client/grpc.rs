@@ -15,7 +15,7 @@ use crate::content::ChunkId;
 use crate::errors::ErrorKind;
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
-    tree_client::TreeClient, watch_client::WatchClient,
+    sharing_client::SharingClient, tree_client::TreeClient, watch_client::WatchClient,
 };
 
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.
@@ -132,6 +132,9 @@ impl GrpcClient {
     }
     fn commits(&self) -> CommitClient<Channel> {
         CommitClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+    fn sharing(&self) -> SharingClient<Channel> {
+        SharingClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
@@ -384,6 +387,58 @@ impl RemoteClient for GrpcClient {
             .await?
             .into_inner()
             .versions)
+    }
+
+    async fn share(&self, request: proto::ShareRequest) -> RemoteResult<proto::ShareReply> {
+        Ok(self
+            .sharing()
+            .share(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn list_shares(&self, node: u64) -> RemoteResult<proto::MemberList> {
+        let request = proto::SharesRequest { node };
+        Ok(self
+            .sharing()
+            .list_shares(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn revoke_share(&self, node: u64, user: &str) -> RemoteResult<Vec<String>> {
+        let request = proto::RevokeShareRequest {
+            node,
+            user: user.to_string(),
+        };
+        Ok(self
+            .sharing()
+            .revoke_share(self.request(request))
+            .await?
+            .into_inner()
+            .revoked)
+    }
+
+    async fn add_comment(&self, node: u64, text: &str) -> RemoteResult<proto::Comment> {
+        let request = proto::CommentRequest {
+            node,
+            text: text.to_string(),
+        };
+        Ok(self
+            .sharing()
+            .add_comment(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn list_comments(&self, node: u64) -> RemoteResult<Vec<proto::Comment>> {
+        let request = proto::CommentsRequest { node };
+        Ok(self
+            .sharing()
+            .list_comments(self.request(request))
+            .await?
+            .into_inner()
+            .comments)
     }
 
     async fn watch(

@@ -4,6 +4,7 @@
 mod auth;
 mod commit;
 mod content;
+mod sharing;
 mod tree;
 mod watch;
 
@@ -20,6 +21,7 @@ use crate::meta::MetaStore;
 pub use auth::AuthApi;
 pub use commit::CommitApi;
 pub use content::ContentApi;
+pub use sharing::{SharingApi, role_from_wire, role_to_wire};
 pub use tree::TreeApi;
 pub use watch::WatchApi;
 
@@ -55,6 +57,11 @@ pub fn routes(state: Arc<State>) -> tonic::service::Routes {
     )
     .add_service(
         proto::commit_server::CommitServer::new(CommitApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::sharing_server::SharingServer::new(SharingApi(state.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )

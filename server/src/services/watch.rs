@@ -1,10 +1,12 @@
-//! `loft.v1.Watch`: the change journal from a cursor, then live changes.
+//! `loft.v1.Watch`: the caller's feed (or one namespace's journal) from a cursor, then
+//! live changes.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, watch_event::Event, watch_server::Watch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::State;
 use crate::auth::{TokenHash, caller};
 use crate::error::ServerError;
-use crate::meta::{Caller, now_nanos};
+use crate::meta::{Caller, Membership, now_nanos};
 
 /// Changes read from the journal per query.
 const PAGE: u32 = 500;
@@ -27,13 +29,50 @@ fn event(event: Event) -> Result<proto::WatchEvent, Status> {
     Ok(proto::WatchEvent { event: Some(event) })
 }
 
-/// Streams the journal of `ns` after `cursor` into `sender` until the client goes away
-/// or the server shuts down.
+/// What a Watch stream follows.
+#[derive(Clone, Debug)]
+enum Source {
+    /// The caller's feed over every namespace it belongs to, as long as those stay the
+    /// ones it belonged to when the stream began.
+    Feed(Vec<Membership>),
+    /// One namespace's journal.
+    Namespace(u64),
+}
+
+/// Why a stream on the caller's feed must end, if its memberships changed: losing one
+/// ends it with an error at once; gaining one or a new role ends it cleanly, so the
+/// client watches again and learns its new roles.
+async fn memberships_changed(
+    state: &State,
+    caller: &Caller,
+    known: &[Membership],
+) -> Option<Result<(), ServerError>> {
+    let now = match state.meta.memberships(caller).await {
+        Ok(now) => now,
+        Err(error) => return Some(Err(error)),
+    };
+    if now == known {
+        return None;
+    }
+    if known
+        .iter()
+        .any(|old| !now.iter().any(|new| new.ns == old.ns))
+    {
+        return Some(Err(ServerError::new(
+            ErrorKind::PermissionDenied,
+            "access to a shared item was revoked; watch again",
+        )));
+    }
+    Some(Ok(()))
+}
+
+/// Streams `source` after `cursor` into `sender` until the client goes away, the
+/// server shuts down, or the caller's access changes.
 async fn follow(
     state: Arc<State>,
     caller: Caller,
     token: TokenHash,
-    ns: u64,
+    source: Source,
     mut cursor: u64,
     sender: mpsc::Sender<Result<proto::WatchEvent, Status>>,
 ) {
@@ -55,7 +94,22 @@ async fn follow(
                 return;
             }
         }
-        let page = match state.meta.journal_since(&caller, ns, cursor, PAGE).await {
+        let page = match &source {
+            Source::Feed(known) => {
+                // Revoking a share wakes every stream, so a lost member's ends at once.
+                match memberships_changed(&state, &caller, known).await {
+                    None => {}
+                    Some(Ok(())) => return,
+                    Some(Err(error)) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                }
+                state.meta.feed_since(&caller, cursor, PAGE).await
+            }
+            Source::Namespace(ns) => state.meta.journal_since(&caller, *ns, cursor, PAGE).await,
+        };
+        let page = match page {
             Ok(page) => page,
             Err(error) => {
                 let _ = sender.send(Err(error.into())).await;
@@ -79,6 +133,9 @@ async fn follow(
         if full {
             continue;
         }
+        // The page was read in one snapshot with its head: a feed that skipped rows of
+        // namespaces left since is caught up to the head all the same.
+        cursor = cursor.max(page.head);
         if sender.send(event(Event::CaughtUp(cursor))).await.is_err() {
             return;
         }
@@ -106,15 +163,25 @@ impl Watch for WatchApi {
             .copied()
             .ok_or_else(|| ServerError::unauthenticated("not signed in"))?;
         let r = request.into_inner();
-        let ns = if r.namespace == 0 {
-            caller.home_ns
+        let source = if r.namespace == 0 {
+            Source::Feed(self.0.meta.memberships(&caller).await?)
         } else {
-            r.namespace
+            // Fail the call itself (not the stream) when the namespace is not the caller's.
+            self.0
+                .meta
+                .journal_since(&caller, r.namespace, r.cursor, 1)
+                .await?;
+            Source::Namespace(r.namespace)
         };
-        // Fail the call itself (not the stream) when the namespace is not the caller's.
-        self.0.meta.journal_since(&caller, ns, r.cursor, 1).await?;
         let (sender, receiver) = mpsc::channel(256);
-        tokio::spawn(follow(self.0.clone(), caller, token, ns, r.cursor, sender));
+        tokio::spawn(follow(
+            self.0.clone(),
+            caller,
+            token,
+            source,
+            r.cursor,
+            sender,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
