@@ -100,6 +100,29 @@ enum Command {
         #[command(subcommand)]
         command: TrashCommand,
     },
+    /// Share a folder or file with a user (or change the user's role); see also
+    /// `share list` and `share revoke`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Share {
+        #[command(subcommand)]
+        action: Option<ShareCommand>,
+        /// The folder or file (a drive path).
+        #[arg(required = true)]
+        path: Option<OsString>,
+        /// Who to share with.
+        #[arg(required = true)]
+        user: Option<String>,
+        #[arg(long, value_enum, required = true)]
+        role: Option<commands::sharing::RoleArg>,
+    },
+    /// Comment on a file or folder (commenters, editors and owners).
+    Comment { path: OsString, text: String },
+    /// List the comments on a file or folder, oldest first.
+    Comments {
+        path: OsString,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the connection, this device and its mount; with PATH, what of it is local.
     Status {
         path: Option<PathBuf>,
@@ -211,6 +234,18 @@ enum LinkCommand {
     },
     /// Revoke a link: it answers 404 from then on.
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum ShareCommand {
+    /// Who holds a shared folder or file, with their roles.
+    List {
+        path: OsString,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a user's access away, and that of everyone the user shared with.
+    Revoke { path: OsString, user: String },
 }
 
 #[derive(Subcommand)]
@@ -415,6 +450,29 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Link {
                     command: LinkCommand::Revoke { id },
                 } => commands::links::revoke(&session, &id).await,
+                Command::Share {
+                    action: Some(ShareCommand::List { path, json }),
+                    ..
+                } => commands::sharing::list(&session, &path, json).await,
+                Command::Share {
+                    action: Some(ShareCommand::Revoke { path, user }),
+                    ..
+                } => commands::sharing::revoke(&session, &path, &user).await,
+                Command::Share {
+                    action: None,
+                    path: Some(path),
+                    user: Some(user),
+                    role: Some(role),
+                } => commands::sharing::share(&session, &path, &user, role).await,
+                Command::Share { .. } => Err(anyhow::anyhow!(
+                    "usage: loft share PATH USER --role owner|editor|commenter|viewer"
+                )),
+                Command::Comment { path, text } => {
+                    commands::sharing::comment(&session, &path, &text).await
+                }
+                Command::Comments { path, json } => {
+                    commands::sharing::comments(&session, &path, json).await
+                }
                 Command::Versions { path, json } => {
                     commands::versions::versions(&session, &path, json).await
                 }

@@ -13,6 +13,7 @@ pub mod link_secret;
 pub mod meta;
 pub mod metrics;
 pub mod prune;
+pub mod mount_name;
 pub mod server;
 pub mod services;
 pub mod storage;

@@ -149,6 +149,8 @@ pub struct Vfs {
     pub(crate) listing_lock: Mutex<()>,
     pub(crate) ignore_rules: crate::ignore::IgnoreRules,
     pub(crate) kernel: OnceLock<Box<dyn Fn(KernelNote) + Send + Sync>>,
+    /// The shared items in the drive and the user's roles there (see `shares`).
+    pub(crate) shared: Mutex<crate::shares::SharedRoots>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -187,8 +189,10 @@ impl Vfs {
             listing_lock: Mutex::new(()),
             ignore_rules: Default::default(),
             kernel: OnceLock::new(),
+            shared: Mutex::new(Default::default()),
         });
         vfs.recover()?;
+        vfs.load_shares();
         Ok(vfs)
     }
 

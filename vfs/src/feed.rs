@@ -24,8 +24,12 @@ use crate::core::{KernelNote, Vfs, lock};
 use crate::error::VfsResult;
 use crate::listing::{apply_remote, upsert_remote};
 
-/// Where the feed resumes: the last journal seq applied to the mirror.
-pub(crate) const FEED_CURSOR: &str = "feed_cursor";
+/// Where the feed resumes: the last position applied in the user's feed (the journals
+/// of the home and of every shared item, in one sequence). Mirrors that followed the
+/// home's journal alone kept theirs under another key, so they start with a reset.
+pub(crate) const FEED_CURSOR: &str = "user_feed_cursor";
+/// The Watch namespace that means "everything the user belongs to".
+const USER_FEED: u64 = 0;
 /// Changes applied in one mirror transaction at most.
 const BATCH: usize = 256;
 
@@ -74,12 +78,13 @@ impl Vfs {
     /// One Watch stream, from the persisted cursor until it breaks.
     async fn follow_feed(self: &Arc<Self>, backoff: &mut Duration) -> Result<(), RemoteError> {
         let session = self.client.who_am_i().await?;
+        self.learn_shares(&session);
         let me = session.device_id;
         let stored = self.rx(|db| Ok(db.setting(FEED_CURSOR)?)).ok().flatten();
         // No cursor yet: ask from beyond the end, which answers with a reset to the
         // head; what the mirror holds by then is listed again.
         let cursor = stored.and_then(|c| c.parse().ok()).unwrap_or(u64::MAX);
-        let mut stream = self.client.watch(session.namespace, cursor).await?;
+        let mut stream = self.client.watch(USER_FEED, cursor).await?;
         let mut next = stream.next().await;
         while let Some(event) = next.take() {
             let event = event?;

@@ -104,6 +104,9 @@ impl Vfs {
             Kind::File => {}
             _ => return Err(VfsError::Invalid("not a regular file")),
         }
+        if mode.write {
+            self.check_writable(ino)?;
+        }
         self.enter_file(ino, node.body, mode.write)?;
         match self.open_entered(node, mode) {
             Ok(opened) => Ok(opened),

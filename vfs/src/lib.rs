@@ -23,6 +23,7 @@ mod files;
 mod ignore;
 mod listing;
 mod pin;
+mod shares;
 mod status;
 mod sync;
 mod tree;

@@ -99,6 +99,7 @@ impl Vfs {
     /// Creates a node (not yet opened) and queues its creation.
     pub(crate) fn make_node(&self, parent: u64, name: &[u8], new: NewNode<'_>) -> VfsResult<Node> {
         check_name(name)?;
+        self.check_writable(parent)?;
         self.ensure_listed(parent)?;
         let local_only = self.is_ignored(parent, name, new.kind == Kind::Directory)?;
         let stamp = now();
@@ -304,6 +305,7 @@ impl Vfs {
         if name.len() > NAME_MAX {
             return Err(VfsError::NameTooLong);
         }
+        self.check_writable(parent)?;
         self.ensure_listed(parent)?;
         let target = self
             .mirror
@@ -374,6 +376,9 @@ impl Vfs {
         if name.len() > NAME_MAX {
             return Err(VfsError::NameTooLong);
         }
+        self.check_writable(parent)?;
+        self.check_writable(new_parent)?;
+        self.check_same_share(parent, new_parent)?;
         self.ensure_listed(parent)?;
         self.ensure_listed(new_parent)?;
         // A directory replaced must be known to be empty.
@@ -510,6 +515,8 @@ impl Vfs {
 
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> VfsResult<Attr> {
         check_name(new_name)?;
+        self.check_writable(new_parent)?;
+        self.check_same_share(ino, new_parent)?;
         self.ensure_listed(new_parent)?;
         let stamp = now();
         self.tx(|db| {
@@ -544,6 +551,7 @@ impl Vfs {
     }
 
     pub fn setattr(&self, ino: u64, change: SetAttr) -> VfsResult<Attr> {
+        self.check_writable(ino)?;
         if let Some(size) = change.size {
             self.set_size(ino, size)?;
         }

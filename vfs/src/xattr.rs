@@ -116,6 +116,7 @@ impl Vfs {
             // Stored but not enforced would be worse than refused.
             return Err(VfsError::NotSupported);
         }
+        self.check_writable(ino)?;
         self.ensure_xattrs(ino)?;
         let stamp = now();
         self.tx(|db| {
@@ -148,6 +149,7 @@ impl Vfs {
         if name == PIN || name == STATE {
             return Err(VfsError::NotPermitted);
         }
+        self.check_writable(ino)?;
         self.ensure_xattrs(ino)?;
         let stamp = now();
         self.tx(|db| {

@@ -15,7 +15,7 @@ use crate::content::ChunkId;
 use crate::errors::ErrorKind;
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
-    links_client::LinksClient, trash_client::TrashClient, tree_client::TreeClient,
+    links_client::LinksClient, sharing_client::SharingClient, trash_client::TrashClient, tree_client::TreeClient,
     watch_client::WatchClient,
 };
 
@@ -140,6 +140,10 @@ impl GrpcClient {
 
     fn links(&self) -> LinksClient<Channel> {
         LinksClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn sharing(&self) -> SharingClient<Channel> {
+        SharingClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
@@ -430,6 +434,58 @@ impl RemoteClient for GrpcClient {
             .await?
             .into_inner()
             .purged)
+    }
+
+    async fn share(&self, request: proto::ShareRequest) -> RemoteResult<proto::ShareReply> {
+        Ok(self
+            .sharing()
+            .share(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn list_shares(&self, node: u64) -> RemoteResult<proto::MemberList> {
+        let request = proto::SharesRequest { node };
+        Ok(self
+            .sharing()
+            .list_shares(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn revoke_share(&self, node: u64, user: &str) -> RemoteResult<Vec<String>> {
+        let request = proto::RevokeShareRequest {
+            node,
+            user: user.to_string(),
+        };
+        Ok(self
+            .sharing()
+            .revoke_share(self.request(request))
+            .await?
+            .into_inner()
+            .revoked)
+    }
+
+    async fn add_comment(&self, node: u64, text: &str) -> RemoteResult<proto::Comment> {
+        let request = proto::CommentRequest {
+            node,
+            text: text.to_string(),
+        };
+        Ok(self
+            .sharing()
+            .add_comment(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    async fn list_comments(&self, node: u64) -> RemoteResult<Vec<proto::Comment>> {
+        let request = proto::CommentsRequest { node };
+        Ok(self
+            .sharing()
+            .list_comments(self.request(request))
+            .await?
+            .into_inner()
+            .comments)
     }
 
     async fn watch(

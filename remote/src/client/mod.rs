@@ -121,7 +121,17 @@ pub trait RemoteClient: Send + Sync + 'static {
     /// Purges the trash; returns how many items went.
     async fn empty_trash(&self) -> RemoteResult<u64>;
 
-    /// Follows a namespace's journal from `cursor`.
+    /// Shares a folder or file with a user (or changes the user's role).
+    async fn share(&self, request: proto::ShareRequest) -> RemoteResult<proto::ShareReply>;
+    /// The members of a shared item.
+    async fn list_shares(&self, node: u64) -> RemoteResult<proto::MemberList>;
+    /// Revokes a member (and those it shared with); returns who lost access.
+    async fn revoke_share(&self, node: u64, user: &str) -> RemoteResult<Vec<String>>;
+    async fn add_comment(&self, node: u64, text: &str) -> RemoteResult<proto::Comment>;
+    async fn list_comments(&self, node: u64) -> RemoteResult<Vec<proto::Comment>>;
+
+    /// Follows a namespace's journal from `cursor`; namespace 0 is the caller's feed
+    /// over every namespace it belongs to.
     async fn watch(
         &self,
         namespace: u64,

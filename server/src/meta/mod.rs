@@ -16,6 +16,7 @@ use loft_remote::content::{ChunkId, Manifest};
 use loft_remote::proto;
 
 use crate::error::Result;
+pub use sql::access::Role;
 
 /// Nanoseconds since the Unix epoch; the unit of every time in the metadata store.
 pub type Nanos = i64;
@@ -189,6 +190,50 @@ pub struct JournalPage {
     pub changes: Vec<proto::Change>,
     /// The namespace's last seq when the page was read.
     pub head: u64,
+}
+
+/// A namespace the caller belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub ns: u64,
+    /// The namespace's top node.
+    pub root: u64,
+    pub role: Role,
+}
+
+/// What a share did.
+#[derive(Clone, Debug)]
+pub struct ShareOutcome {
+    pub ns: u64,
+    /// The new member's name for the item at its drive's root (empty when the user was a
+    /// member already and only its role changed).
+    pub name: Vec<u8>,
+}
+
+/// A member of a shared item.
+#[derive(Clone, Debug)]
+pub struct MemberRecord {
+    pub user: String,
+    pub role: Role,
+    /// Who granted it (empty for the owner).
+    pub granted_by: String,
+}
+
+/// The members of a shared item (`ns` 0 and none when it is not shared).
+#[derive(Clone, Debug, Default)]
+pub struct Shares {
+    pub ns: u64,
+    pub members: Vec<MemberRecord>,
+}
+
+/// A comment on a node.
+#[derive(Clone, Debug)]
+pub struct CommentRecord {
+    pub id: u64,
+    pub node: u64,
+    pub user: String,
+    pub time: Nanos,
+    pub text: String,
 }
 
 /// A listing page of a directory.
@@ -396,6 +441,26 @@ pub trait MetaStore: Send + Sync + 'static {
     /// The server-wide secret `name`, set to `fresh` if there is none yet (every server
     /// process then reads the same one).
     async fn server_secret(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>>;
+    /// The feed of everything the caller belongs to (its home and each shared item),
+    /// after `cursor`; positions are the caller's own.
+    async fn feed_since(&self, caller: &Caller, cursor: u64, limit: u32) -> Result<JournalPage>;
+
+    // -- sharing
+    /// Every namespace the caller belongs to, with its role there.
+    async fn memberships(&self, caller: &Caller) -> Result<Vec<Membership>>;
+    /// Shares the folder or file `node` with `user` as `role` (or changes its role).
+    async fn share(
+        &self,
+        caller: &Caller,
+        node: u64,
+        user: &str,
+        role: Role,
+    ) -> Result<ShareOutcome>;
+    async fn shares(&self, caller: &Caller, node: u64) -> Result<Shares>;
+    /// Revokes `user` and, cascading, those it shared with; returns who lost access.
+    async fn revoke_share(&self, caller: &Caller, node: u64, user: &str) -> Result<Vec<String>>;
+    async fn add_comment(&self, caller: &Caller, node: u64, text: &str) -> Result<CommentRecord>;
+    async fn comments(&self, caller: &Caller, node: u64) -> Result<Vec<CommentRecord>>;
 
     // -- maintenance
     /// Recorded chunks in id order after `after`, at most `limit` of them.

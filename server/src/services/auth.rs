@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::State;
 use crate::auth::{TokenHash, caller, new_token, verify_password};
 use crate::error::ServerError;
-use crate::meta::{Caller, now_nanos};
+use crate::meta::{Caller, Membership, now_nanos};
 
 /// A valid PHC string that no password matches: unknown users cost as much as known ones,
 /// so response times do not tell which names exist.
@@ -17,7 +17,7 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 
 pub struct AuthApi(pub Arc<State>);
 
-pub fn session_of(caller: &Caller) -> proto::Session {
+pub fn session_of(caller: &Caller, memberships: &[Membership]) -> proto::Session {
     proto::Session {
         user_id: caller.user_id,
         user: caller.user_name.clone(),
@@ -25,6 +25,14 @@ pub fn session_of(caller: &Caller) -> proto::Session {
         device_name: caller.device_name.clone(),
         root: caller.root,
         namespace: caller.home_ns,
+        memberships: memberships
+            .iter()
+            .map(|m| proto::Membership {
+                namespace: m.ns,
+                root: m.root,
+                role: super::role_to_wire(m.role) as i32,
+            })
+            .collect(),
     }
 }
 
@@ -63,7 +71,10 @@ impl Auth for AuthApi {
         tracing::info!(user = %caller.user_name, device = %caller.device_name, "login");
         Ok(Response::new(proto::LoginReply {
             token,
-            session: Some(session_of(&caller)),
+            session: Some(session_of(
+                &caller,
+                &self.0.meta.memberships(&caller).await?,
+            )),
         }))
     }
 
@@ -84,7 +95,9 @@ impl Auth for AuthApi {
         &self,
         request: Request<proto::Empty>,
     ) -> Result<Response<proto::Session>, Status> {
-        Ok(Response::new(session_of(&caller(&request)?)))
+        let caller = caller(&request)?;
+        let memberships = self.0.meta.memberships(&caller).await?;
+        Ok(Response::new(session_of(&caller, &memberships)))
     }
 
     async fn list_devices(

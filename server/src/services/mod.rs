@@ -6,6 +6,7 @@ mod commit;
 mod content;
 mod links;
 mod trash;
+mod sharing;
 mod tree;
 mod watch;
 
@@ -24,6 +25,7 @@ pub use commit::CommitApi;
 pub use content::ContentApi;
 pub use links::{LinksApi, link_info};
 pub use trash::TrashApi;
+pub use sharing::{SharingApi, role_from_wire, role_to_wire};
 pub use tree::TreeApi;
 pub use watch::WatchApi;
 
@@ -71,6 +73,11 @@ pub fn routes(state: Arc<State>) -> tonic::service::Routes {
     )
     .add_service(
         proto::links_server::LinksServer::new(LinksApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::sharing_server::SharingServer::new(SharingApi(state.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )

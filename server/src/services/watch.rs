@@ -1,4 +1,5 @@
-//! `loft.v1.Watch`: the change journal from a cursor, then live changes.
+//! `loft.v1.Watch`: the caller's feed (or one namespace's journal) from a cursor, then
+//! live changes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::State;
 use crate::auth::{TokenHash, caller};
 use crate::error::ServerError;
-use crate::meta::{Caller, now_nanos};
+use crate::meta::{Caller, JournalPage, Membership, now_nanos};
 
 /// Changes read from the journal per query.
 const PAGE: u32 = 500;
@@ -31,13 +32,82 @@ fn event(event: Event) -> Result<proto::WatchEvent, Status> {
     Ok(proto::WatchEvent { event: Some(event) })
 }
 
-/// Streams the journal of `ns` after `cursor` into `sender` until the client goes away
-/// or the server shuts down.
+/// What a Watch stream follows.
+#[derive(Clone, Debug)]
+enum Source {
+    /// The caller's feed over every namespace it belongs to, as long as those stay the
+    /// ones it belonged to when the stream began.
+    Feed(Vec<Membership>),
+    /// One namespace's journal.
+    Namespace(u64),
+}
+
+/// Why a stream on the caller's feed must end, if its memberships changed: losing one
+/// ends it with an error at once; gaining one or a new role ends it cleanly, so the
+/// client watches again and learns its new roles.
+async fn memberships_changed(
+    state: &State,
+    caller: &Caller,
+    known: &[Membership],
+) -> Option<Result<(), ServerError>> {
+    let now = match state.meta.memberships(caller).await {
+        Ok(now) => now,
+        Err(error) => return Some(Err(error)),
+    };
+    if now == known {
+        return None;
+    }
+    if known
+        .iter()
+        .any(|old| !now.iter().any(|new| new.ns == old.ns))
+    {
+        return Some(Err(ServerError::new(
+            ErrorKind::PermissionDenied,
+            "access to a shared item was revoked; watch again",
+        )));
+    }
+    Some(Ok(()))
+}
+
+/// The next page of `source` after `cursor`, or `None` when the stream must end
+/// cleanly because the caller's memberships changed.
+async fn next_page(
+    state: &State,
+    caller: &Caller,
+    token: TokenHash,
+    source: &Source,
+    cursor: u64,
+) -> Result<Option<JournalPage>, ServerError> {
+    // A session revoked (or expired) while the stream is open ends it: revoking a
+    // device wakes every stream, so this happens at once.
+    if state.meta.session(token.0, now_nanos()).await?.is_none() {
+        return Err(ServerError::unauthenticated("the session ended"));
+    }
+    match source {
+        Source::Feed(known) => {
+            // Revoking a share wakes every stream, so a lost member's ends at once.
+            match memberships_changed(state, caller, known).await {
+                None => {}
+                Some(Ok(())) => return Ok(None),
+                Some(Err(error)) => return Err(error),
+            }
+            state.meta.feed_since(caller, cursor, PAGE).await.map(Some)
+        }
+        Source::Namespace(ns) => state
+            .meta
+            .journal_since(caller, *ns, cursor, PAGE)
+            .await
+            .map(Some),
+    }
+}
+
+/// Streams `source` after `cursor` into `sender` until the client goes away, the
+/// server shuts down, or the caller's access changes.
 async fn follow(
     state: Arc<State>,
     caller: Caller,
     token: TokenHash,
-    ns: u64,
+    source: Source,
     mut cursor: u64,
     sender: mpsc::Sender<Result<proto::WatchEvent, Status>>,
 ) {
@@ -46,19 +116,13 @@ async fn follow(
     let mut outage = Outage::default();
     loop {
         wake.borrow_and_update();
-        let page = async {
-            // A session revoked (or expired) while the stream is open ends it: revoking a
-            // device wakes every stream, so this happens at once.
-            if state.meta.session(token.0, now_nanos()).await?.is_none() {
-                return Err(ServerError::unauthenticated("the session ended"));
-            }
-            state.meta.journal_since(&caller, ns, cursor, PAGE).await
-        };
-        let page = match page.await {
-            Ok(page) => {
+        let page = match next_page(&state, &caller, token, &source, cursor).await {
+            Ok(Some(page)) => {
                 outage = Outage::default();
                 page
             }
+            // Gained a membership or a new role: the client watches again and learns it.
+            Ok(None) => return,
             Err(error) => match outage.pause(&error) {
                 Some(pause) => {
                     tracing::warn!(error = %error.message, ?pause, "Watch waits for the metadata store");
@@ -91,6 +155,9 @@ async fn follow(
         if full {
             continue;
         }
+        // The page was read in one snapshot with its head: a feed that skipped rows of
+        // namespaces left since is caught up to the head all the same.
+        cursor = cursor.max(page.head);
         if sender.send(event(Event::CaughtUp(cursor))).await.is_err() {
             return;
         }
@@ -138,15 +205,25 @@ impl Watch for WatchApi {
             .copied()
             .ok_or_else(|| ServerError::unauthenticated("not signed in"))?;
         let r = request.into_inner();
-        let ns = if r.namespace == 0 {
-            caller.home_ns
+        let source = if r.namespace == 0 {
+            Source::Feed(self.0.meta.memberships(&caller).await?)
         } else {
-            r.namespace
+            // Fail the call itself (not the stream) when the namespace is not the caller's.
+            self.0
+                .meta
+                .journal_since(&caller, r.namespace, r.cursor, 1)
+                .await?;
+            Source::Namespace(r.namespace)
         };
-        // Fail the call itself (not the stream) when the namespace is not the caller's.
-        self.0.meta.journal_since(&caller, ns, r.cursor, 1).await?;
         let (sender, receiver) = mpsc::channel(256);
-        tokio::spawn(follow(self.0.clone(), caller, token, ns, r.cursor, sender));
+        tokio::spawn(follow(
+            self.0.clone(),
+            caller,
+            token,
+            source,
+            r.cursor,
+            sender,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }

@@ -216,6 +216,38 @@ CREATE TABLE server_secrets (
     value BYTEA NOT NULL
 );
 "#,
+    // Sharing: who granted each membership (revoking cascades along it), the per-user
+    // change feed over every namespace the user belongs to, and comments.
+    r#"
+ALTER TABLE ns_members ADD COLUMN granted_by BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX ns_members_granted ON ns_members(ns, granted_by);
+
+-- Gap-free per-user feed sequence, bumped like ns_seq.
+CREATE TABLE user_seq (
+    user_id  BIGINT PRIMARY KEY,
+    last_seq BIGINT NOT NULL
+);
+
+-- Each journal row, once for every member of its namespace when it was written.
+CREATE TABLE user_feed (
+    user_id BIGINT NOT NULL,
+    seq     BIGINT NOT NULL,
+    ns      BIGINT NOT NULL,
+    ns_seq  BIGINT NOT NULL,
+    PRIMARY KEY (user_id, seq)
+);
+
+CREATE TABLE comments (
+    ns      BIGINT NOT NULL,
+    id      BIGINT NOT NULL,
+    inode   BIGINT NOT NULL,
+    user_id BIGINT NOT NULL,
+    time    BIGINT NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (ns, id)
+);
+CREATE INDEX comments_inode ON comments(ns, inode, id);
+"#,
 ];
 
 /// The schema version of the database (0 when empty).

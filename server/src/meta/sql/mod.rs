@@ -11,6 +11,7 @@ pub mod links;
 pub mod prune;
 pub mod rows;
 pub mod trash;
+pub mod sharing;
 pub mod tree;
 pub mod users;
 
@@ -22,9 +23,10 @@ use loft_remote::content::{ChunkId, Manifest};
 use loft_remote::proto;
 
 use super::{
-    AttrChange, Caller, ChunkRecord, CommitOp, CommitOutcome, DeviceRecord, JournalPage, LinkGrant,
-    LinkRecord, Listing, MetaStore, Nanos, NewLink, NewNode, RemoveOp, RenameOp, RenameOutcome,
-    StoredChunkRef, ThrottlePolicy, TrashEntry, TrashTarget, User, XattrMode,
+    AttrChange, Caller, ChunkRecord, CommentRecord, CommitOp, CommitOutcome, DeviceRecord,
+    JournalPage, LinkGrant, LinkRecord, Listing, Membership, MetaStore, Nanos, NewLink, NewNode,
+    RemoveOp, RenameOp, RenameOutcome, Role, ShareOutcome, Shares, StoredChunkRef, ThrottlePolicy,
+    TrashEntry, TrashTarget, User, XattrMode,
 };
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
@@ -419,6 +421,56 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
     async fn server_secret(&self, name: &str, fresh: [u8; 32]) -> Result<Vec<u8>> {
         let name = name.to_string();
         self.write_quietly(move |db, _| links::server_secret(db, &name, &fresh))
+            .await
+    }
+
+    async fn feed_since(&self, caller: &Caller, cursor: u64, limit: u32) -> Result<JournalPage> {
+        let user = caller.user_id;
+        self.read(move |db, _| journal::feed_since(db, user, cursor, limit))
+            .await
+    }
+
+    async fn memberships(&self, caller: &Caller) -> Result<Vec<Membership>> {
+        let caller = caller.clone();
+        self.read(move |db, _| sharing::memberships(db, &caller))
+            .await
+    }
+
+    async fn share(
+        &self,
+        caller: &Caller,
+        node: u64,
+        user: &str,
+        role: Role,
+    ) -> Result<ShareOutcome> {
+        let user = user.to_string();
+        // Wakes Watch streams: the new member's feed has its new root entry.
+        self.change(caller, move |w| sharing::share(w, node, &user, role))
+            .await
+    }
+
+    async fn shares(&self, caller: &Caller, node: u64) -> Result<Shares> {
+        let caller = caller.clone();
+        self.read(move |db, _| sharing::shares(db, &caller, node))
+            .await
+    }
+
+    async fn revoke_share(&self, caller: &Caller, node: u64, user: &str) -> Result<Vec<String>> {
+        let user = user.to_string();
+        // Wakes every Watch stream, so those of the users who lost access end at once.
+        self.change(caller, move |w| sharing::revoke(w, node, &user))
+            .await
+    }
+
+    async fn add_comment(&self, caller: &Caller, node: u64, text: &str) -> Result<CommentRecord> {
+        let text = text.to_string();
+        self.change(caller, move |w| sharing::add_comment(w, node, &text))
+            .await
+    }
+
+    async fn comments(&self, caller: &Caller, node: u64) -> Result<Vec<CommentRecord>> {
+        let caller = caller.clone();
+        self.read(move |db, _| sharing::comments(db, &caller, node))
             .await
     }
 

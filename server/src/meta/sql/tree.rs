@@ -59,11 +59,27 @@ impl Write<'_> {
         at: (u64, &[u8]),
         from: (u64, &[u8]),
     ) -> Result<u64> {
+        // An entry belongs to its directory's namespace: the entry of a shared folder's
+        // top in its owner's tree (or at a member's root) is that user's own, and only
+        // its own feed hears of it. A change of the shared node itself goes to the
+        // shared namespace, without naming where anyone keeps it.
+        let entry_ns = match at.0 {
+            0 => node.namespace,
+            parent => rows::node(self.db, parent)?.ns(),
+        };
+        let (ns, at, from) = if entry_ns == node.namespace {
+            (node.namespace, at, from)
+        } else if kind == ChangeKind::Modified {
+            (node.namespace, (0, &b""[..]), (0, &b""[..]))
+        } else {
+            (entry_ns, at, from)
+        };
         journal::append(
             self.db,
             device,
             self.now,
             Entry {
+                ns,
                 kind,
                 node,
                 parent: at.0,
@@ -207,7 +223,7 @@ pub fn list(db: &dyn Db, caller: &Caller, dir: u64, after: &[u8], limit: u32) ->
     };
     let sql = format!(
         "SELECT d.name, {} FROM dentries d JOIN inodes i ON i.id = d.inode \
-         WHERE d.parent = ?1 AND d.name > ?2 ORDER BY d.name LIMIT ?3",
+         WHERE d.parent = ?1 AND d.name > ?2 AND i.trashed = 0 ORDER BY d.name LIMIT ?3",
         rows::node_columns(Some("i"))
     );
     let mut entries = db
@@ -467,6 +483,9 @@ pub fn remove(w: &Write<'_>, op: &RemoveOp) -> Result<()> {
     }
     if row.is_dir() && !op.recursive && has_children(w.db, row.id())? {
         return Err(ServerError::new(ErrorKind::NotEmpty, "directory not empty"));
+    }
+    if super::sharing::leaves_share(w, &row, op.parent)? {
+        return Ok(());
     }
     w.drop_link(&row, op.parent, &op.name)?;
     w.touch_dir(op.parent)?;

@@ -217,6 +217,38 @@ CREATE TABLE server_secrets (
     value BLOB NOT NULL
 );
 "#,
+    // Sharing: who granted each membership (revoking cascades along it), the per-user
+    // change feed over every namespace the user belongs to, and comments.
+    r#"
+ALTER TABLE ns_members ADD COLUMN granted_by INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX ns_members_granted ON ns_members(ns, granted_by);
+
+-- Gap-free per-user feed sequence, bumped like ns_seq.
+CREATE TABLE user_seq (
+    user_id  INTEGER PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+);
+
+-- Each journal row, once for every member of its namespace when it was written.
+CREATE TABLE user_feed (
+    user_id INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    ns      INTEGER NOT NULL,
+    ns_seq  INTEGER NOT NULL,
+    PRIMARY KEY (user_id, seq)
+);
+
+CREATE TABLE comments (
+    ns      INTEGER NOT NULL,
+    id      INTEGER NOT NULL,
+    inode   INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    time    INTEGER NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (ns, id)
+);
+CREATE INDEX comments_inode ON comments(ns, inode, id);
+"#,
 ];
 
 /// The schema version the database is at.
