@@ -571,7 +571,7 @@ async fn check_reports_and_repairs_orphans(backend: Kind) {
     assert!(ok && out.contains("deleted 1 orphans"), "{out}");
     assert!(!opened.chunks.contains(&id).await.unwrap());
     let (ok, out) = run(&["migrate"]);
-    assert!(ok && out.contains("metadata schema at version 3"), "{out}");
+    assert!(ok && out.contains("metadata schema at version 4"), "{out}");
 }
 
 on_both_backends!(check_reports_and_repairs_orphans);

@@ -161,7 +161,18 @@ pub fn feed_since(db: &dyn Db, user: u64, cursor: u64, limit: u32) -> Result<Jou
         Some(oldest) => cursor.saturating_add(1) < oldest as u64,
         None => cursor < head,
     };
-    if pruned || cursor > head {
+    // The feed names journal rows; one pruned from its namespace's journal leaves a gap
+    // the client cannot see, so it lists again.
+    let next_gone = db
+        .query_opt(
+            "SELECT NOT EXISTS(SELECT 1 FROM journal j WHERE j.ns = f.ns AND j.seq = f.ns_seq) \
+             FROM user_feed f WHERE f.user_id = ?1 AND f.seq > ?2 ORDER BY f.seq LIMIT 1",
+            args![user, cursor],
+        )?
+        .map(|row| row.bool(0))
+        .transpose()?
+        .unwrap_or(false);
+    if pruned || next_gone || cursor > head {
         return Ok(JournalPage {
             reset_to: Some(head),
             changes: Vec::new(),
