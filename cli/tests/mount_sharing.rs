@@ -33,7 +33,6 @@ fn errno(result: std::io::Result<()>) -> Option<i32> {
 }
 
 #[test]
-#[ignore = "fails at the viewer step: the mount does not refuse writes within 5 s of the role change"]
 fn a_shared_folder_syncs_both_ways_and_a_viewer_cannot_write() {
     let server = TestServer::start();
     server.add_user("alice");
@@ -76,11 +75,24 @@ fn a_shared_folder_syncs_both_ways_and_a_viewer_cannot_write() {
     // Made a viewer, bob's mount refuses writes there with EACCES (once its feed has
     // reconnected with the new role), and nothing reaches the server.
     alice.ok(&["share", "/proj", "bob", "--role", "viewer"]);
-    let probe = shared.join("probe");
+    // A fresh name each try: the kernel answers EEXIST itself for a name it has seen,
+    // and a probe made before the role change reached the mount is removed again.
+    let mut tries = 0;
     wait_for(
         "bob's mount to refuse writes in the shared folder",
         SYNC,
-        || (errno(fs::create_dir(&probe)) == Some(libc::EACCES)).then_some(()),
+        || {
+            tries += 1;
+            let probe = shared.join(format!("probe-{tries}"));
+            match errno(fs::create_dir(&probe)) {
+                Some(libc::EACCES) => Some(()),
+                None => {
+                    let _ = fs::remove_dir(&probe);
+                    None
+                }
+                Some(_) => None,
+            }
+        },
     );
     assert_eq!(
         errno(fs::write(shared.join("new.txt"), b"no")),
