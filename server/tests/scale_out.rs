@@ -460,7 +460,7 @@ async fn servers_starting_together_migrate_once() {
             loft_server::meta::MetaStore::schema_version(&meta)
                 .await
                 .unwrap(),
-            3
+            loft_server::meta::SCHEMA_VERSION
         );
     }
 }
@@ -571,7 +571,11 @@ async fn check_reports_and_repairs_orphans(backend: Kind) {
     assert!(ok && out.contains("deleted 1 orphans"), "{out}");
     assert!(!opened.chunks.contains(&id).await.unwrap());
     let (ok, out) = run(&["migrate"]);
-    assert!(ok && out.contains("metadata schema at version 4"), "{out}");
+    let version = format!(
+        "metadata schema at version {}",
+        loft_server::meta::SCHEMA_VERSION
+    );
+    assert!(ok && out.contains(&version), "{out}");
 }
 
 on_both_backends!(check_reports_and_repairs_orphans);

@@ -58,15 +58,16 @@ pub fn server_bin() -> PathBuf {
                 // The profile the tests were built with: `target/<profile>/loft`.
                 let release = path.parent().is_some_and(|dir| dir.ends_with("release"));
                 let mut cargo = Command::new(env!("CARGO"));
-                cargo
-                    .current_dir(workspace_root())
-                    .args(["build", "--workspace", "--bin", "loft-server"]);
+                cargo.current_dir(workspace_root()).args([
+                    "build",
+                    "--workspace",
+                    "--bin",
+                    "loft-server",
+                ]);
                 if release {
                     cargo.arg("--release");
                 }
-                let status = cargo
-                    .status()
-                    .expect("running cargo build");
+                let status = cargo.status().expect("running cargo build");
                 assert!(status.success(), "cargo build --bin loft-server failed");
             }
             assert!(

@@ -15,8 +15,8 @@ use crate::content::ChunkId;
 use crate::errors::ErrorKind;
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
-    links_client::LinksClient, sharing_client::SharingClient, trash_client::TrashClient, tree_client::TreeClient,
-    watch_client::WatchClient,
+    links_client::LinksClient, sharing_client::SharingClient, trash_client::TrashClient,
+    tree_client::TreeClient, watch_client::WatchClient,
 };
 
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.

@@ -18,6 +18,9 @@ use loft_remote::proto;
 use crate::error::Result;
 pub use sql::access::Role;
 
+/// The metadata schema version this build migrates to, on both backends.
+pub const SCHEMA_VERSION: u32 = 4;
+
 /// Nanoseconds since the Unix epoch; the unit of every time in the metadata store.
 pub type Nanos = i64;
 

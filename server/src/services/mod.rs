@@ -5,8 +5,8 @@ mod auth;
 mod commit;
 mod content;
 mod links;
-mod trash;
 mod sharing;
+mod trash;
 mod tree;
 mod watch;
 
@@ -24,8 +24,8 @@ pub use auth::AuthApi;
 pub use commit::CommitApi;
 pub use content::ContentApi;
 pub use links::{LinksApi, link_info};
-pub use trash::TrashApi;
 pub use sharing::{SharingApi, role_from_wire, role_to_wire};
+pub use trash::TrashApi;
 pub use tree::TreeApi;
 pub use watch::WatchApi;
 

@@ -249,6 +249,7 @@ CREATE TABLE comments (
 CREATE INDEX comments_inode ON comments(ns, inode, id);
 "#,
 ];
+const _: () = assert!(MIGRATIONS.len() == crate::meta::SCHEMA_VERSION as usize);
 
 /// The schema version of the database (0 when empty).
 pub async fn version(client: &Client) -> Result<u32> {

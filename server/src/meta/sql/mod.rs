@@ -10,8 +10,8 @@ pub mod journal;
 pub mod links;
 pub mod prune;
 pub mod rows;
-pub mod trash;
 pub mod sharing;
+pub mod trash;
 pub mod tree;
 pub mod users;
 

@@ -250,6 +250,7 @@ CREATE TABLE comments (
 CREATE INDEX comments_inode ON comments(ns, inode, id);
 "#,
 ];
+const _: () = assert!(MIGRATIONS.len() == crate::meta::SCHEMA_VERSION as usize);
 
 /// The schema version the database is at.
 pub fn version(conn: &Connection) -> Result<u32> {
