@@ -4,6 +4,8 @@
 //! Loft sends carries its [`ErrorKind`] in the `loft-error` metadata entry. The server
 //! builds statuses with [`status`]; clients read them back with [`kind_of`].
 
+use std::time::Duration;
+
 use tonic::{Code, Status};
 
 /// Metadata key holding the [`ErrorKind`] of an error status.
@@ -130,6 +132,38 @@ pub fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
     status
 }
 
+/// Metadata key of a rate-limited call's wait, in milliseconds.
+const RETRY_AFTER_KEY: &str = "loft-retry-after-ms";
+
+/// The status of a call refused by a rate limit: nothing was done, and it may be sent
+/// again after `wait`.
+pub fn rate_limited(wait: Duration) -> Status {
+    let millis = wait.as_millis().max(1);
+    let mut status = status(
+        ErrorKind::RateLimited,
+        format!("rate limit reached; try again in {millis} ms"),
+    );
+    if let Ok(value) = millis.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_KEY, value);
+    }
+    status
+}
+
+/// How long to wait before sending again a call that a rate limit refused; `None` for
+/// any other error.
+pub fn retry_after(status: &Status) -> Option<Duration> {
+    if kind_of(status) != ErrorKind::RateLimited {
+        return None;
+    }
+    let millis = status
+        .metadata()
+        .get(RETRY_AFTER_KEY)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(1000);
+    Some(Duration::from_millis(millis))
+}
+
 /// Reads the kind of an error status, falling back to its gRPC code.
 ///
 /// Loft's server marks every error it sends; an unmarked UNKNOWN or INTERNAL status comes
@@ -151,6 +185,14 @@ pub fn kind_of(status: &Status) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limited_status_carries_its_wait() {
+        let refused = rate_limited(Duration::from_millis(250));
+        assert_eq!(kind_of(&refused), ErrorKind::RateLimited);
+        assert_eq!(retry_after(&refused), Some(Duration::from_millis(250)));
+        assert_eq!(retry_after(&status(ErrorKind::QuotaExceeded, "full")), None);
+    }
 
     #[test]
     fn kind_survives_a_status_round_trip() {

@@ -1,7 +1,8 @@
 //! Passwords (argon2id), bearer tokens (256-bit random, stored as SHA-256) and the
-//! layer that authenticates every call but `Auth/Login`.
+//! layer that authenticates every call but `Auth/Login` and applies the rate limits.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,12 +10,16 @@ use std::task::{Context, Poll};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
+use loft_remote::errors::rate_limited;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::error::{Result, ServerError};
 use crate::meta::{Caller, MetaStore, now_nanos};
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 
 /// Path of the one call that needs no token.
 const LOGIN_PATH: &str = "/loft.v1.Auth/Login";
@@ -76,15 +81,37 @@ pub fn caller<T>(request: &tonic::Request<T>) -> std::result::Result<Caller, Sta
 
 /// Tower layer that resolves `authorization: Bearer` into a [`Caller`], or answers
 /// UNAUTHENTICATED without reaching the service.
+///
+/// It also applies the rate limits: per client address before anything else (logins
+/// included), per user once the caller is known.
 #[derive(Clone)]
 pub struct AuthLayer {
     meta: Arc<dyn MetaStore>,
+    limiter: Arc<RateLimiter>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    pub fn new(meta: Arc<dyn MetaStore>) -> Self {
-        AuthLayer { meta }
+    pub fn new(meta: Arc<dyn MetaStore>, limiter: Arc<RateLimiter>, metrics: Arc<Metrics>) -> Self {
+        AuthLayer {
+            meta,
+            limiter,
+            metrics,
+        }
     }
+}
+
+/// The client's IP address: `None` over a unix socket (the embedded server), which is
+/// not rate limited.
+fn client_address<B>(request: &http::Request<B>) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    let tcp = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(|tls| tls.get_ref())
+    });
+    tcp.and_then(|info| info.remote_addr())
+        .map(|addr| addr.ip())
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
@@ -93,6 +120,8 @@ impl<S> tower::Layer<S> for AuthLayer {
         AuthService {
             inner,
             meta: self.meta.clone(),
+            limiter: self.limiter.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -102,6 +131,8 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     meta: Arc<dyn MetaStore>,
+    limiter: Arc<RateLimiter>,
+    metrics: Arc<Metrics>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -126,7 +157,19 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let meta = self.meta.clone();
+        let limiter = self.limiter.clone();
+        let metrics = self.metrics.clone();
+        let address = client_address(&request);
+        let refuse = move |wait| {
+            metrics.grpc_rate_limited();
+            Ok(rate_limited(wait).into_http())
+        };
         Box::pin(async move {
+            if let Some(address) = address
+                && let Err(wait) = limiter.check_address(address)
+            {
+                return refuse(wait);
+            }
             if request.uri().path() == LOGIN_PATH {
                 return inner.call(request).await;
             }
@@ -141,6 +184,11 @@ where
             };
             match meta.session(hash, now_nanos()).await {
                 Ok(Some(caller)) => {
+                    if address.is_some()
+                        && let Err(wait) = limiter.check_user(caller.user_id)
+                    {
+                        return refuse(wait);
+                    }
                     request.extensions_mut().insert(caller);
                     request.extensions_mut().insert(TokenHash(hash));
                     inner.call(request).await

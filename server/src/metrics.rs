@@ -23,6 +23,8 @@ pub struct Metrics {
     link_password_throttled: AtomicU64,
     /// TCP connections the gRPC listener accepted.
     grpc_connections: AtomicU64,
+    /// gRPC calls refused by a rate limit.
+    grpc_rate_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +58,10 @@ impl Metrics {
         self.grpc_connections.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn grpc_rate_limited(&self) {
+        self.grpc_rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -72,7 +78,7 @@ impl Metrics {
                 );
             }
         }
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 7] = [
             (
                 "loft_http_bytes_served_total",
                 "Download body bytes sent by the gateway.",
@@ -102,6 +108,11 @@ impl Metrics {
                 "loft_grpc_connections_total",
                 "TCP connections accepted by the gRPC listener.",
                 &self.grpc_connections,
+            ),
+            (
+                "loft_grpc_rate_limited_total",
+                "gRPC calls refused by a rate limit (per user or per client address).",
+                &self.grpc_rate_limited,
             ),
         ];
         for (name, help, value) in counters {

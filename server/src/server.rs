@@ -21,6 +21,7 @@ use crate::meta::MetaStore;
 use crate::meta::sqlite::SqliteMetaStore;
 use crate::metrics::Metrics;
 use crate::prune::{PruneConfig, Pruner};
+use crate::rate_limit::{RateLimiter, RateLimits};
 use crate::services::{State, routes};
 use crate::storage::StorageConfig;
 
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub prune: PruneConfig,
     /// The HTTP gateway (links, `/healthz`, `/metrics`), when wanted.
     pub http: Option<GatewayConfig>,
+    /// Token buckets per user and per client address (gRPC and HTTP).
+    pub rate_limits: RateLimits,
 }
 
 impl ServerConfig {
@@ -71,6 +74,7 @@ impl ServerConfig {
             connections: ConnectionGauge::default(),
             prune: PruneConfig::default(),
             http: None,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -114,6 +118,16 @@ pub(crate) fn write_atomically(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// Drops idle rate-limit buckets once a minute until `stop`.
+async fn forget_idle_buckets(limiter: Arc<RateLimiter>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => limiter.forget_idle(),
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+    }
+}
+
 /// Serves until `shutdown` completes; then gives open calls [`SHUTDOWN_GRACE`] to end.
 pub async fn serve(
     config: ServerConfig,
@@ -124,6 +138,8 @@ pub async fn serve(
     let pruner = Arc::new(Pruner::new(backend.meta.clone(), backend.chunks.clone()));
     let pruning = tokio::spawn(pruner.run(config.prune.clone(), stop.clone()));
     let metrics = Arc::new(Metrics::default());
+    let limiter = Arc::new(RateLimiter::new(config.rate_limits));
+    let forgetting = tokio::spawn(forget_idle_buckets(limiter.clone(), stop.clone()));
     // The gateway binds first, so that link URLs name the address it really got.
     let http = match &config.http {
         Some(http) => Some((gateway::bind(http).await?, http.clone())),
@@ -144,6 +160,7 @@ pub async fn serve(
             backend.meta.clone(),
             backend.chunks.clone(),
             metrics.clone(),
+            limiter.clone(),
             stop.clone(),
         ))
     });
@@ -159,7 +176,7 @@ pub async fn serve(
             .map_err(|e| ServerError::invalid(format!("TLS: {e}")))?;
     }
     let router = builder
-        .layer(AuthLayer::new(backend.meta))
+        .layer(AuthLayer::new(backend.meta, limiter, metrics.clone()))
         .add_routes(routes(state));
     let mut stopped = stop.clone();
     let graceful = async move {
@@ -220,6 +237,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_sender.send(true);
     pruning.abort();
+    forgetting.abort();
     match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
         Ok(result) => result,
         Err(_) => {

@@ -100,7 +100,8 @@ impl From<RemoteError> for VfsError {
     }
 }
 
-/// True for errors that mean "the server is not reachable now": retry later.
-pub fn is_unreachable(error: &RemoteError) -> bool {
-    matches!(error.kind, ErrorKind::Unavailable)
+/// True for errors that mean "not now": the server is not reachable, or its rate limit
+/// refused the call (which then did nothing). The work is kept and retried later.
+pub fn retry_later(error: &RemoteError) -> bool {
+    error.is_transient()
 }

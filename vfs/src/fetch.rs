@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::attr::now;
 use crate::core::{Layout, OpenFile, Vfs, lock};
-use crate::error::{VfsError, VfsResult, is_unreachable};
+use crate::error::{VfsError, VfsResult};
 
 /// Whether a caller waits for chunks another thread is already fetching.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -280,7 +280,7 @@ impl Vfs {
 
     /// Notes a failed server call: an unreachable server flips the mount offline.
     pub(crate) fn remote_failed(&self, error: RemoteError) -> VfsError {
-        if is_unreachable(&error) {
+        if error.is_unavailable() {
             if self.counters.online.swap(false, Ordering::Relaxed) {
                 warn!("server unreachable, working offline: {}", error.message);
             }

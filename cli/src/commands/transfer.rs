@@ -94,7 +94,7 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
         };
         match attempt.await {
             Ok(done) => break done,
-            Err(e) if e.is_unavailable() && started.elapsed() < RETRY_FOR => {
+            Err(e) if e.is_transient() && started.elapsed() < RETRY_FOR => {
                 bar.suspend(|| eprintln!("loft: {e}; retrying in {} ms", delay.as_millis()));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(RETRY_MAX_DELAY);

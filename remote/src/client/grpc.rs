@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 
 use super::{RemoteClient, RemoteError, RemoteResult, ServerAddress};
 use crate::content::ChunkId;
-use crate::errors::ErrorKind;
+use crate::errors::{ErrorKind, retry_after};
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
     links_client::LinksClient, sharing_client::SharingClient, trash_client::TrashClient,
@@ -21,6 +21,8 @@ use crate::proto::{
 
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long a call refused by the server's rate limit keeps being retried.
+const RATE_LIMIT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How to reach a server.
 #[derive(Clone, Debug)]
@@ -147,6 +149,32 @@ impl GrpcClient {
     }
 }
 
+/// Makes a unary call; one that a rate limit refused (it did nothing) is sent again
+/// after the wait the server asked for, for up to [`RATE_LIMIT_PATIENCE`] in all.
+macro_rules! unary {
+    ($self:ident, $service:ident, $method:ident, $message:expr) => {{
+        let message = $message;
+        let mut waited = Duration::ZERO;
+        loop {
+            match $self
+                .$service()
+                .$method($self.request(message.clone()))
+                .await
+            {
+                Ok(reply) => break Ok::<_, RemoteError>(reply),
+                Err(status) => match retry_after(&status) {
+                    Some(wait) if waited < RATE_LIMIT_PATIENCE => {
+                        tracing::debug!(?wait, "rate limited; waiting");
+                        waited += wait;
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => break Err(RemoteError::from(status)),
+                },
+            }
+        }
+    }};
+}
+
 #[async_trait]
 impl RemoteClient for GrpcClient {
     async fn login(
@@ -166,29 +194,22 @@ impl RemoteClient for GrpcClient {
     }
 
     async fn logout(&self) -> RemoteResult<()> {
-        self.auth().logout(self.request(proto::Empty {})).await?;
+        unary!(self, auth, logout, proto::Empty {})?;
         Ok(())
     }
 
     async fn who_am_i(&self) -> RemoteResult<proto::Session> {
-        Ok(self
-            .auth()
-            .who_am_i(self.request(proto::Empty {}))
-            .await?
-            .into_inner())
+        Ok(unary!(self, auth, who_am_i, proto::Empty {})?.into_inner())
     }
 
     async fn list_devices(&self) -> RemoteResult<Vec<proto::Device>> {
-        Ok(self
-            .auth()
-            .list_devices(self.request(proto::Empty {}))
-            .await?
+        Ok(unary!(self, auth, list_devices, proto::Empty {})?
             .into_inner()
             .devices)
     }
 
     async fn revoke_device(&self, request: proto::RevokeDeviceRequest) -> RemoteResult<()> {
-        self.auth().revoke_device(self.request(request)).await?;
+        unary!(self, auth, revoke_device, request)?;
         Ok(())
     }
 
@@ -197,30 +218,18 @@ impl RemoteClient for GrpcClient {
             parent,
             name: name.to_vec().into(),
         };
-        Ok(self
-            .tree()
-            .lookup(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, tree, lookup, request)?.into_inner())
     }
 
     async fn resolve(&self, path: &[u8]) -> RemoteResult<proto::Node> {
         let request = proto::ResolveRequest {
             path: path.to_vec().into(),
         };
-        Ok(self
-            .tree()
-            .resolve(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, tree, resolve, request)?.into_inner())
     }
 
     async fn stat(&self, id: u64) -> RemoteResult<proto::Node> {
-        Ok(self
-            .tree()
-            .stat(self.request(proto::StatRequest { id }))
-            .await?
-            .into_inner())
+        Ok(unary!(self, tree, stat, proto::StatRequest { id })?.into_inner())
     }
 
     async fn list(&self, dir: u64, after: &[u8], limit: u32) -> RemoteResult<proto::ListReply> {
@@ -229,15 +238,11 @@ impl RemoteClient for GrpcClient {
             after: after.to_vec().into(),
             limit,
         };
-        Ok(self.tree().list(self.request(request)).await?.into_inner())
+        Ok(unary!(self, tree, list, request)?.into_inner())
     }
 
     async fn create(&self, request: proto::CreateRequest) -> RemoteResult<proto::Node> {
-        Ok(self
-            .tree()
-            .create(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, tree, create, request)?.into_inner())
     }
 
     async fn link(&self, node: u64, new_parent: u64, new_name: &[u8]) -> RemoteResult<proto::Node> {
@@ -246,28 +251,20 @@ impl RemoteClient for GrpcClient {
             new_parent,
             new_name: new_name.to_vec().into(),
         };
-        Ok(self.tree().link(self.request(request)).await?.into_inner())
+        Ok(unary!(self, tree, link, request)?.into_inner())
     }
 
     async fn rename(&self, request: proto::RenameRequest) -> RemoteResult<proto::RenameReply> {
-        Ok(self
-            .tree()
-            .rename(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, tree, rename, request)?.into_inner())
     }
 
     async fn remove(&self, request: proto::RemoveRequest) -> RemoteResult<()> {
-        self.tree().remove(self.request(request)).await?;
+        unary!(self, tree, remove, request)?;
         Ok(())
     }
 
     async fn set_attr(&self, request: proto::SetAttrRequest) -> RemoteResult<proto::Node> {
-        Ok(self
-            .tree()
-            .set_attr(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, tree, set_attr, request)?.into_inner())
     }
 
     async fn get_xattr(&self, id: u64, name: &[u8]) -> RemoteResult<Vec<u8>> {
@@ -276,10 +273,7 @@ impl RemoteClient for GrpcClient {
             name: name.to_vec().into(),
             ..Default::default()
         };
-        Ok(self
-            .tree()
-            .get_xattr(self.request(request))
-            .await?
+        Ok(unary!(self, tree, get_xattr, request)?
             .into_inner()
             .value
             .to_vec())
@@ -292,16 +286,12 @@ impl RemoteClient for GrpcClient {
             value: value.to_vec().into(),
             flags,
         };
-        self.tree().set_xattr(self.request(request)).await?;
+        unary!(self, tree, set_xattr, request)?;
         Ok(())
     }
 
     async fn list_xattr(&self, id: u64) -> RemoteResult<Vec<Vec<u8>>> {
-        let names = self
-            .tree()
-            .list_xattr(self.request(proto::StatRequest { id }))
-            .await?
-            .into_inner();
+        let names = unary!(self, tree, list_xattr, proto::StatRequest { id })?.into_inner();
         Ok(names.names.into_iter().map(|name| name.to_vec()).collect())
     }
 
@@ -311,7 +301,7 @@ impl RemoteClient for GrpcClient {
             name: name.to_vec().into(),
             ..Default::default()
         };
-        self.tree().remove_xattr(self.request(request)).await?;
+        unary!(self, tree, remove_xattr, request)?;
         Ok(())
     }
 
@@ -319,10 +309,7 @@ impl RemoteClient for GrpcClient {
         let request = proto::HaveChunksRequest {
             ids: ids.iter().map(|id| id.0.to_vec().into()).collect(),
         };
-        let present = self
-            .content()
-            .have_chunks(self.request(request))
-            .await?
+        let present = unary!(self, content, have_chunks, request)?
             .into_inner()
             .present;
         if present.len() != ids.len() {
@@ -350,29 +337,23 @@ impl RemoteClient for GrpcClient {
         &self,
         ranges: Vec<proto::ChunkRange>,
     ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::ChunkData>>> {
-        let stream = self
-            .content()
-            .get_chunks(self.request(proto::GetChunksRequest { ranges }))
-            .await?
-            .into_inner();
+        let stream = unary!(
+            self,
+            content,
+            get_chunks,
+            proto::GetChunksRequest { ranges }
+        )?
+        .into_inner();
         Ok(stream.map(|item| item.map_err(RemoteError::from)).boxed())
     }
 
     async fn get_manifest(&self, node: u64, version: u64) -> RemoteResult<proto::Manifest> {
         let request = proto::GetManifestRequest { node, version };
-        Ok(self
-            .content()
-            .get_manifest(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, content, get_manifest, request)?.into_inner())
     }
 
     async fn commit(&self, request: proto::CommitRequest) -> RemoteResult<proto::CommitReply> {
-        Ok(self
-            .commits()
-            .commit(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, commits, commit, request)?.into_inner())
     }
 
     async fn commit_batch(
@@ -380,38 +361,25 @@ impl RemoteClient for GrpcClient {
         requests: Vec<proto::CommitRequest>,
     ) -> RemoteResult<Vec<proto::CommitReply>> {
         let request = proto::CommitBatchRequest { commits: requests };
-        Ok(self
-            .commits()
-            .commit_batch(self.request(request))
-            .await?
+        Ok(unary!(self, commits, commit_batch, request)?
             .into_inner()
             .replies)
     }
 
     async fn list_versions(&self, node: u64) -> RemoteResult<Vec<proto::Version>> {
         let request = proto::VersionsRequest { node };
-        Ok(self
-            .commits()
-            .list_versions(self.request(request))
-            .await?
+        Ok(unary!(self, commits, list_versions, request)?
             .into_inner()
             .versions)
     }
 
     async fn restore_version(&self, node: u64, version: u64) -> RemoteResult<proto::CommitReply> {
         let request = proto::RestoreVersionRequest { node, version };
-        Ok(self
-            .commits()
-            .restore_version(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, commits, restore_version, request)?.into_inner())
     }
 
     async fn list_trash(&self) -> RemoteResult<Vec<proto::TrashItem>> {
-        Ok(self
-            .trash()
-            .list_trash(self.request(proto::Empty {}))
-            .await?
+        Ok(unary!(self, trash, list_trash, proto::Empty {})?
             .into_inner()
             .items)
     }
@@ -420,37 +388,22 @@ impl RemoteClient for GrpcClient {
         &self,
         request: proto::RestoreTrashRequest,
     ) -> RemoteResult<proto::RestoreTrashReply> {
-        Ok(self
-            .trash()
-            .restore_trash(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, trash, restore_trash, request)?.into_inner())
     }
 
     async fn empty_trash(&self) -> RemoteResult<u64> {
-        Ok(self
-            .trash()
-            .empty_trash(self.request(proto::Empty {}))
-            .await?
+        Ok(unary!(self, trash, empty_trash, proto::Empty {})?
             .into_inner()
             .purged)
     }
 
     async fn share(&self, request: proto::ShareRequest) -> RemoteResult<proto::ShareReply> {
-        Ok(self
-            .sharing()
-            .share(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, sharing, share, request)?.into_inner())
     }
 
     async fn list_shares(&self, node: u64) -> RemoteResult<proto::MemberList> {
         let request = proto::SharesRequest { node };
-        Ok(self
-            .sharing()
-            .list_shares(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, sharing, list_shares, request)?.into_inner())
     }
 
     async fn revoke_share(&self, node: u64, user: &str) -> RemoteResult<Vec<String>> {
@@ -458,10 +411,7 @@ impl RemoteClient for GrpcClient {
             node,
             user: user.to_string(),
         };
-        Ok(self
-            .sharing()
-            .revoke_share(self.request(request))
-            .await?
+        Ok(unary!(self, sharing, revoke_share, request)?
             .into_inner()
             .revoked)
     }
@@ -471,19 +421,12 @@ impl RemoteClient for GrpcClient {
             node,
             text: text.to_string(),
         };
-        Ok(self
-            .sharing()
-            .add_comment(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, sharing, add_comment, request)?.into_inner())
     }
 
     async fn list_comments(&self, node: u64) -> RemoteResult<Vec<proto::Comment>> {
         let request = proto::CommentsRequest { node };
-        Ok(self
-            .sharing()
-            .list_comments(self.request(request))
-            .await?
+        Ok(unary!(self, sharing, list_comments, request)?
             .into_inner()
             .comments)
     }
@@ -506,26 +449,17 @@ impl RemoteClient for GrpcClient {
         &self,
         request: proto::CreateLinkRequest,
     ) -> RemoteResult<proto::CreateLinkReply> {
-        Ok(self
-            .links()
-            .create_link(self.request(request))
-            .await?
-            .into_inner())
+        Ok(unary!(self, links, create_link, request)?.into_inner())
     }
 
     async fn list_links(&self) -> RemoteResult<Vec<proto::LinkInfo>> {
-        Ok(self
-            .links()
-            .list_links(self.request(proto::Empty {}))
-            .await?
+        Ok(unary!(self, links, list_links, proto::Empty {})?
             .into_inner()
             .links)
     }
 
     async fn revoke_link(&self, id: u64) -> RemoteResult<()> {
-        self.links()
-            .revoke_link(self.request(proto::RevokeLinkRequest { id }))
-            .await?;
+        unary!(self, links, revoke_link, proto::RevokeLinkRequest { id })?;
         Ok(())
     }
 }

@@ -34,6 +34,12 @@ impl RemoteError {
     pub fn is_unavailable(&self) -> bool {
         self.kind == ErrorKind::Unavailable
     }
+
+    /// True when the same call may succeed later: the server was unreachable, or its
+    /// rate limit refused the call (which then did nothing).
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::Unavailable | ErrorKind::RateLimited)
+    }
 }
 
 impl From<tonic::Status> for RemoteError {

@@ -14,6 +14,7 @@ use loft_server::gateway::GatewayConfig;
 use loft_server::journal_hub::JournalHub;
 use loft_server::meta::ThrottlePolicy;
 use loft_server::prune::PruneConfig;
+use loft_server::rate_limit::RateLimits;
 use loft_server::{Backend, Listen, ServerConfig, StorageConfig, TlsFiles};
 
 #[derive(Parser)]
@@ -143,6 +144,12 @@ enum Command {
         /// Time between pruning passes (tests shorten it).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, hide = true)]
         prune_interval: Duration,
+        /// Calls a second allowed per user and per client address, each refilling a
+        /// bucket that holds one second's worth: `user=N,ip=N` (either may be `off`), or
+        /// `off`. Refused calls answer RESOURCE_EXHAUSTED (HTTP: 429) with the wait, and
+        /// Loft clients wait and retry. The embedded server's unix socket is not limited.
+        #[arg(long, value_name = "LIMITS", default_value_t = RateLimits::default())]
+        rate_limit: RateLimits,
         #[command(flatten)]
         http: HttpArgs,
     },
@@ -265,6 +272,7 @@ async fn run(cli: Cli) -> Result<()> {
             trash_retention,
             chunk_grace,
             prune_interval,
+            rate_limit,
             http,
         } => {
             let http = http.config()?;
@@ -280,6 +288,7 @@ async fn run(cli: Cli) -> Result<()> {
                 interval: prune_interval,
             };
             config.http = http;
+            config.rate_limits = rate_limit;
             config.tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,7 @@ use crate::chunk_store::ChunkStore;
 use crate::error::{Result, ServerError};
 use crate::meta::{MetaStore, ThrottlePolicy};
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use signing::Signer;
 
 /// How the gateway runs; filled by the binary's argument parser.
@@ -75,6 +76,8 @@ pub struct Gateway {
     pub signer: Signer,
     pub config: GatewayConfig,
     pub metrics: Arc<Metrics>,
+    /// The server's rate limits (per client address here: link visitors have no user).
+    pub limiter: Arc<RateLimiter>,
     /// Path prefix of the public URL ("" or "/prefix"), put before every link made.
     pub base_path: String,
 }
@@ -128,6 +131,7 @@ pub async fn run(
     meta: Arc<dyn MetaStore>,
     chunks: ChunkStore,
     metrics: Arc<Metrics>,
+    limiter: Arc<RateLimiter>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut fresh = [0u8; 32];
@@ -141,6 +145,7 @@ pub async fn run(
         base_path: base_path(&bound.public_url),
         config,
         metrics,
+        limiter,
     });
     let app = router(gateway);
     axum::serve(
@@ -166,6 +171,7 @@ fn router(gateway: Arc<Gateway>) -> Router {
         )
         .route("/d/{link}/{*path}", get(download::serve))
         .fallback(|| async { GatewayError::NotFound })
+        .layer(middleware::from_fn_with_state(gateway.clone(), limit))
         .layer(middleware::from_fn_with_state(gateway.clone(), record))
         .with_state(gateway)
 }
@@ -191,6 +197,21 @@ async fn record(State(gateway): State<Arc<Gateway>>, request: Request, next: Nex
         .metrics
         .http_request(route, response.status().as_u16());
     response
+}
+
+/// Refuses a request (429, `Retry-After`) when its client address has used up its rate.
+async fn limit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    if let Some(address) = address
+        && let Err(wait) = gateway.limiter.check_address(address)
+    {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return GatewayError::RateLimited(seconds).into_response();
+    }
+    next.run(request).await
 }
 
 /// 200 `ok` when the metadata store answers.
@@ -230,6 +251,8 @@ pub enum GatewayError {
     BadRequest(String),
     /// Too many wrong passwords; retry after this many seconds.
     Throttled(u64),
+    /// The client's address used up its rate limit; retry after this many seconds.
+    RateLimited(u64),
     /// A Range that does not overlap the file (its size).
     Unsatisfiable(u64),
     TooLarge(u64),
@@ -280,6 +303,11 @@ impl IntoResponse for GatewayError {
                 "Too many attempts",
                 format!("Too many wrong passwords. Try again in {seconds} seconds."),
             ),
+            GatewayError::RateLimited(seconds) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                format!("Too many requests from your address. Try again in {seconds} seconds."),
+            ),
             GatewayError::Unsatisfiable(_) => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "Range not satisfiable",
@@ -304,7 +332,7 @@ impl IntoResponse for GatewayError {
         let mut response = (status, page::message(title, &text)).into_response();
         let headers = response.headers_mut();
         match self {
-            GatewayError::Throttled(seconds) => {
+            GatewayError::Throttled(seconds) | GatewayError::RateLimited(seconds) => {
                 headers.insert(header::RETRY_AFTER, seconds.into());
             }
             GatewayError::Unsatisfiable(size) => {

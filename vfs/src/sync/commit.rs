@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::Stop;
 use crate::attr::now;
 use crate::core::{KernelNote, Vfs, lock};
-use crate::error::is_unreachable;
+use crate::error::retry_later;
 use crate::listing::timestamp;
 
 /// A file uploaded and ready to commit.
@@ -131,7 +131,7 @@ impl Vfs {
                 }
                 Ok(())
             }
-            Err(error) if is_unreachable(&error) => Err(self.sync_failed(error)),
+            Err(error) if retry_later(&error) => Err(self.sync_failed(error)),
             _ => {
                 // Refused as a whole: commit one by one so one bad file cannot hold
                 // back the others.
@@ -218,7 +218,7 @@ impl Vfs {
                     .fetch_add(stats.bytes_uploaded, Ordering::Relaxed);
                 Ok(Some(done))
             }
-            Err(error) if is_unreachable(&error) => Err(self.sync_failed(error)),
+            Err(error) if retry_later(&error) => Err(self.sync_failed(error)),
             Err(error) => {
                 warn!("{what} failed: {error}");
                 *lock(&self.counters.last_error) = Some(error.to_string());
@@ -284,7 +284,7 @@ impl Vfs {
         } = prepared;
         let reply = match reply {
             Ok(reply) => reply,
-            Err(error) if is_unreachable(&error) => return Err(self.sync_failed(error)),
+            Err(error) if retry_later(&error) => return Err(self.sync_failed(error)),
             Err(error) if error.kind == ErrorKind::QuotaExceeded => {
                 warn!(
                     ino,

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{Applied, Stop};
 use crate::core::{Vfs, lock};
-use crate::error::is_unreachable;
+use crate::error::retry_later;
 use crate::listing::timestamp;
 
 fn unqueued_since(queued: i64) -> Duration {
@@ -41,9 +41,11 @@ impl Vfs {
     /// Classifies a failed call: unreachable stops the round; anything else is
     /// returned to the caller as a refusal.
     pub(crate) fn sync_failed(&self, error: RemoteError) -> Stop {
-        if is_unreachable(&error) {
+        if error.is_unavailable() {
             self.counters.online.store(false, Ordering::Relaxed);
             warn!("server unreachable, changes stay queued: {}", error.message);
+        } else if retry_later(&error) {
+            warn!("server busy, changes stay queued: {}", error.message);
         }
         *lock(&self.counters.last_error) = Some(error.to_string());
         Stop::Offline
@@ -251,7 +253,7 @@ impl Vfs {
         };
         match outcome {
             Ok(()) => Ok(Applied::Done),
-            Err(error) if is_unreachable(&error) => Err(self.sync_failed(error)),
+            Err(error) if retry_later(&error) => Err(self.sync_failed(error)),
             Err(error) => Ok(self.refused(&format!("{:?}", queued.op), &error)),
         }
     }
