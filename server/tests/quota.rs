@@ -294,7 +294,10 @@ async fn a_refused_commit_changes_nothing(backend: Kind) {
         kind(f.meta.lookup(&f.alice, f.alice.root, b"c").await),
         ErrorKind::NotFound
     );
-    assert_eq!(f.meta.versions(&f.alice, file.node.id).await.unwrap().len(), 1);
+    assert_eq!(
+        f.meta.versions(&f.alice, file.node.id).await.unwrap().len(),
+        1
+    );
     let after = f
         .meta
         .journal_since(&f.alice, f.alice.home_ns, 0, 1000)
@@ -330,7 +333,11 @@ async fn restoring_a_version_reserves_its_bytes(backend: Kind) {
     // The quota is lowered below what is stored: it applies from the next commit.
     f.meta.set_quota("alice", Some(1000)).await.unwrap();
     assert_eq!(
-        kind(f.meta.restore_version(&f.alice, file.node.id, file.version).await),
+        kind(
+            f.meta
+                .restore_version(&f.alice, file.node.id, file.version)
+                .await
+        ),
         ErrorKind::QuotaExceeded
     );
     let versions = f.meta.versions(&f.alice, file.node.id).await.unwrap();
@@ -384,7 +391,12 @@ async fn concurrent_commits_cannot_pass_the_quota_together(backend: Kind) {
                 .await
             })
         };
-        let first = commit(f.meta.clone(), f.alice.clone(), one, format!("laptop-{round}"));
+        let first = commit(
+            f.meta.clone(),
+            f.alice.clone(),
+            one,
+            format!("laptop-{round}"),
+        );
         let second = commit(other.clone(), desk.clone(), two, format!("desk-{round}"));
         let results = [first.await.unwrap(), second.await.unwrap()];
         let passed = results.iter().filter(|r| r.is_ok()).count();

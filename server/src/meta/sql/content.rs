@@ -8,8 +8,8 @@ use loft_remote::proto::{self, ChangeKind, NodeKind};
 use prost::Message;
 
 use super::access;
-use super::quota;
 use super::db::{Db, Row, args};
+use super::quota;
 use super::rows::{self, NodeRow};
 use super::tree::{Write, any_dentry};
 use crate::conflict_name::conflicted_copy_name;

@@ -29,9 +29,9 @@ use super::{
     RemoveOp, RenameOp, RenameOutcome, Role, ShareOutcome, Shares, StoredChunkRef, ThrottlePolicy,
     TrashEntry, TrashTarget, User, XattrMode,
 };
-use crate::meta::QuotaUsage;
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
+use crate::meta::QuotaUsage;
 use db::Db;
 use tree::Write;
 
