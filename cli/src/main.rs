@@ -82,6 +82,11 @@ enum Command {
     },
     /// Rename or move an entry.
     Mv { from: OsString, to: OsString },
+    /// Show the bytes that count toward your quota, and the quota.
+    Quota {
+        #[arg(long)]
+        json: bool,
+    },
     /// List a file's versions, newest first.
     Versions {
         path: OsString,
@@ -473,6 +478,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Comments { path, json } => {
                     commands::sharing::comments(&session, &path, json).await
                 }
+                Command::Quota { json } => commands::quota::quota(&session, json).await,
                 Command::Versions { path, json } => {
                     commands::versions::versions(&session, &path, json).await
                 }

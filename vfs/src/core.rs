@@ -151,6 +151,8 @@ pub struct Vfs {
     pub(crate) kernel: OnceLock<Box<dyn Fn(KernelNote) + Send + Sync>>,
     /// The shared items in the drive and the user's roles there (see `shares`).
     pub(crate) shared: Mutex<crate::shares::SharedRoots>,
+    /// The user's quota as last heard, and files refused for it.
+    pub(crate) quota: crate::quota::QuotaView,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -190,6 +192,7 @@ impl Vfs {
             ignore_rules: Default::default(),
             kernel: OnceLock::new(),
             shared: Mutex::new(Default::default()),
+            quota: Default::default(),
         });
         vfs.recover()?;
         vfs.load_shares();

@@ -371,6 +371,9 @@ impl Vfs {
             return Err(VfsError::BadHandle);
         }
         self.check_disk_reserve()?;
+        if !data.is_empty() {
+            self.check_quota_room(handle.ino)?;
+        }
         handle.file.write_all_at(data, offset)?;
         self.bump(handle.ino);
         Ok(data.len() as u32)
@@ -416,7 +419,8 @@ impl Vfs {
         Ok(())
     }
 
-    /// `fsync`: the file's bytes and the mirror reach the disk.
+    /// `fsync`: the file's bytes and the mirror reach the disk. EDQUOT (after that)
+    /// when the server refused the file's last commit for quota.
     pub fn fsync(&self, fh: u64) -> VfsResult<()> {
         let handle = self.handle(fh)?;
         if handle.write {
@@ -424,13 +428,16 @@ impl Vfs {
             self.persist_body_attrs(handle.ino)?;
         }
         self.mirror.sync_wal()?;
-        Ok(())
+        self.check_commit_refused(handle.ino)
     }
 
+    /// `close` of a handle (every `close(2)` of a descriptor): EDQUOT when the server
+    /// refused the file's last commit for quota; the bytes stay local either way.
     pub fn flush(&self, fh: u64) -> VfsResult<()> {
         let handle = self.handle(fh)?;
         if handle.write {
             self.persist_body_attrs(handle.ino)?;
+            self.check_commit_refused(handle.ino)?;
         }
         Ok(())
     }

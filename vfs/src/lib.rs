@@ -23,6 +23,7 @@ mod files;
 mod ignore;
 mod listing;
 mod pin;
+mod quota;
 mod shares;
 mod status;
 mod sync;

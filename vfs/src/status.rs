@@ -179,7 +179,8 @@ fn classify(dirty: bool, size: u64, local: u64) -> FileState {
     }
 }
 
-/// What `statfs` reports: the cache disk's space (the drive has no quota yet).
+/// What `statfs` reports: with a quota, the quota as the size and the usage as used
+/// space (available space no more than the cache disk has); else the cache disk's space.
 #[derive(Clone, Copy, Debug)]
 pub struct FsStats {
     pub blocks: u64,
@@ -208,12 +209,24 @@ impl Vfs {
         // Writes stop at the disk reserve, so that is not offered as free space.
         let reserve = self.config.disk_reserve / 4096;
         #[allow(clippy::unnecessary_cast)]
-        Ok(FsStats {
+        let disk = FsStats {
             blocks: scale(stat.f_blocks as u64),
             free: scale(stat.f_bfree as u64).saturating_sub(reserve),
             available: scale(stat.f_bavail as u64).saturating_sub(reserve),
             files: u64::MAX >> 8,
             files_free: u64::MAX >> 9,
+        };
+        let Some(usage) = self.quota_usage() else {
+            return Ok(disk);
+        };
+        // Whole blocks: the quota rounds down, the usage up, so neither is overstated.
+        let blocks = usage.quota / 4096;
+        let free = blocks.saturating_sub(usage.used.div_ceil(4096));
+        Ok(FsStats {
+            blocks,
+            free,
+            available: free.min(disk.available),
+            ..disk
         })
     }
 

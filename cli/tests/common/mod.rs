@@ -433,6 +433,21 @@ impl TestServer {
         );
     }
 
+    /// `loft-server user set-quota NAME SIZE` on this server's stores (it may run).
+    pub fn set_quota(&self, name: &str, size: &str) {
+        let mut command = Command::new(server_bin());
+        command
+            .args(["user", "set-quota", name, size, "--data"])
+            .arg(&self.data)
+            .args(&self.stores);
+        let output = run_with_deadline(command, DEADLINE);
+        assert!(
+            output.status.success(),
+            "user set-quota {name} {size}: {}",
+            describe(&output)
+        );
+    }
+
     /// SIGTERM, then waits for the exit; returns how long that took and the status.
     pub fn terminate(&mut self, deadline: Duration) -> (Duration, ExitStatus) {
         let mut child = self.child.take().expect("server not running");

@@ -213,6 +213,14 @@ impl RemoteClient for GrpcClient {
         Ok(())
     }
 
+    async fn quota(&self) -> RemoteResult<proto::Quota> {
+        Ok(self
+            .auth()
+            .get_quota(self.request(proto::Empty {}))
+            .await?
+            .into_inner())
+    }
+
     async fn lookup(&self, parent: u64, name: &[u8]) -> RemoteResult<proto::Node> {
         let request = proto::LookupRequest {
             parent,

@@ -78,6 +78,8 @@ pub trait RemoteClient: Send + Sync + 'static {
     async fn who_am_i(&self) -> RemoteResult<proto::Session>;
     async fn list_devices(&self) -> RemoteResult<Vec<proto::Device>>;
     async fn revoke_device(&self, request: proto::RevokeDeviceRequest) -> RemoteResult<()>;
+    /// The caller's quota and the bytes that count toward it.
+    async fn quota(&self) -> RemoteResult<proto::Quota>;
 
     async fn lookup(&self, parent: u64, name: &[u8]) -> RemoteResult<proto::Node>;
     async fn resolve(&self, path: &[u8]) -> RemoteResult<proto::Node>;

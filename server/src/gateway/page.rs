@@ -67,17 +67,7 @@ fn name_html(name: &[u8]) -> String {
 
 /// A byte count for people: `1.5 MiB`.
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    loft_remote::units::format_size(bytes)
 }
 
 /// A whole page around `body`.

@@ -36,6 +36,16 @@ pub struct User {
     pub quota: Option<u64>,
 }
 
+/// A user's quota and what counts toward it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotaUsage {
+    /// `None`: no quota.
+    pub quota: Option<u64>,
+    /// Bytes of every version (current, kept and in the trash) in the namespaces the
+    /// user owns.
+    pub used: u64,
+}
+
 /// Who is calling: resolved from the bearer token by the auth layer.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -328,7 +338,10 @@ pub trait MetaStore: Send + Sync + 'static {
     // -- users, devices, sessions
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<User>;
     async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
+    /// Sets (or with `None` removes) a user's quota; it applies from the next commit.
     async fn set_quota(&self, name: &str, quota: Option<u64>) -> Result<()>;
+    /// The caller's quota and the bytes it uses (see [`sql::quota`]).
+    async fn quota(&self, caller: &Caller) -> Result<QuotaUsage>;
     /// Opens a session for `device_name` (created on first use), returning the caller.
     async fn create_session(
         &self,

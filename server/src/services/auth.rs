@@ -1,4 +1,4 @@
-//! `loft.v1.Auth`: login, logout, devices.
+//! `loft.v1.Auth`: login, logout, devices, the caller's quota.
 
 use std::sync::Arc;
 
@@ -118,6 +118,18 @@ impl Auth for AuthApi {
             })
             .collect();
         Ok(Response::new(proto::DeviceList { devices }))
+    }
+
+    async fn get_quota(
+        &self,
+        request: Request<proto::Empty>,
+    ) -> Result<Response<proto::Quota>, Status> {
+        let caller = caller(&request)?;
+        let usage = self.0.meta.quota(&caller).await?;
+        Ok(Response::new(proto::Quota {
+            quota: usage.quota,
+            used: usage.used,
+        }))
     }
 
     async fn revoke_device(

@@ -291,6 +291,7 @@ impl Vfs {
                     "commit refused, over quota; the file stays local: {error}"
                 );
                 *lock(&self.counters.last_error) = Some(error.to_string());
+                self.quota_refused(ino);
                 return Ok(());
             }
             Err(error) => {
@@ -302,6 +303,7 @@ impl Vfs {
                 return Ok(());
             }
         };
+        self.quota_committed(ino);
         let Some(committed) = reply.node else {
             return Ok(());
         };

@@ -9,6 +9,7 @@ use prost::Message;
 
 use super::access;
 use super::db::{Db, Row, args};
+use super::quota;
 use super::rows::{self, NodeRow};
 use super::tree::{Write, any_dentry};
 use crate::conflict_name::conflicted_copy_name;
@@ -201,11 +202,12 @@ pub fn stored_manifest(db: &dyn Db, node: u64, version: u64) -> Result<Option<Ma
     .transpose()
 }
 
-/// Inserts a version of `node` and takes a reference on each of its distinct chunks.
+/// Inserts a version of `node` and takes a reference on each of its distinct chunks;
+/// fails with `QuotaExceeded` when its bytes take the namespace's owner over quota.
 pub fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) -> Result<u64> {
     let version = w.db.query_one(
         "INSERT INTO versions(inode, base, size, content_hash, manifest, created, user_id, device_id, ns) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT ns FROM inodes WHERE id = ?1)) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT ns FROM inodes WHERE id = ?1)) RETURNING id, ns",
         args![
             node,
             base,
@@ -216,8 +218,9 @@ pub fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) 
             w.caller.user_id,
             w.caller.device_id,
         ],
-    )?
-    .u64(0)?;
+    )?;
+    let (version, ns) = (version.u64(0)?, version.u64(1)?);
+    quota::check_after_adding(w.db, ns, manifest.size)?;
     let distinct: BTreeSet<&ChunkId> = manifest.chunks.iter().map(|c| &c.id).collect();
     for chunk in distinct {
         w.db.execute(

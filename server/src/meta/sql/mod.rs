@@ -9,6 +9,7 @@ pub mod history;
 pub mod journal;
 pub mod links;
 pub mod prune;
+pub mod quota;
 pub mod rows;
 pub mod sharing;
 pub mod trash;
@@ -30,6 +31,7 @@ use super::{
 };
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
+use crate::meta::QuotaUsage;
 use db::Db;
 use tree::Write;
 
@@ -154,6 +156,11 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
         let name = name.to_string();
         self.write_quietly(move |db, _| users::set_quota(db, &name, quota))
             .await
+    }
+
+    async fn quota(&self, caller: &Caller) -> Result<QuotaUsage> {
+        let user = caller.user_id;
+        self.read(move |db, _| quota::of_user(db, user)).await
     }
 
     async fn create_session(

@@ -160,6 +160,11 @@ fn make_namespace(w: &Write<'_>, row: &NodeRow) -> Result<Namespace> {
         "UPDATE comments SET ns = ?1 WHERE ns = ?2 AND inode IN (SELECT id FROM inodes WHERE ns = ?1)",
         args![id, home.id],
     )?;
+    // Versions follow their files, so a namespace's stored bytes stay one indexed sum.
+    w.db.execute(
+        "UPDATE versions SET ns = ?1 WHERE ns = ?2 AND inode IN (SELECT id FROM inodes WHERE ns = ?1)",
+        args![id, home.id],
+    )?;
     w.db.execute(
         "INSERT INTO ns_members(ns, user_id, role, granted_by) VALUES (?1, ?2, ?3, 0)",
         args![id, w.caller.user_id, Role::Owner as i64],
