@@ -14,6 +14,7 @@ pub mod meta;
 pub mod metrics;
 pub mod mount_name;
 pub mod prune;
+pub mod search;
 pub mod server;
 pub mod services;
 pub mod storage;

@@ -21,6 +21,7 @@ use crate::meta::MetaStore;
 use crate::meta::sqlite::SqliteMetaStore;
 use crate::metrics::Metrics;
 use crate::prune::{PruneConfig, Pruner};
+use crate::search::indexer::{IndexConfig, Indexer};
 use crate::services::{State, routes};
 use crate::storage::StorageConfig;
 
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub connections: ConnectionGauge,
     /// Retention of versions and trash, and how the pruning worker runs.
     pub prune: PruneConfig,
+    /// How the search indexer runs.
+    pub search: IndexConfig,
     /// The HTTP gateway (links, `/healthz`, `/metrics`), when wanted.
     pub http: Option<GatewayConfig>,
 }
@@ -70,6 +73,7 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(90 * 24 * 3600),
             connections: ConnectionGauge::default(),
             prune: PruneConfig::default(),
+            search: IndexConfig::default(),
             http: None,
         }
     }
@@ -123,6 +127,12 @@ pub async fn serve(
     let (stop_sender, stop) = watch::channel(false);
     let pruner = Arc::new(Pruner::new(backend.meta.clone(), backend.chunks.clone()));
     let pruning = tokio::spawn(pruner.run(config.prune.clone(), stop.clone()));
+    let indexer = Arc::new(Indexer::new(backend.meta.clone(), backend.chunks.clone()));
+    let indexing = tokio::spawn(indexer.clone().run(
+        config.search.clone(),
+        backend.hub.clone(),
+        stop.clone(),
+    ));
     let metrics = Arc::new(Metrics::default());
     // The gateway binds first, so that link URLs name the address it really got.
     let http = match &config.http {
@@ -133,6 +143,7 @@ pub async fn serve(
         meta: backend.meta.clone(),
         chunks: backend.chunks.clone(),
         hub: backend.hub,
+        indexer,
         token_ttl: config.token_ttl,
         public_url: http.as_ref().map(|(bound, _)| bound.public_url.clone()),
         shutdown: stop.clone(),
@@ -220,6 +231,7 @@ pub async fn serve(
     tracing::info!("shutting down");
     let _ = stop_sender.send(true);
     pruning.abort();
+    indexing.abort();
     match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
         Ok(result) => result,
         Err(_) => {

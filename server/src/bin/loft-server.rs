@@ -14,6 +14,7 @@ use loft_server::gateway::GatewayConfig;
 use loft_server::journal_hub::JournalHub;
 use loft_server::meta::ThrottlePolicy;
 use loft_server::prune::PruneConfig;
+use loft_server::search::indexer::IndexConfig;
 use loft_server::{Backend, Listen, ServerConfig, StorageConfig, TlsFiles};
 
 #[derive(Parser)]
@@ -143,6 +144,10 @@ enum Command {
         /// Time between pruning passes (tests shorten it).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, hide = true)]
         prune_interval: Duration,
+        /// Time between search indexing passes when nothing wakes the indexer (a write
+        /// to this server or a search does).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        search_interval: Duration,
         #[command(flatten)]
         http: HttpArgs,
     },
@@ -265,6 +270,7 @@ async fn run(cli: Cli) -> Result<()> {
             trash_retention,
             chunk_grace,
             prune_interval,
+            search_interval,
             http,
         } => {
             let http = http.config()?;
@@ -278,6 +284,9 @@ async fn run(cli: Cli) -> Result<()> {
                 trash_retention: trash_retention.unwrap_or(retention),
                 chunk_grace,
                 interval: prune_interval,
+            };
+            config.search = IndexConfig {
+                interval: search_interval,
             };
             config.http = http;
             config.tls = match (tls_cert, tls_key) {
