@@ -5,6 +5,7 @@ pub mod conflicts;
 pub mod files;
 pub mod links;
 pub mod mounted;
+pub mod search;
 pub mod sharing;
 pub mod status;
 pub mod transfer;

@@ -15,7 +15,8 @@ use crate::content::ChunkId;
 use crate::errors::ErrorKind;
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
-    links_client::LinksClient, sharing_client::SharingClient, trash_client::TrashClient,
+    links_client::LinksClient, search_client::SearchClient, sharing_client::SharingClient,
+    trash_client::TrashClient,
     tree_client::TreeClient, watch_client::WatchClient,
 };
 
@@ -140,6 +141,10 @@ impl GrpcClient {
 
     fn links(&self) -> LinksClient<Channel> {
         LinksClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn search_client(&self) -> SearchClient<Channel> {
+        SearchClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 
     fn sharing(&self) -> SharingClient<Channel> {
@@ -527,5 +532,18 @@ impl RemoteClient for GrpcClient {
             .revoke_link(self.request(proto::RevokeLinkRequest { id }))
             .await?;
         Ok(())
+    }
+
+    async fn search(&self, query: &str, limit: u32) -> RemoteResult<Vec<proto::SearchHit>> {
+        let request = proto::SearchRequest {
+            query: query.to_string(),
+            limit,
+        };
+        Ok(self
+            .search_client()
+            .search(self.request(request))
+            .await?
+            .into_inner()
+            .hits)
     }
 }
