@@ -38,11 +38,17 @@ fn search_finds_words_in_an_online_only_shared_file_for_the_recipient_only() {
     assert_eq!(hits[0]["path"], "/proj/report.md", "{hits}");
     assert_eq!(hits[0]["kind"], "file");
     // By name too.
-    assert_eq!(bob.json(&["search", "report", "--json"])[0]["path"], "/proj/report.md");
+    assert_eq!(
+        bob.json(&["search", "report", "--json"])[0]["path"],
+        "/proj/report.md"
+    );
 
     // A stranger finds nothing, neither by text nor by name.
     assert_eq!(carol.ok(&["search", "heliotrope"]), "");
-    assert_eq!(carol.json(&["search", "report", "--json"]), serde_json::json!([]));
+    assert_eq!(
+        carol.json(&["search", "report", "--json"]),
+        serde_json::json!([])
+    );
 
     // Bad queries say why.
     let error = bob.fails(&["search", "?!"]);

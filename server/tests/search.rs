@@ -72,7 +72,11 @@ fn new_node(parent: u64, name: &str, kind: NodeKind) -> NewNode {
         parent,
         name: name.as_bytes().to_vec(),
         kind,
-        mode: if kind == NodeKind::Directory { 0o755 } else { 0o644 },
+        mode: if kind == NodeKind::Directory {
+            0o755
+        } else {
+            0o644
+        },
         uid: 0,
         gid: 0,
         symlink_target: Vec::new(),
@@ -163,18 +167,35 @@ async fn words_in_content_and_names_are_found(backend: Kind) {
         b"# Notes\n\nThe quarterly marmalade budget is due on Friday.\n",
     )
     .await;
-    put(&f, &f.alice, f.alice.root, "main.rs", b"fn main() { frobnicate(); }\n").await;
+    put(
+        &f,
+        &f.alice,
+        f.alice.root,
+        "main.rs",
+        b"fn main() { frobnicate(); }\n",
+    )
+    .await;
 
     let hits = find(&f, &f.alice, "marmalade").await;
     assert_eq!(paths(&hits), ["/docs/notes.md"]);
     assert_eq!(hits[0].kind, NodeKind::File);
-    assert!(hits[0].snippet.contains("marmalade budget"), "{:?}", hits[0].snippet);
+    assert!(
+        hits[0].snippet.contains("marmalade budget"),
+        "{:?}",
+        hits[0].snippet
+    );
     // Every word must match, each as the start of a word, in any case.
-    assert_eq!(paths(&find(&f, &f.alice, "QUARTER marma").await), ["/docs/notes.md"]);
+    assert_eq!(
+        paths(&find(&f, &f.alice, "QUARTER marma").await),
+        ["/docs/notes.md"]
+    );
     assert!(find(&f, &f.alice, "marmalade nowhere").await.is_empty());
     assert_eq!(paths(&find(&f, &f.alice, "frobnicate").await), ["/main.rs"]);
     // Names: of files and of folders.
-    assert_eq!(paths(&find(&f, &f.alice, "notes").await), ["/docs/notes.md"]);
+    assert_eq!(
+        paths(&find(&f, &f.alice, "notes").await),
+        ["/docs/notes.md"]
+    );
     let hits = find(&f, &f.alice, "docs").await;
     assert_eq!(paths(&hits), ["/docs"]);
     assert_eq!(hits[0].kind, NodeKind::Directory);
@@ -182,8 +203,22 @@ async fn words_in_content_and_names_are_found(backend: Kind) {
 
 async fn binary_files_are_found_by_name_only(backend: Kind) {
     let f = fixture(backend).await;
-    put(&f, &f.alice, f.alice.root, "blob", b"zebrafish\0\x01\x02 binary").await;
-    put(&f, &f.alice, f.alice.root, "photo.jpg", b"zebrafish in a jpeg").await;
+    put(
+        &f,
+        &f.alice,
+        f.alice.root,
+        "blob",
+        b"zebrafish\0\x01\x02 binary",
+    )
+    .await;
+    put(
+        &f,
+        &f.alice,
+        f.alice.root,
+        "photo.jpg",
+        b"zebrafish in a jpeg",
+    )
+    .await;
     assert!(find(&f, &f.alice, "zebrafish").await.is_empty());
     let hits = find(&f, &f.alice, "blob").await;
     assert_eq!(paths(&hits), ["/blob"]);
@@ -195,11 +230,29 @@ async fn a_shared_folder_is_searched_by_its_members_only(backend: Kind) {
     let f = fixture(backend).await;
     let proj = mkdir(&f, &f.alice, f.alice.root, "proj").await;
     let inner = mkdir(&f, &f.alice, proj, "plans").await;
-    put(&f, &f.alice, inner, "plan.txt", b"meet at the zanzibar gate").await;
-    put(&f, &f.alice, f.alice.root, "private.txt", b"zanzibar, privately").await;
+    put(
+        &f,
+        &f.alice,
+        inner,
+        "plan.txt",
+        b"meet at the zanzibar gate",
+    )
+    .await;
+    put(
+        &f,
+        &f.alice,
+        f.alice.root,
+        "private.txt",
+        b"zanzibar, privately",
+    )
+    .await;
     // Bob already has a "proj" of his own: the share gets another name in his drive.
     mkdir(&f, &f.bob, f.bob.root, "proj").await;
-    let shared = f.meta.share(&f.alice, proj, "bob", Role::Viewer).await.unwrap();
+    let shared = f
+        .meta
+        .share(&f.alice, proj, "bob", Role::Viewer)
+        .await
+        .unwrap();
     let bobs_name = String::from_utf8(shared.name).unwrap();
     assert_ne!(bobs_name, "proj");
 
@@ -243,7 +296,10 @@ async fn a_new_version_replaces_the_old_words(backend: Kind) {
     assert_eq!(find(&f, &f.alice, "pineapple").await.len(), 1);
     write(&f, &f.alice, 0, "", node, version, b"buy mangosteen").await;
     assert!(find(&f, &f.alice, "pineapple").await.is_empty());
-    assert_eq!(paths(&find(&f, &f.alice, "mangosteen").await), ["/todo.txt"]);
+    assert_eq!(
+        paths(&find(&f, &f.alice, "mangosteen").await),
+        ["/todo.txt"]
+    );
 }
 
 async fn bad_queries_are_invalid_arguments(backend: Kind) {

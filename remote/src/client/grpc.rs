@@ -16,8 +16,7 @@ use crate::errors::ErrorKind;
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
     links_client::LinksClient, search_client::SearchClient, sharing_client::SharingClient,
-    trash_client::TrashClient,
-    tree_client::TreeClient, watch_client::WatchClient,
+    trash_client::TrashClient, tree_client::TreeClient, watch_client::WatchClient,
 };
 
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.

@@ -512,8 +512,12 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn search_covers(&self, heads: Vec<(u64, u64)>) -> Result<bool>;
     /// The caller's live nodes whose name or text has every one of `terms` (lower-case
     /// words, each matched as a prefix), best first.
-    async fn search(&self, caller: &Caller, terms: Vec<String>, limit: u32)
-    -> Result<Vec<SearchRow>>;
+    async fn search(
+        &self,
+        caller: &Caller,
+        terms: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<SearchRow>>;
 
     // -- maintenance
     /// Recorded chunks in id order after `after`, at most `limit` of them.

@@ -51,9 +51,15 @@ pub fn parse_query(query: &str) -> Result<Vec<String>> {
             query.len()
         )));
     }
-    let terms: Vec<String> = words(query).split(' ').filter(|w| !w.is_empty()).map(String::from).collect();
+    let terms: Vec<String> = words(query)
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect();
     if terms.is_empty() {
-        return Err(ServerError::invalid("the search query has no words to look for"));
+        return Err(ServerError::invalid(
+            "the search query has no words to look for",
+        ));
     }
     if terms.len() > MAX_TERMS {
         return Err(ServerError::invalid(format!(
@@ -103,7 +109,10 @@ async fn catch_up(meta: &dyn MetaStore, indexer: &Indexer, caller: &Caller) -> R
         indexer.wake();
         let now = Instant::now();
         if now >= deadline {
-            tracing::warn!(user = caller.user_id, "search answered before the index caught up");
+            tracing::warn!(
+                user = caller.user_id,
+                "search answered before the index caught up"
+            );
             return Ok(());
         }
         let _ = tokio::time::timeout((deadline - now).min(RECHECK), passes.changed()).await;

@@ -9,14 +9,16 @@ pub const TEXT_CAP: usize = 1 << 20;
 const BINARY_EXTENSIONS: &[&str] = &[
     "7z", "a", "avi", "bin", "bmp", "bz2", "class", "dll", "dmg", "doc", "docx", "exe", "flac",
     "gif", "gz", "heic", "ico", "iso", "jar", "jpeg", "jpg", "mkv", "mov", "mp3", "mp4", "o",
-    "ogg", "pdf", "png", "ppt", "pptx", "so", "sqlite", "tar", "tgz", "tif", "tiff", "wasm",
-    "wav", "webm", "webp", "xls", "xlsx", "xz", "zip", "zst",
+    "ogg", "pdf", "png", "ppt", "pptx", "so", "sqlite", "tar", "tgz", "tif", "tiff", "wasm", "wav",
+    "webm", "webp", "xls", "xlsx", "xz", "zip", "zst",
 ];
 
 /// Whether a file named `name` may hold indexable text (its bytes decide the rest).
 pub fn may_be_text(name: &str) -> bool {
     match name.rsplit_once('.') {
-        Some((_, extension)) => !BINARY_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str()),
+        Some((_, extension)) => {
+            !BINARY_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str())
+        }
         None => true,
     }
 }

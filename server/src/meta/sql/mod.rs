@@ -26,8 +26,8 @@ use loft_remote::proto;
 use super::{
     AttrChange, Caller, ChunkRecord, CommentRecord, CommitOp, CommitOutcome, DeviceRecord,
     JournalPage, LinkGrant, LinkRecord, Listing, Membership, MetaStore, Nanos, NewLink, NewNode,
-    RemoveOp, RenameOp, RenameOutcome, Role, SearchBacklog, SearchDoc, SearchRow, ShareOutcome, Shares, StoredChunkRef, ThrottlePolicy,
-    TrashEntry, TrashTarget, User, XattrMode,
+    RemoveOp, RenameOp, RenameOutcome, Role, SearchBacklog, SearchDoc, SearchRow, ShareOutcome,
+    Shares, StoredChunkRef, ThrottlePolicy, TrashEntry, TrashTarget, User, XattrMode,
 };
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;

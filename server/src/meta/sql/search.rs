@@ -189,7 +189,12 @@ pub fn covers(db: &dyn Db, heads: &[(u64, u64)]) -> Result<bool> {
 
 /// The caller's live nodes whose document has every one of `terms` (as a word prefix),
 /// best first, at most `limit`, each with its path as the caller sees it.
-pub fn search(db: &dyn Db, caller: &Caller, terms: &[String], limit: u32) -> Result<Vec<SearchRow>> {
+pub fn search(
+    db: &dyn Db,
+    caller: &Caller,
+    terms: &[String],
+    limit: u32,
+) -> Result<Vec<SearchRow>> {
     let rows = match db.dialect() {
         Dialect::Sqlite => {
             let query = terms
@@ -303,7 +308,10 @@ mod tests {
 
     #[test]
     fn words_split_like_the_fts5_tokenizer() {
-        assert_eq!(words("Report.md: Hello,  WORLD_2"), "report md hello world 2");
+        assert_eq!(
+            words("Report.md: Hello,  WORLD_2"),
+            "report md hello world 2"
+        );
     }
 
     #[test]
