@@ -310,7 +310,7 @@ async fn bad_queries_are_invalid_arguments(backend: Kind) {
             .expect_err(query);
         assert_eq!(error.kind, ErrorKind::InvalidArgument, "{query:?}: {error}");
     }
-    let many = vec!["w"; search::MAX_TERMS + 1].join(" ");
+    let many = ["w"; search::MAX_TERMS + 1].join(" ");
     let error = search::search(f.meta.as_ref(), &f.indexer, &f.alice, &many, 0)
         .await
         .expect_err("too many words");
