@@ -128,6 +128,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find files and folders by name or by words in their text (text, Markdown, source
+    /// code), online-only ones and shared ones included. Prints `PATH<TAB>snippet`.
+    Search {
+        /// Words to look for; each must match the start of a word.
+        query: String,
+        /// Most hits to show (0: the server's default).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the connection, this device and its mount; with PATH, what of it is local.
     Status {
         path: Option<PathBuf>,
@@ -479,6 +490,9 @@ async fn run(cli: Cli) -> Result<()> {
                     commands::sharing::comments(&session, &path, json).await
                 }
                 Command::Quota { json } => commands::quota::quota(&session, json).await,
+                Command::Search { query, limit, json } => {
+                    commands::search::search(&session, &query, limit, json).await
+                }
                 Command::Versions { path, json } => {
                     commands::versions::versions(&session, &path, json).await
                 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod mount_name;
 pub mod prune;
 pub mod rate_limit;
+pub mod search;
 pub mod server;
 pub mod services;
 pub mod storage;

@@ -22,6 +22,7 @@ use crate::meta::sqlite::SqliteMetaStore;
 use crate::metrics::Metrics;
 use crate::prune::{PruneConfig, Pruner};
 use crate::rate_limit::{RateLimiter, RateLimits};
+use crate::search::indexer::{IndexConfig, Indexer};
 use crate::services::{State, routes};
 use crate::storage::StorageConfig;
 
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub connections: ConnectionGauge,
     /// Retention of versions and trash, and how the pruning worker runs.
     pub prune: PruneConfig,
+    /// How the search indexer runs.
+    pub search: IndexConfig,
     /// The HTTP gateway (links, `/healthz`, `/metrics`), when wanted.
     pub http: Option<GatewayConfig>,
     /// Token buckets per user and per client address (gRPC and HTTP).
@@ -73,6 +76,7 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(90 * 24 * 3600),
             connections: ConnectionGauge::default(),
             prune: PruneConfig::default(),
+            search: IndexConfig::default(),
             http: None,
             rate_limits: RateLimits::default(),
         }
@@ -137,6 +141,12 @@ pub async fn serve(
     let (stop_sender, stop) = watch::channel(false);
     let pruner = Arc::new(Pruner::new(backend.meta.clone(), backend.chunks.clone()));
     let pruning = tokio::spawn(pruner.run(config.prune.clone(), stop.clone()));
+    let indexer = Arc::new(Indexer::new(backend.meta.clone(), backend.chunks.clone()));
+    let indexing = tokio::spawn(indexer.clone().run(
+        config.search.clone(),
+        backend.hub.clone(),
+        stop.clone(),
+    ));
     let metrics = Arc::new(Metrics::default());
     let limiter = Arc::new(RateLimiter::new(config.rate_limits));
     let forgetting = tokio::spawn(forget_idle_buckets(limiter.clone(), stop.clone()));
@@ -149,6 +159,7 @@ pub async fn serve(
         meta: backend.meta.clone(),
         chunks: backend.chunks.clone(),
         hub: backend.hub,
+        indexer,
         token_ttl: config.token_ttl,
         public_url: http.as_ref().map(|(bound, _)| bound.public_url.clone()),
         shutdown: stop.clone(),
@@ -238,6 +249,7 @@ pub async fn serve(
     let _ = stop_sender.send(true);
     pruning.abort();
     forgetting.abort();
+    indexing.abort();
     match tokio::time::timeout(SHUTDOWN_GRACE, serving).await {
         Ok(result) => result,
         Err(_) => {

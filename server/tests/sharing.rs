@@ -255,6 +255,7 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     ("revoke_share", [A, P, P, P, N, N]),
     ("comment", [A, A, A, P, N, N]),
     ("list_comments", [A, A, A, A, N, N]),
+    ("search", [A, A, A, A, N, N]),
 ];
 
 /// The shared folder the matrix works on, made by the owner.
@@ -335,6 +336,12 @@ async fn run(op: &str, who: &str, client: &GrpcClient, f: &Fixture) -> Outcome {
         "revoke_share" => outcome(client.revoke_share(proj, "quinn").await),
         "comment" => outcome(client.add_comment(doc, &format!("a note from {who}")).await),
         "list_comments" => outcome(client.list_comments(doc).await),
+        // Search never fails on what it may not show: "denied" is the file not found.
+        "search" => match client.search("hello shared world", 0).await {
+            Ok(hits) if hits.iter().any(|hit| hit.node == doc) => Outcome::Allowed,
+            Ok(_) => N,
+            Err(e) => Denied(e.kind),
+        },
         other => panic!("no operation {other} in the matrix runner"),
     }
 }

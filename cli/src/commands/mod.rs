@@ -6,6 +6,7 @@ pub mod files;
 pub mod links;
 pub mod mounted;
 pub mod quota;
+pub mod search;
 pub mod sharing;
 pub mod status;
 pub mod transfer;

@@ -15,8 +15,8 @@ use crate::content::ChunkId;
 use crate::errors::{ErrorKind, retry_after};
 use crate::proto::{
     self, auth_client::AuthClient, commit_client::CommitClient, content_client::ContentClient,
-    links_client::LinksClient, sharing_client::SharingClient, trash_client::TrashClient,
-    tree_client::TreeClient, watch_client::WatchClient,
+    links_client::LinksClient, search_client::SearchClient, sharing_client::SharingClient,
+    trash_client::TrashClient, tree_client::TreeClient, watch_client::WatchClient,
 };
 
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.
@@ -144,6 +144,10 @@ impl GrpcClient {
         LinksClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 
+    fn search_client(&self) -> SearchClient<Channel> {
+        SearchClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    }
+
     fn sharing(&self) -> SharingClient<Channel> {
         SharingClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
@@ -214,11 +218,7 @@ impl RemoteClient for GrpcClient {
     }
 
     async fn quota(&self) -> RemoteResult<proto::Quota> {
-        Ok(self
-            .auth()
-            .get_quota(self.request(proto::Empty {}))
-            .await?
-            .into_inner())
+        Ok(unary!(self, auth, get_quota, proto::Empty {})?.into_inner())
     }
 
     async fn lookup(&self, parent: u64, name: &[u8]) -> RemoteResult<proto::Node> {
@@ -469,5 +469,15 @@ impl RemoteClient for GrpcClient {
     async fn revoke_link(&self, id: u64) -> RemoteResult<()> {
         unary!(self, links, revoke_link, proto::RevokeLinkRequest { id })?;
         Ok(())
+    }
+
+    async fn search(&self, query: &str, limit: u32) -> RemoteResult<Vec<proto::SearchHit>> {
+        let request = proto::SearchRequest {
+            query: query.to_string(),
+            limit,
+        };
+        Ok(unary!(self, search_client, search, request)?
+            .into_inner()
+            .hits)
     }
 }

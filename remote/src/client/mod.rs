@@ -154,4 +154,9 @@ pub trait RemoteClient: Send + Sync + 'static {
     /// The caller's public links.
     async fn list_links(&self) -> RemoteResult<Vec<proto::LinkInfo>>;
     async fn revoke_link(&self, id: u64) -> RemoteResult<()>;
+
+    // -- search
+    /// Names and text content within what the caller can read, best first; `limit` 0
+    /// is the server's default.
+    async fn search(&self, query: &str, limit: u32) -> RemoteResult<Vec<proto::SearchHit>>;
 }

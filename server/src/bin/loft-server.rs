@@ -15,6 +15,7 @@ use loft_server::journal_hub::JournalHub;
 use loft_server::meta::ThrottlePolicy;
 use loft_server::prune::PruneConfig;
 use loft_server::rate_limit::RateLimits;
+use loft_server::search::indexer::IndexConfig;
 use loft_server::{Backend, Listen, ServerConfig, StorageConfig, TlsFiles};
 
 #[derive(Parser)]
@@ -150,6 +151,10 @@ enum Command {
         /// Loft clients wait and retry. The embedded server's unix socket is not limited.
         #[arg(long, value_name = "LIMITS", default_value_t = RateLimits::default())]
         rate_limit: RateLimits,
+        /// Time between search indexing passes when nothing wakes the indexer (a write
+        /// to this server or a search does).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+        search_interval: Duration,
         #[command(flatten)]
         http: HttpArgs,
     },
@@ -273,6 +278,7 @@ async fn run(cli: Cli) -> Result<()> {
             chunk_grace,
             prune_interval,
             rate_limit,
+            search_interval,
             http,
         } => {
             let http = http.config()?;
@@ -286,6 +292,9 @@ async fn run(cli: Cli) -> Result<()> {
                 trash_retention: trash_retention.unwrap_or(retention),
                 chunk_grace,
                 interval: prune_interval,
+            };
+            config.search = IndexConfig {
+                interval: search_interval,
             };
             config.http = http;
             config.rate_limits = rate_limit;

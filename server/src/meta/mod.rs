@@ -19,7 +19,7 @@ use crate::error::Result;
 pub use sql::access::Role;
 
 /// The metadata schema version this build migrates to, on both backends.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Nanoseconds since the Unix epoch; the unit of every time in the metadata store.
 pub type Nanos = i64;
@@ -331,6 +331,41 @@ pub struct ThrottlePolicy {
     pub window: Nanos,
 }
 
+/// A node whose search document may have changed, as the indexer reads it.
+#[derive(Clone, Debug)]
+pub struct SearchSource {
+    pub inode: u64,
+    /// Its name; `None` when the node is gone (deleted, trashed or unlinked).
+    pub name: Option<Vec<u8>>,
+    pub kind: proto::NodeKind,
+    /// The current version's content, for a file that has one.
+    pub manifest: Option<Manifest>,
+}
+
+/// The indexer's next batch: the nodes changed past its cursors, and the cursors
+/// (namespace, journal seq) that indexing them reaches.
+#[derive(Clone, Debug, Default)]
+pub struct SearchBacklog {
+    pub sources: Vec<SearchSource>,
+    pub cursors: Vec<(u64, u64)>,
+}
+
+/// A node's search document: name and text, or `None` to drop it.
+#[derive(Clone, Debug)]
+pub struct SearchDoc {
+    pub inode: u64,
+    pub text: Option<(String, String)>,
+}
+
+/// A node that matched a search, with its path in the caller's drive and its text.
+#[derive(Clone, Debug)]
+pub struct SearchRow {
+    pub node: u64,
+    pub path: Vec<u8>,
+    pub kind: proto::NodeKind,
+    pub body: String,
+}
+
 /// The metadata operations the services need. Implementations: SQLite (embedded) and,
 /// for scale-out, PostgreSQL.
 #[async_trait]
@@ -477,6 +512,25 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn revoke_share(&self, caller: &Caller, node: u64, user: &str) -> Result<Vec<String>>;
     async fn add_comment(&self, caller: &Caller, node: u64, text: &str) -> Result<CommentRecord>;
     async fn comments(&self, caller: &Caller, node: u64) -> Result<Vec<CommentRecord>>;
+
+    // -- search
+    /// The indexer's next batch, at most `limit` journal rows.
+    async fn search_backlog(&self, limit: u32) -> Result<SearchBacklog>;
+    /// Stores documents and moves the indexer's cursors on, in one transaction.
+    async fn store_search_docs(&self, docs: Vec<SearchDoc>, cursors: Vec<(u64, u64)>)
+    -> Result<()>;
+    /// The journal heads (namespace, seq) of everything the caller belongs to.
+    async fn search_heads(&self, caller: &Caller) -> Result<Vec<(u64, u64)>>;
+    /// Whether the index covers every one of `heads`.
+    async fn search_covers(&self, heads: Vec<(u64, u64)>) -> Result<bool>;
+    /// The caller's live nodes whose name or text has every one of `terms` (lower-case
+    /// words, each matched as a prefix), best first.
+    async fn search(
+        &self,
+        caller: &Caller,
+        terms: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<SearchRow>>;
 
     // -- maintenance
     /// Recorded chunks in id order after `after`, at most `limit` of them.

@@ -5,6 +5,7 @@ mod auth;
 mod commit;
 mod content;
 mod links;
+mod search;
 mod sharing;
 mod trash;
 mod tree;
@@ -19,11 +20,13 @@ use tokio::sync::watch as watch_channel;
 use crate::chunk_store::ChunkStore;
 use crate::journal_hub::JournalHub;
 use crate::meta::MetaStore;
+use crate::search::indexer::Indexer;
 
 pub use auth::AuthApi;
 pub use commit::CommitApi;
 pub use content::ContentApi;
 pub use links::{LinksApi, link_info};
+pub use search::SearchApi;
 pub use sharing::{SharingApi, role_from_wire, role_to_wire};
 pub use trash::TrashApi;
 pub use tree::TreeApi;
@@ -37,6 +40,8 @@ pub struct State {
     pub meta: Arc<dyn MetaStore>,
     pub chunks: ChunkStore,
     pub hub: Arc<JournalHub>,
+    /// Woken by searches that wait for the index to catch up.
+    pub indexer: Arc<Indexer>,
     pub token_ttl: Duration,
     /// Base of link URLs (the HTTP gateway's public URL); `None` without a gateway.
     pub public_url: Option<String>,
@@ -78,6 +83,11 @@ pub fn routes(state: Arc<State>) -> tonic::service::Routes {
     )
     .add_service(
         proto::sharing_server::SharingServer::new(SharingApi(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::search_server::SearchServer::new(SearchApi(state.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )

@@ -248,6 +248,22 @@ CREATE TABLE comments (
 );
 CREATE INDEX comments_inode ON comments(ns, inode, id);
 "#,
+    // Search: the name and text of each node's current version, with the words as a
+    // tsvector, and how far along each namespace's journal the indexer has come.
+    r#"
+CREATE TABLE search_index (
+    inode BIGINT PRIMARY KEY,
+    name  TEXT NOT NULL,
+    body  TEXT NOT NULL,
+    words tsvector NOT NULL
+);
+CREATE INDEX search_index_words ON search_index USING GIN (words);
+
+CREATE TABLE search_cursor (
+    ns  BIGINT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+"#,
 ];
 const _: () = assert!(MIGRATIONS.len() == crate::meta::SCHEMA_VERSION as usize);
 

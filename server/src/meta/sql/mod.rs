@@ -11,6 +11,7 @@ pub mod links;
 pub mod prune;
 pub mod quota;
 pub mod rows;
+pub mod search;
 pub mod sharing;
 pub mod trash;
 pub mod tree;
@@ -26,8 +27,8 @@ use loft_remote::proto;
 use super::{
     AttrChange, Caller, ChunkRecord, CommentRecord, CommitOp, CommitOutcome, DeviceRecord,
     JournalPage, LinkGrant, LinkRecord, Listing, Membership, MetaStore, Nanos, NewLink, NewNode,
-    RemoveOp, RenameOp, RenameOutcome, Role, ShareOutcome, Shares, StoredChunkRef, ThrottlePolicy,
-    TrashEntry, TrashTarget, User, XattrMode,
+    RemoveOp, RenameOp, RenameOutcome, Role, SearchBacklog, SearchDoc, SearchRow, ShareOutcome,
+    Shares, StoredChunkRef, ThrottlePolicy, TrashEntry, TrashTarget, User, XattrMode,
 };
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
@@ -478,6 +479,39 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
     async fn comments(&self, caller: &Caller, node: u64) -> Result<Vec<CommentRecord>> {
         let caller = caller.clone();
         self.read(move |db, _| sharing::comments(db, &caller, node))
+            .await
+    }
+
+    async fn search_backlog(&self, limit: u32) -> Result<SearchBacklog> {
+        self.read(move |db, _| search::backlog(db, limit)).await
+    }
+
+    async fn store_search_docs(
+        &self,
+        docs: Vec<SearchDoc>,
+        cursors: Vec<(u64, u64)>,
+    ) -> Result<()> {
+        self.write_quietly(move |db, _| search::store(db, &docs, &cursors))
+            .await
+    }
+
+    async fn search_heads(&self, caller: &Caller) -> Result<Vec<(u64, u64)>> {
+        let caller = caller.clone();
+        self.read(move |db, _| search::heads(db, &caller)).await
+    }
+
+    async fn search_covers(&self, heads: Vec<(u64, u64)>) -> Result<bool> {
+        self.read(move |db, _| search::covers(db, &heads)).await
+    }
+
+    async fn search(
+        &self,
+        caller: &Caller,
+        terms: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<SearchRow>> {
+        let caller = caller.clone();
+        self.read(move |db, _| search::search(db, &caller, &terms, limit))
             .await
     }
 

@@ -249,6 +249,16 @@ CREATE TABLE comments (
 );
 CREATE INDEX comments_inode ON comments(ns, inode, id);
 "#,
+    // Search: the name and text of each node's current version (rowid = inode), and how
+    // far along each namespace's journal the indexer has come.
+    r#"
+CREATE VIRTUAL TABLE search_index USING fts5(name, body);
+
+CREATE TABLE search_cursor (
+    ns  INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+"#,
 ];
 const _: () = assert!(MIGRATIONS.len() == crate::meta::SCHEMA_VERSION as usize);
 

@@ -1,0 +1,185 @@
+//! The indexing worker: follows every namespace's journal and brings the search
+//! documents of the nodes it names up to date (name, and the text of the current
+//! version read from the chunk store), then moves its cursors on.
+//!
+//! One pass runs at a time across every server process sharing the metadata store (the
+//! `search` lease) and, within a process, a mutex. It runs on an interval, after every
+//! local write (through the [`JournalHub`]) and when a search asks to catch up; each
+//! finished pass bumps a counter that searches wait on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loft_remote::content::{Manifest, decode};
+use loft_remote::proto::NodeKind;
+use tokio::sync::{Mutex, Notify, watch};
+
+use super::text;
+use crate::chunk_store::ChunkStore;
+use crate::error::{Result, ServerError};
+use crate::journal_hub::JournalHub;
+use crate::meta::{MetaStore, SearchDoc, SearchSource};
+
+const LEASE: &str = "search";
+/// A pass renews the lease after each batch; a holder that died loses it after this.
+const LEASE_TTL: Duration = Duration::from_secs(60);
+/// Journal rows per batch.
+const BATCH: u32 = 200;
+
+/// How often the worker looks without being woken; filled by the binary's flags.
+#[derive(Clone, Debug)]
+pub struct IndexConfig {
+    pub interval: Duration,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Keeps the search index of one pair of stores up to date.
+pub struct Indexer {
+    meta: Arc<dyn MetaStore>,
+    chunks: ChunkStore,
+    /// Names this process in the lease.
+    holder: String,
+    running: Mutex<()>,
+    wake: Notify,
+    /// Counts finished passes (of this process).
+    passes: watch::Sender<u64>,
+}
+
+impl Indexer {
+    pub fn new(meta: Arc<dyn MetaStore>, chunks: ChunkStore) -> Indexer {
+        Indexer {
+            meta,
+            chunks,
+            holder: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
+            running: Mutex::new(()),
+            wake: Notify::new(),
+            passes: watch::channel(0).0,
+        }
+    }
+
+    /// Asks the worker for a pass now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Changes after each finished pass.
+    pub fn passes(&self) -> watch::Receiver<u64> {
+        self.passes.subscribe()
+    }
+
+    /// Indexes everything journaled so far; returns how many documents it wrote, or
+    /// `None` when another pass holds the lease.
+    pub async fn run_pass(&self) -> Result<Option<u64>> {
+        let _running = self.running.lock().await;
+        let ttl = crate::meta::Nanos::try_from(LEASE_TTL.as_nanos()).unwrap_or(i64::MAX);
+        if !self.meta.take_lease(LEASE, &self.holder, ttl).await? {
+            return Ok(None);
+        }
+        let result = self.pass(ttl).await;
+        self.meta.release_lease(LEASE, &self.holder).await?;
+        self.passes.send_modify(|count| *count += 1);
+        result.map(Some)
+    }
+
+    async fn pass(&self, ttl: crate::meta::Nanos) -> Result<u64> {
+        let mut written = 0;
+        loop {
+            let backlog = self.meta.search_backlog(BATCH).await?;
+            if backlog.cursors.is_empty() {
+                return Ok(written);
+            }
+            let mut docs = Vec::with_capacity(backlog.sources.len());
+            for source in backlog.sources {
+                docs.push(self.document(source).await?);
+            }
+            written += docs.len() as u64;
+            self.meta.store_search_docs(docs, backlog.cursors).await?;
+            if !self.meta.take_lease(LEASE, &self.holder, ttl).await? {
+                return Err(ServerError::internal("the search lease was lost mid-pass"));
+            }
+        }
+    }
+
+    /// The document of one node: its name, and its text when it is a text file.
+    async fn document(&self, source: SearchSource) -> Result<SearchDoc> {
+        let Some(name) = source.name else {
+            return Ok(SearchDoc {
+                inode: source.inode,
+                text: None,
+            });
+        };
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let body = match &source.manifest {
+            Some(manifest) if source.kind == NodeKind::File && text::may_be_text(&name) => {
+                match self.head_of(manifest).await {
+                    Ok(bytes) => text::extract(&bytes).unwrap_or_default(),
+                    // A chunk that is gone (pruned meanwhile) leaves the file findable
+                    // by name; a later version indexes again.
+                    Err(error) => {
+                        tracing::warn!(%error, node = source.inode, "indexing by name only");
+                        String::new()
+                    }
+                }
+            }
+            _ => String::new(),
+        };
+        Ok(SearchDoc {
+            inode: source.inode,
+            text: Some((name, body)),
+        })
+    }
+
+    /// The first [`text::TEXT_CAP`] bytes of a version.
+    async fn head_of(&self, manifest: &Manifest) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        for chunk in &manifest.chunks {
+            if bytes.len() >= text::TEXT_CAP {
+                break;
+            }
+            let stored = self.chunks.get(&chunk.id).await?;
+            if stored.compressed {
+                let length = chunk.length as usize;
+                let plain = tokio::task::spawn_blocking(move || decode(&stored.data, true, length))
+                    .await
+                    .map_err(ServerError::internal)??;
+                bytes.extend_from_slice(&plain);
+            } else {
+                bytes.extend_from_slice(&stored.data);
+            }
+            // Binary content shows in the first chunk: stop reading there.
+            if bytes.contains(&0) {
+                break;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Runs passes until `stop` turns true: every `config.interval`, after each change
+    /// `hub` announces, and when woken.
+    pub async fn run(
+        self: Arc<Self>,
+        config: IndexConfig,
+        hub: Arc<JournalHub>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut changes = hub.subscribe();
+        loop {
+            if let Err(error) = self.run_pass().await {
+                tracing::warn!(%error, "search indexing pass failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(config.interval) => {}
+                Ok(()) = changes.changed() => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|stopping| *stopping) => return,
+            }
+        }
+    }
+}
