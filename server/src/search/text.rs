@@ -116,11 +116,17 @@ mod tests {
 
     #[test]
     fn snippets_show_the_first_match_on_one_line() {
-        let body = "first line\nsecond line has the Needle in it\nthird";
+        let body = "first\nsecond has the Needle in it\nthird";
         let terms = vec!["needle".to_string()];
         assert_eq!(
             snippet(body, &terms),
-            "first line second line has the Needle in it third"
+            "first second has the Needle in it third"
+        );
+        // More than 30 characters before the match: cut at a whole word.
+        let body = "first line\nsecond line has the Needle in it\nthird";
+        assert_eq!(
+            snippet(body, &terms),
+            "…line second line has the Needle in it third"
         );
         let long = format!("{} needle {}", "word ".repeat(40), "tail ".repeat(40));
         let cut = snippet(&long, &terms);
