@@ -5,6 +5,7 @@
 //! a crash left behind). Checking changes nothing; repair deletes orphans older than a
 //! grace period, so that an upload in flight (stored, not yet recorded) is never lost.
 
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -42,50 +43,53 @@ impl CheckReport {
 }
 
 /// Checks `meta` against `chunks`; with `repair`, deletes orphans older than it.
-pub async fn check(
-    meta: &dyn MetaStore,
-    chunks: &ChunkStore,
+pub fn check<'a>(
+    meta: &'a dyn MetaStore,
+    chunks: &'a ChunkStore,
     repair: Option<Duration>,
-) -> Result<CheckReport> {
-    // List the store first: an object stored after the listing and recorded before the
-    // metadata scan is then simply not seen, never mistaken for an orphan.
-    let listed = chunks.list().await?;
-    let mut stored: HashMap<ChunkId, ListedChunk> =
-        listed.into_iter().map(|chunk| (chunk.id, chunk)).collect();
-    let mut report = CheckReport {
-        stored: stored.len(),
-        ..CheckReport::default()
-    };
-    let mut after = None;
-    loop {
-        let page: Vec<StoredChunkRef> = meta.chunk_records(after, PAGE).await?;
-        for record in &page {
-            report.recorded += 1;
-            if stored.remove(&record.id).is_none() {
-                if record.referenced {
-                    report.missing.push(record.id);
-                } else {
-                    report.missing_unreferenced.push(record.id);
+) -> BoxFuture<'a, Result<CheckReport>> {
+    Box::pin(async move {
+        // List the store first: an object stored after the listing and recorded before the
+        // metadata scan is then simply not seen, never mistaken for an orphan.
+        let listed = chunks.list().await?;
+        let mut stored: HashMap<ChunkId, ListedChunk> =
+            listed.into_iter().map(|chunk| (chunk.id, chunk)).collect();
+        let mut report = CheckReport {
+            stored: stored.len(),
+            ..CheckReport::default()
+        };
+        let mut after = None;
+        loop {
+            let page: Vec<StoredChunkRef> = meta.chunk_records(after, PAGE).await?;
+            for record in &page {
+                report.recorded += 1;
+                if stored.remove(&record.id).is_none() {
+                    if record.referenced {
+                        report.missing.push(record.id);
+                    } else {
+                        report.missing_unreferenced.push(record.id);
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => after = Some(last.id),
+                _ => break,
+            }
+        }
+        report.orphans = stored.into_values().collect();
+        report.orphans.sort_by_key(|orphan| orphan.id.0);
+        if let Some(grace) = repair {
+            let cutoff =
+                now_ms().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+            for orphan in &report.orphans {
+                if orphan.modified_ms <= cutoff {
+                    chunks.delete(&orphan.id).await?;
+                    report.deleted += 1;
                 }
             }
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE as usize => after = Some(last.id),
-            _ => break,
-        }
-    }
-    report.orphans = stored.into_values().collect();
-    report.orphans.sort_by_key(|orphan| orphan.id.0);
-    if let Some(grace) = repair {
-        let cutoff = now_ms().saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-        for orphan in &report.orphans {
-            if orphan.modified_ms <= cutoff {
-                chunks.delete(&orphan.id).await?;
-                report.deleted += 1;
-            }
-        }
-    }
-    Ok(report)
+        Ok(report)
+    })
 }
 
 fn now_ms() -> i64 {

@@ -11,6 +11,7 @@
 //! is durable when it is acknowledged; Loft never relies on conditional PUTs, which
 //! several S3-compatible stores ignore.
 
+use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -94,59 +95,65 @@ impl ChunkStore {
 
     /// A store in `bucket` under `prefix` on an S3-compatible server. Fails with a clear
     /// error when the bucket cannot be listed (wrong name, endpoint or credentials).
-    pub async fn s3(bucket: &str, prefix: &str, settings: &S3Settings) -> Result<Self> {
-        // The dependency graph enables two rustls crypto backends (ring for tonic,
-        // aws-lc-rs for the S3 client), so rustls cannot pick one itself. Installing
-        // fails harmlessly when a provider is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
-            .with_virtual_hosted_style_request(!settings.path_style)
-            .with_retry(RetryConfig {
-                max_retries: 4,
-                retry_timeout: Duration::from_secs(30),
-                ..RetryConfig::default()
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
-            )
-            // After the client options, which would otherwise reset it.
-            .with_allow_http(settings.allow_http);
-        if let Some(endpoint) = &settings.endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        if let Some(key) = &settings.access_key_id {
-            builder = builder.with_access_key_id(key);
-        }
-        if let Some(secret) = &settings.secret_access_key {
-            builder = builder.with_secret_access_key(secret);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| ServerError::invalid(format!("S3 settings: {e}")))?;
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            Arc::new(store)
-        } else {
-            Arc::new(PrefixStore::new(store, prefix))
-        };
-        let where_ = format!(
-            "s3://{bucket}/{prefix} at {}",
-            settings.endpoint.as_deref().unwrap_or("AWS")
-        );
-        // One listing proves the endpoint, the bucket and the credentials.
-        store
-            .list_with_delimiter(Some(&ObjectPath::from("chunks")))
-            .await
-            .map_err(|e| {
-                ServerError::new(
-                    ErrorKind::Unavailable,
-                    format!("cannot use the chunk store {where_}: {e}"),
+    pub fn s3<'a>(
+        bucket: &'a str,
+        prefix: &'a str,
+        settings: &'a S3Settings,
+    ) -> BoxFuture<'a, Result<Self>> {
+        Box::pin(async move {
+            // The dependency graph enables two rustls crypto backends (ring for tonic,
+            // aws-lc-rs for the S3 client), so rustls cannot pick one itself. Installing
+            // fails harmlessly when a provider is already installed.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(settings.region.as_deref().unwrap_or("us-east-1"))
+                .with_virtual_hosted_style_request(!settings.path_style)
+                .with_retry(RetryConfig {
+                    max_retries: 4,
+                    retry_timeout: Duration::from_secs(30),
+                    ..RetryConfig::default()
+                })
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(5))
+                        .with_timeout(Duration::from_secs(120)),
                 )
-            })?;
-        Ok(Self::remote(store))
+                // After the client options, which would otherwise reset it.
+                .with_allow_http(settings.allow_http);
+            if let Some(endpoint) = &settings.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(key) = &settings.access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &settings.secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            let store = builder
+                .build()
+                .map_err(|e| ServerError::invalid(format!("S3 settings: {e}")))?;
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(store)
+            } else {
+                Arc::new(PrefixStore::new(store, prefix))
+            };
+            let where_ = format!(
+                "s3://{bucket}/{prefix} at {}",
+                settings.endpoint.as_deref().unwrap_or("AWS")
+            );
+            // One listing proves the endpoint, the bucket and the credentials.
+            store
+                .list_with_delimiter(Some(&ObjectPath::from("chunks")))
+                .await
+                .map_err(|e| {
+                    ServerError::new(
+                        ErrorKind::Unavailable,
+                        format!("cannot use the chunk store {where_}: {e}"),
+                    )
+                })?;
+            Ok(Self::remote(store))
+        })
     }
 
     /// A store on any `object_store` backend that is durable when a put returns (S3).
@@ -158,82 +165,97 @@ impl ChunkStore {
     }
 
     /// Stores an encoded chunk durably.
-    pub async fn put(&self, id: &ChunkId, compressed: bool, data: &[u8]) -> Result<()> {
-        let mut object = Vec::with_capacity(data.len() + 1);
-        object.push(if compressed { ZSTD } else { RAW });
-        object.extend_from_slice(data);
-        let key = key(id);
-        self.store.put(&key, PutPayload::from(object)).await?;
-        if let Some(root) = &self.local_root {
-            let path = root.join(key.as_ref());
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::File::open(&path)?.sync_all()?;
-                match path.parent() {
-                    Some(dir) => sync_dir(dir),
-                    None => Ok(()),
-                }
-            })
-            .await
-            .map_err(|e| ServerError::internal(format!("fsync task: {e}")))??;
-        }
-        Ok(())
+    pub fn put<'a>(
+        &'a self,
+        id: &'a ChunkId,
+        compressed: bool,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut object = Vec::with_capacity(data.len() + 1);
+            object.push(if compressed { ZSTD } else { RAW });
+            object.extend_from_slice(data);
+            let key = key(id);
+            self.store.put(&key, PutPayload::from(object)).await?;
+            if let Some(root) = &self.local_root {
+                let path = root.join(key.as_ref());
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    std::fs::File::open(&path)?.sync_all()?;
+                    match path.parent() {
+                        Some(dir) => sync_dir(dir),
+                        None => Ok(()),
+                    }
+                })
+                .await
+                .map_err(|e| ServerError::internal(format!("fsync task: {e}")))??;
+            }
+            Ok(())
+        })
     }
 
     /// Reads a stored chunk.
-    pub async fn get(&self, id: &ChunkId) -> Result<StoredChunk> {
-        let bytes = self.store.get(&key(id)).await?.bytes().await?;
-        match bytes.first() {
-            Some(&RAW) => Ok(StoredChunk {
-                compressed: false,
-                data: bytes.slice(1..),
-            }),
-            Some(&ZSTD) => Ok(StoredChunk {
-                compressed: true,
-                data: bytes.slice(1..),
-            }),
-            _ => Err(ServerError::internal(format!(
-                "stored chunk {id} has an unknown format"
-            ))),
-        }
+    pub fn get<'a>(&'a self, id: &'a ChunkId) -> BoxFuture<'a, Result<StoredChunk>> {
+        Box::pin(async move {
+            let bytes = self.store.get(&key(id)).await?.bytes().await?;
+            match bytes.first() {
+                Some(&RAW) => Ok(StoredChunk {
+                    compressed: false,
+                    data: bytes.slice(1..),
+                }),
+                Some(&ZSTD) => Ok(StoredChunk {
+                    compressed: true,
+                    data: bytes.slice(1..),
+                }),
+                _ => Err(ServerError::internal(format!(
+                    "stored chunk {id} has an unknown format"
+                ))),
+            }
+        })
     }
 
     /// Whether the store holds the chunk.
-    pub async fn contains(&self, id: &ChunkId) -> Result<bool> {
-        match self.store.head(&key(id)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(other) => Err(other.into()),
-        }
+    pub fn contains<'a>(&'a self, id: &'a ChunkId) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            match self.store.head(&key(id)).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(other) => Err(other.into()),
+            }
+        })
     }
 }
 
 impl ChunkStore {
     /// Every chunk object in the store.
-    pub async fn list(&self) -> Result<Vec<ListedChunk>> {
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&ObjectPath::from("chunks")))
-            .try_collect()
-            .await?;
-        Ok(objects
-            .into_iter()
-            .filter_map(|object| {
-                let name = object.location.filename()?;
-                let id = ChunkId::from_slice(&hex::decode(name).ok()?).ok()?;
-                Some(ListedChunk {
-                    id,
-                    modified_ms: object.last_modified.timestamp_millis(),
+    pub fn list<'a>(&'a self) -> BoxFuture<'a, Result<Vec<ListedChunk>>> {
+        Box::pin(async move {
+            let objects: Vec<_> = self
+                .store
+                .list(Some(&ObjectPath::from("chunks")))
+                .try_collect()
+                .await?;
+            Ok(objects
+                .into_iter()
+                .filter_map(|object| {
+                    let name = object.location.filename()?;
+                    let id = ChunkId::from_slice(&hex::decode(name).ok()?).ok()?;
+                    Some(ListedChunk {
+                        id,
+                        modified_ms: object.last_modified.timestamp_millis(),
+                    })
                 })
-            })
-            .collect())
+                .collect())
+        })
     }
 
     /// Deletes a chunk object (garbage collection of orphans).
-    pub async fn delete(&self, id: &ChunkId) -> Result<()> {
-        match self.store.delete(&key(id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(other) => Err(other.into()),
-        }
+    pub fn delete<'a>(&'a self, id: &'a ChunkId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self.store.delete(&key(id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(other) => Err(other.into()),
+            }
+        })
     }
 }
 

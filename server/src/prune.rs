@@ -6,6 +6,7 @@
 //! store: a pass holds the `prune` lease (a row in the store, so the same on SQLite and
 //! PostgreSQL) and, within a process, a mutex.
 
+use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,17 +105,19 @@ impl Pruner {
     }
 
     /// One pass up to `cutoffs`; `None` when another pass holds the lease.
-    pub async fn run_pass(&self, cutoffs: Cutoffs) -> Result<Option<PruneReport>> {
-        let Ok(_running) = self.running.try_lock() else {
-            return Ok(None);
-        };
-        let ttl = nanos(LEASE_TTL);
-        if !self.meta.take_lease(LEASE, &self.holder, ttl).await? {
-            return Ok(None);
-        }
-        let result = self.pass(cutoffs, ttl).await;
-        self.meta.release_lease(LEASE, &self.holder).await?;
-        result.map(Some)
+    pub fn run_pass<'a>(&'a self, cutoffs: Cutoffs) -> BoxFuture<'a, Result<Option<PruneReport>>> {
+        Box::pin(async move {
+            let Ok(_running) = self.running.try_lock() else {
+                return Ok(None);
+            };
+            let ttl = nanos(LEASE_TTL);
+            if !self.meta.take_lease(LEASE, &self.holder, ttl).await? {
+                return Ok(None);
+            }
+            let result = self.pass(cutoffs, ttl).await;
+            self.meta.release_lease(LEASE, &self.holder).await?;
+            result.map(Some)
+        })
     }
 
     async fn pass(&self, cutoffs: Cutoffs, ttl: Nanos) -> Result<PruneReport> {
@@ -162,19 +165,25 @@ impl Pruner {
     }
 
     /// Runs a pass every `config.interval` until `stop` turns true.
-    pub async fn run(self: Arc<Self>, config: PruneConfig, mut stop: watch::Receiver<bool>) {
-        loop {
-            match self.run_pass(Cutoffs::at(&config, now_nanos())).await {
-                Ok(Some(report)) if report != PruneReport::default() => {
-                    tracing::info!(?report, "pruned");
+    pub fn run(
+        self: Arc<Self>,
+        config: PruneConfig,
+        mut stop: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            loop {
+                match self.run_pass(Cutoffs::at(&config, now_nanos())).await {
+                    Ok(Some(report)) if report != PruneReport::default() => {
+                        tracing::info!(?report, "pruned");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "pruning pass failed"),
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "pruning pass failed"),
+                tokio::select! {
+                    _ = tokio::time::sleep(config.interval) => {}
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(config.interval) => {}
-                _ = stop.wait_for(|stopping| *stopping) => return,
-            }
-        }
+        })
     }
 }

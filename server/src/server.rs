@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -106,11 +107,13 @@ impl Backend {
     }
 
     /// The stores `config` names (SQLite or PostgreSQL; a directory or S3).
-    pub async fn open(config: &StorageConfig) -> Result<Backend> {
-        let hub = Arc::new(JournalHub::default());
-        let meta = config.open_meta(hub.clone()).await?;
-        let chunks = config.open_chunks().await?;
-        Ok(Backend { meta, chunks, hub })
+    pub fn open(config: &StorageConfig) -> BoxFuture<'_, Result<Backend>> {
+        Box::pin(async move {
+            let hub = Arc::new(JournalHub::default());
+            let meta = config.open_meta(hub.clone()).await?;
+            let chunks = config.open_chunks().await?;
+            Ok(Backend { meta, chunks, hub })
+        })
     }
 }
 
@@ -133,10 +136,30 @@ async fn forget_idle_buckets(limiter: Arc<RateLimiter>, mut stop: watch::Receive
 }
 
 /// Serves until `shutdown` completes; then gives open calls [`SHUTDOWN_GRACE`] to end.
-pub async fn serve(
+pub fn serve(
     config: ServerConfig,
     backend: Backend,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> BoxFuture<'static, Result<()>> {
+    serve_boxed(config, backend, Box::pin(shutdown))
+}
+
+// The server's public async entry points return boxed futures made here, in this crate:
+// the state machine of an `async fn` is otherwise compiled again in every crate that
+// awaits it (the server binary, each test binary, the client's embedded server), which
+// multiplied the release build's time.
+fn serve_boxed(
+    config: ServerConfig,
+    backend: Backend,
+    shutdown: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, Result<()>> {
+    Box::pin(serve_until(config, backend, shutdown))
+}
+
+async fn serve_until(
+    config: ServerConfig,
+    backend: Backend,
+    shutdown: BoxFuture<'static, ()>,
 ) -> Result<()> {
     let (stop_sender, stop) = watch::channel(false);
     let pruner = Arc::new(Pruner::new(backend.meta.clone(), backend.chunks.clone()));
@@ -260,22 +283,28 @@ pub async fn serve(
 }
 
 /// Adds a user to the store behind `backend`.
-pub async fn add_user(backend: &Backend, name: &str, password: &str) -> Result<crate::meta::User> {
-    add_user_to(backend.meta.as_ref(), name, password).await
+pub fn add_user<'a>(
+    backend: &'a Backend,
+    name: &'a str,
+    password: &'a str,
+) -> BoxFuture<'a, Result<crate::meta::User>> {
+    Box::pin(async move { add_user_to(backend.meta.as_ref(), name, password).await })
 }
 
 /// Adds a user to `meta`.
-pub async fn add_user_to(
-    meta: &dyn MetaStore,
-    name: &str,
-    password: &str,
-) -> Result<crate::meta::User> {
-    if password.is_empty() {
-        return Err(ServerError::invalid("empty password"));
-    }
-    let password = password.to_string();
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-        .await
-        .map_err(ServerError::internal)??;
-    meta.create_user(name, &hash).await
+pub fn add_user_to<'a>(
+    meta: &'a dyn MetaStore,
+    name: &'a str,
+    password: &'a str,
+) -> BoxFuture<'a, Result<crate::meta::User>> {
+    Box::pin(async move {
+        if password.is_empty() {
+            return Err(ServerError::invalid("empty password"));
+        }
+        let password = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+            .await
+            .map_err(ServerError::internal)??;
+        meta.create_user(name, &hash).await
+    })
 }

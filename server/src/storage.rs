@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crate::chunk_store::{ChunkStore, S3Settings};
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
@@ -127,41 +129,48 @@ impl StorageConfig {
     }
 
     /// Opens (and if needed creates and migrates) the metadata store.
-    pub async fn open_meta(&self, hub: Arc<JournalHub>) -> Result<Arc<dyn MetaStore>> {
-        Ok(match &self.meta {
-            MetaLocation::Sqlite(path) => {
-                if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
+    pub fn open_meta(&self, hub: Arc<JournalHub>) -> BoxFuture<'_, Result<Arc<dyn MetaStore>>> {
+        Box::pin(async move {
+            Ok(match &self.meta {
+                MetaLocation::Sqlite(path) => {
+                    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let path = path.clone();
+                    let store =
+                        tokio::task::spawn_blocking(move || SqliteMetaStore::open(&path, hub))
+                            .await
+                            .map_err(ServerError::internal)??;
+                    Arc::new(store) as Arc<dyn MetaStore>
                 }
-                let path = path.clone();
-                let store = tokio::task::spawn_blocking(move || SqliteMetaStore::open(&path, hub))
-                    .await
-                    .map_err(ServerError::internal)??;
-                Arc::new(store)
-            }
-            MetaLocation::Postgres(url) => Arc::new(PostgresMetaStore::connect(url, hub).await?),
+                MetaLocation::Postgres(url) => {
+                    Arc::new(PostgresMetaStore::connect(url, hub).await?)
+                }
+            })
         })
     }
 
     /// Opens the chunk store.
-    pub async fn open_chunks(&self) -> Result<ChunkStore> {
-        match &self.chunks {
-            Some(ChunkLocation::Local(dir)) => {
-                let dir = dir.clone();
-                tokio::task::spawn_blocking(move || {
-                    std::fs::create_dir_all(&dir)?;
-                    ChunkStore::local(&dir)
-                })
-                .await
-                .map_err(ServerError::internal)?
+    pub fn open_chunks(&self) -> BoxFuture<'_, Result<ChunkStore>> {
+        Box::pin(async move {
+            match &self.chunks {
+                Some(ChunkLocation::Local(dir)) => {
+                    let dir = dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        std::fs::create_dir_all(&dir)?;
+                        ChunkStore::local(&dir)
+                    })
+                    .await
+                    .map_err(ServerError::internal)?
+                }
+                Some(ChunkLocation::S3 { bucket, prefix }) => {
+                    ChunkStore::s3(bucket, prefix, &self.s3).await
+                }
+                None => Err(ServerError::invalid(
+                    "no chunk store: give --chunks URL or --data DIR",
+                )),
             }
-            Some(ChunkLocation::S3 { bucket, prefix }) => {
-                ChunkStore::s3(bucket, prefix, &self.s3).await
-            }
-            None => Err(ServerError::invalid(
-                "no chunk store: give --chunks URL or --data DIR",
-            )),
-        }
+        })
     }
 }
 

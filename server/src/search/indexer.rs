@@ -7,6 +7,7 @@
 //! local write (through the [`JournalHub`]) and when a search asks to catch up; each
 //! finished pass bumps a counter that searches wait on.
 
+use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,16 +77,18 @@ impl Indexer {
 
     /// Indexes everything journaled so far; returns how many documents it wrote, or
     /// `None` when another pass holds the lease.
-    pub async fn run_pass(&self) -> Result<Option<u64>> {
-        let _running = self.running.lock().await;
-        let ttl = crate::meta::Nanos::try_from(LEASE_TTL.as_nanos()).unwrap_or(i64::MAX);
-        if !self.meta.take_lease(LEASE, &self.holder, ttl).await? {
-            return Ok(None);
-        }
-        let result = self.pass(ttl).await;
-        self.meta.release_lease(LEASE, &self.holder).await?;
-        self.passes.send_modify(|count| *count += 1);
-        result.map(Some)
+    pub fn run_pass<'a>(&'a self) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            let _running = self.running.lock().await;
+            let ttl = crate::meta::Nanos::try_from(LEASE_TTL.as_nanos()).unwrap_or(i64::MAX);
+            if !self.meta.take_lease(LEASE, &self.holder, ttl).await? {
+                return Ok(None);
+            }
+            let result = self.pass(ttl).await;
+            self.meta.release_lease(LEASE, &self.holder).await?;
+            self.passes.send_modify(|count| *count += 1);
+            result.map(Some)
+        })
     }
 
     async fn pass(&self, ttl: crate::meta::Nanos) -> Result<u64> {
@@ -163,23 +166,25 @@ impl Indexer {
 
     /// Runs passes until `stop` turns true: every `config.interval`, after each change
     /// `hub` announces, and when woken.
-    pub async fn run(
+    pub fn run(
         self: Arc<Self>,
         config: IndexConfig,
         hub: Arc<JournalHub>,
         mut stop: watch::Receiver<bool>,
-    ) {
-        let mut changes = hub.subscribe();
-        loop {
-            if let Err(error) = self.run_pass().await {
-                tracing::warn!(%error, "search indexing pass failed");
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let mut changes = hub.subscribe();
+            loop {
+                if let Err(error) = self.run_pass().await {
+                    tracing::warn!(%error, "search indexing pass failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(config.interval) => {}
+                    Ok(()) = changes.changed() => {}
+                    _ = self.wake.notified() => {}
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(config.interval) => {}
-                Ok(()) = changes.changed() => {}
-                _ = self.wake.notified() => {}
-                _ = stop.wait_for(|stopping| *stopping) => return,
-            }
-        }
+        })
     }
 }

@@ -9,6 +9,7 @@
 pub mod indexer;
 pub mod text;
 
+use futures::future::BoxFuture;
 use std::time::Duration;
 
 use loft_remote::proto::NodeKind;
@@ -71,29 +72,31 @@ pub fn parse_query(query: &str) -> Result<Vec<String>> {
 }
 
 /// Searches the caller's drive for `query`; `limit` 0 means [`DEFAULT_LIMIT`].
-pub async fn search(
-    meta: &dyn MetaStore,
-    indexer: &Indexer,
-    caller: &Caller,
-    query: &str,
+pub fn search<'a>(
+    meta: &'a dyn MetaStore,
+    indexer: &'a Indexer,
+    caller: &'a Caller,
+    query: &'a str,
     limit: u32,
-) -> Result<Vec<SearchHit>> {
-    let terms = parse_query(query)?;
-    let limit = match limit {
-        0 => DEFAULT_LIMIT,
-        limit => limit.min(MAX_LIMIT),
-    };
-    catch_up(meta, indexer, caller).await?;
-    let rows = meta.search(caller, terms.clone(), limit).await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| SearchHit {
-            node: row.node,
-            path: row.path,
-            kind: row.kind,
-            snippet: text::snippet(&row.body, &terms),
-        })
-        .collect())
+) -> BoxFuture<'a, Result<Vec<SearchHit>>> {
+    Box::pin(async move {
+        let terms = parse_query(query)?;
+        let limit = match limit {
+            0 => DEFAULT_LIMIT,
+            limit => limit.min(MAX_LIMIT),
+        };
+        catch_up(meta, indexer, caller).await?;
+        let rows = meta.search(caller, terms.clone(), limit).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| SearchHit {
+                node: row.node,
+                path: row.path,
+                kind: row.kind,
+                snippet: text::snippet(&row.body, &terms),
+            })
+            .collect())
+    })
 }
 
 /// Waits, at most [`CATCH_UP`], until the index covers the journals of the caller's

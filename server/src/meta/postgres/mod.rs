@@ -14,6 +14,7 @@ mod db;
 mod listen;
 mod schema;
 
+use futures::future::BoxFuture;
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,47 +100,49 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
 impl SqlMetaStore<PostgresEngine> {
     /// Connects to the database at `url`, migrates an empty or older schema (under an
     /// advisory lock) and starts listening for journal notifications into `hub`.
-    pub async fn connect(url: &str, hub: Arc<JournalHub>) -> Result<Self> {
-        let config = parse_url(url)?;
-        let target = describe(&config);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                // Clean: a connection back from a task that panicked while holding the
-                // queue lock must not keep it (it runs pg_advisory_unlock_all()).
-                recycling_method: RecyclingMethod::Clean,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| ServerError::internal(format!("PostgreSQL pool: {e}")))?;
-        let mut client = pool.get().await.map_err(|e| {
-            ServerError::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "cannot connect to PostgreSQL at {target}: {}",
-                    pool_error(&e)
-                ),
-            )
-        })?;
-        let (from, to) = schema::migrate(&mut client).await?;
-        if from != to {
-            tracing::info!(from, to, %target, "migrated the PostgreSQL metadata schema");
-        }
-        drop(client);
-        let listener = tokio::spawn(listen::run(config, hub.clone()));
-        Ok(SqlMetaStore::new(
-            PostgresEngine {
-                pool,
-                listener: Some(listener),
-            },
-            hub,
-        ))
+    pub fn connect<'a>(url: &'a str, hub: Arc<JournalHub>) -> BoxFuture<'a, Result<Self>> {
+        Box::pin(async move {
+            let config = parse_url(url)?;
+            let target = describe(&config);
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig {
+                    // Clean: a connection back from a task that panicked while holding the
+                    // queue lock must not keep it (it runs pg_advisory_unlock_all()).
+                    recycling_method: RecyclingMethod::Clean,
+                },
+            );
+            let pool = Pool::builder(manager)
+                .max_size(POOL_SIZE)
+                .runtime(Runtime::Tokio1)
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .wait_timeout(Some(Duration::from_secs(30)))
+                .build()
+                .map_err(|e| ServerError::internal(format!("PostgreSQL pool: {e}")))?;
+            let mut client = pool.get().await.map_err(|e| {
+                ServerError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "cannot connect to PostgreSQL at {target}: {}",
+                        pool_error(&e)
+                    ),
+                )
+            })?;
+            let (from, to) = schema::migrate(&mut client).await?;
+            if from != to {
+                tracing::info!(from, to, %target, "migrated the PostgreSQL metadata schema");
+            }
+            drop(client);
+            let listener = tokio::spawn(listen::run(config, hub.clone()));
+            Ok(SqlMetaStore::new(
+                PostgresEngine {
+                    pool,
+                    listener: Some(listener),
+                },
+                hub,
+            ))
+        })
     }
 }
 
