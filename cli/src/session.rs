@@ -16,9 +16,10 @@ pub struct Session {
     pub home: LoftHome,
     pub config: ClientConfig,
     pub client: Arc<dyn RemoteClient>,
+    /// The same client, for what only a gRPC client knows (which server it talks to).
+    pub grpc: GrpcClient,
     /// Set when this process runs the embedded server (kept alive for the command).
     pub embedded: Option<EmbeddedServer>,
-    pub address: ServerAddress,
 }
 
 /// This device's name: from the config, else `hostname-xxxx`.
@@ -57,37 +58,38 @@ impl Session {
             ca_cert: config.ca_cert.clone(),
             ..Default::default()
         };
-        let chosen = server.or_else(|| config.servers.first().cloned());
-        let (address, embedded) = match chosen.as_ref() {
-            Some(server) => (
-                server
-                    .parse::<ServerAddress>()
-                    .map_err(anyhow::Error::msg)?,
-                None,
-            ),
-            None => {
-                let mut config = config.clone();
-                if config.device.is_none() {
-                    // The embedded server's device is named once and remembered.
-                    config.device = Some(default_device_name());
-                    config.save(&home)?;
-                }
-                let server = embedded::ensure(&home, &device_name(&config)).await?;
-                (ServerAddress::Unix(home.embedded_socket()), server)
+        let chosen = match server {
+            Some(server) => vec![server],
+            None => config.servers.clone(),
+        };
+        let (addresses, embedded) = if chosen.is_empty() {
+            let mut config = config.clone();
+            if config.device.is_none() {
+                // The embedded server's device is named once and remembered.
+                config.device = Some(default_device_name());
+                config.save(&home)?;
             }
+            let server = embedded::ensure(&home, &device_name(&config)).await?;
+            (vec![ServerAddress::Unix(home.embedded_socket())], server)
+        } else {
+            let addresses = chosen
+                .iter()
+                .map(|server| server.parse::<ServerAddress>().map_err(anyhow::Error::msg))
+                .collect::<Result<Vec<_>>>()?;
+            (addresses, None)
         };
         let token = load_token(&home)?.ok_or_else(|| {
             anyhow!("not signed in: run `loft login --server URL --user NAME --password-file F`")
         })?;
-        let client = GrpcClient::connect(&address, &options)?;
+        let client = GrpcClient::connect_any(&addresses, &options)?;
         client.set_token(Some(token));
         let config = ClientConfig::load(&home)?;
         Ok(Session {
             home,
             config,
-            client: Arc::new(client),
+            client: Arc::new(client.clone()),
+            grpc: client,
             embedded,
-            address,
         })
     }
 }

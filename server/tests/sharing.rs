@@ -10,151 +10,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::Kind;
+use common::grpc::{commit_new, dir, file, share, upload};
+use common::world::World;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
+use loft_remote::client::GrpcClient;
 use loft_remote::content::{Manifest, encode};
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, NodeKind, Role, watch_event::Event};
 use loft_remote::{RemoteClient, RemoteResult};
-use loft_server::{Backend, Listen, ServerConfig, add_user};
 
 const DEADLINE: Duration = Duration::from_secs(5);
-const PASSWORD: &str = "secret";
-
-/// A server on loopback serving `stores`, stopped when dropped.
-struct World {
-    stores: common::Stores,
-    backend: Backend,
-    address: ServerAddress,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl World {
-    async fn start(kind: Kind) -> World {
-        let stores = common::stores(kind).await;
-        let backend = stores.backend().await;
-        let port_file = stores.dir.path().join("port");
-        let mut config = ServerConfig::new(
-            stores.dir.path().to_path_buf(),
-            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
-        );
-        config.port_file = Some(port_file.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = backend.clone();
-        tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            loft_server::serve(config, serving, shutdown)
-                .await
-                .expect("serving");
-        });
-        let address = tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Ok(text) = std::fs::read_to_string(&port_file)
-                    && text.ends_with('\n')
-                {
-                    return format!("http://{}", text.trim()).parse().unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the server did not start");
-        World {
-            stores,
-            backend,
-            address,
-            stop: Some(stop),
-        }
-    }
-
-    /// Adds `name` and signs it in.
-    async fn user(&self, name: &str) -> (GrpcClient, proto::Session) {
-        add_user(&self.backend, name, PASSWORD).await.unwrap();
-        self.login(name).await
-    }
-
-    async fn login(&self, name: &str) -> (GrpcClient, proto::Session) {
-        let client = GrpcClient::connect(&self.address, &ConnectOptions::default()).unwrap();
-        let reply = client.login(name, PASSWORD, "device").await.unwrap();
-        client.set_token(Some(reply.token));
-        (client, reply.session.unwrap())
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = &self.stores;
-    }
-}
-
-fn dir(parent: u64, name: &str) -> proto::CreateRequest {
-    proto::CreateRequest {
-        parent,
-        name: name.as_bytes().to_vec().into(),
-        kind: NodeKind::Directory as i32,
-        mode: 0o755,
-        exclusive: true,
-        ..Default::default()
-    }
-}
-
-fn file(parent: u64, name: &str) -> proto::CreateRequest {
-    proto::CreateRequest {
-        kind: NodeKind::File as i32,
-        mode: 0o644,
-        ..dir(parent, name)
-    }
-}
-
-fn share(node: u64, user: &str, role: Role) -> proto::ShareRequest {
-    proto::ShareRequest {
-        node,
-        user: user.to_string(),
-        role: role as i32,
-    }
-}
-
-/// Uploads `data` as chunks and returns its manifest.
-async fn upload(client: &GrpcClient, data: &[u8]) -> RemoteResult<Manifest> {
-    let manifest = Manifest::of_bytes(data);
-    let (sender, receiver) = tokio::sync::mpsc::channel(16);
-    let mut offset = 0usize;
-    let mut chunks = Vec::new();
-    for chunk in &manifest.chunks {
-        let plain = &data[offset..offset + chunk.length as usize];
-        offset += chunk.length as usize;
-        let encoded = encode(plain);
-        chunks.push(proto::ChunkUpload {
-            id: chunk.id.0.to_vec().into(),
-            data: encoded.data.into(),
-            compressed: encoded.compressed,
-            length: plain.len() as u32,
-        });
-    }
-    let send = async move {
-        for chunk in chunks {
-            let _ = sender.send(chunk).await;
-        }
-    };
-    let (reply, ()) = tokio::join!(client.put_chunks(receiver), send);
-    reply.map(|_| manifest)
-}
-
-fn commit_new(parent: u64, name: &str, manifest: &Manifest) -> proto::CommitRequest {
-    proto::CommitRequest {
-        manifest: Some(manifest.into()),
-        parent,
-        name: name.as_bytes().to_vec().into(),
-        mode: 0o644,
-        ..Default::default()
-    }
-}
 
 /// Reads every chunk of `manifest`; the first error if any.
 async fn read_chunks(client: &GrpcClient, manifest: &proto::Manifest) -> RemoteResult<Vec<u8>> {
@@ -208,6 +74,7 @@ enum Outcome {
 use Outcome::{Allowed as A, Denied};
 const P: Outcome = Denied(ErrorKind::PermissionDenied);
 const N: Outcome = Denied(ErrorKind::NotFound);
+const U: Outcome = Denied(ErrorKind::Unauthenticated);
 
 fn outcome<T>(result: RemoteResult<T>) -> Outcome {
     match result {
@@ -216,65 +83,109 @@ fn outcome<T>(result: RemoteResult<T>) -> Outcome {
     }
 }
 
-/// The callers of the matrix, in the order of its columns.
-const WHO: [&str; 6] = [
+/// The callers of the matrix, in the order of its columns: users holding each role on
+/// the owner's shared folder, a user it was never shared with, one whose share was
+/// revoked, and three public links whose secrets are offered as bearer tokens (a link
+/// opens its page on the HTTP gateway and nothing else; see `link_matrix.rs`).
+const WHO: [&str; 9] = [
     "owner",
     "editor",
     "commenter",
     "viewer",
     "stranger",
     "revoked",
+    "expired link",
+    "password link",
+    "upload link",
 ];
 
 /// Expected outcome of each operation for each caller (columns as in [`WHO`]). Items a
 /// caller may not see are NOT_FOUND; visible but not allowed is PERMISSION_DENIED.
 /// `have_chunks` never fails: "denied" there means the chunk is reported absent.
-/// Uploading bytes (`put_chunks`) grants nothing, so anyone may.
-const MATRIX: &[(&str, [Outcome; 6])] = &[
-    ("lookup", [A, A, A, A, N, N]),
-    ("resolve", [A, A, A, A, N, N]),
-    ("stat", [A, A, A, A, N, N]),
-    ("list", [A, A, A, A, N, N]),
-    ("create", [A, A, P, P, N, N]),
-    ("rename", [A, A, P, P, N, N]),
-    ("remove", [A, A, P, P, N, N]),
-    ("setattr", [A, A, P, P, N, N]),
-    ("set_xattr", [A, A, P, P, N, N]),
-    ("get_xattr", [A, A, A, A, N, N]),
-    ("list_xattr", [A, A, A, A, N, N]),
-    ("remove_xattr", [A, A, P, P, N, N]),
-    ("have_chunks", [A, A, A, A, N, N]),
-    ("put_chunks", [A, A, A, A, A, A]),
-    ("get_chunks", [A, A, A, A, N, N]),
-    ("get_manifest", [A, A, A, A, N, N]),
-    ("commit", [A, A, P, P, N, N]),
-    ("list_versions", [A, A, A, A, N, N]),
-    ("watch", [A, A, A, A, N, N]),
-    ("share", [A, P, P, P, N, N]),
-    ("list_shares", [A, A, A, A, N, N]),
-    ("revoke_share", [A, P, P, P, N, N]),
-    ("comment", [A, A, A, P, N, N]),
-    ("list_comments", [A, A, A, A, N, N]),
-    ("search", [A, A, A, A, N, N]),
+/// Uploading bytes (`put_chunks`) grants nothing, so any user may. Trash in a shared
+/// folder belongs to those who may change it; only its owner empties it for good.
+/// Rows run in this order, each row's callers from the last column to the first (so
+/// that the owner empties the trash after everyone else has tried).
+#[rustfmt::skip]
+const MATRIX: &[(&str, [Outcome; 9])] = &[
+    //                  owner editor comm. viewer strang. revoked expired password upload
+    ("who_am_i",        [A,    A,     A,    A,     A,      A,      U,      U,       U]),
+    ("get_quota",       [A,    A,     A,    A,     A,      A,      U,      U,       U]),
+    ("list_devices",    [A,    A,     A,    A,     A,      A,      U,      U,       U]),
+    ("lookup",          [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("resolve",         [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("stat",            [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("list",            [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("create",          [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("hard_link",       [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("rename",          [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("remove",          [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("setattr",         [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("set_xattr",       [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("get_xattr",       [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("list_xattr",      [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("remove_xattr",    [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("have_chunks",     [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("put_chunks",      [A,    A,     A,    A,     A,      A,      U,      U,       U]),
+    ("get_chunks",      [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("get_manifest",    [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("commit",          [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("commit_batch",    [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("list_versions",   [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("restore_version", [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("list_trash",      [A,    A,     N,    N,     N,      N,      U,      U,       U]),
+    ("restore_trash",   [A,    A,     N,    N,     N,      N,      U,      U,       U]),
+    ("watch",           [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("share",           [A,    P,     P,    P,     N,      N,      U,      U,       U]),
+    ("list_shares",     [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("revoke_share",    [A,    P,     P,    P,     N,      N,      U,      U,       U]),
+    ("comment",         [A,    A,     A,    P,     N,      N,      U,      U,       U]),
+    ("list_comments",   [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("search",          [A,    A,     A,    A,     N,      N,      U,      U,       U]),
+    ("create_link",     [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("list_links",      [A,    A,     A,    A,     A,      A,      U,      U,       U]),
+    ("revoke_link",     [A,    N,     N,    N,     N,      N,      U,      U,       U]),
+    ("empty_trash",     [A,    P,     N,    N,     N,      N,      U,      U,       U]),
 ];
 
 /// The shared folder the matrix works on, made by the owner.
 struct Fixture {
+    owner: GrpcClient,
     proj: proto::Node,
     doc: proto::Node,
     manifest: proto::Manifest,
+    /// The first version of `doc`, for restores.
+    first_version: u64,
+    /// Per caller: an item of the folder in the trash, and a link of the owner's.
+    trashed: BTreeMap<&'static str, u64>,
+    links: BTreeMap<&'static str, u64>,
+    /// An item in the folder's trash that only the owner may purge.
+    kept_in_trash: u64,
+}
+
+fn named(prefix: &str, who: &str) -> String {
+    format!("{prefix}-{}", who.replace(' ', "-"))
+}
+
+/// Whether `id` is in the trash `client` sees.
+async fn in_trash(client: &GrpcClient, id: u64) -> RemoteResult<bool> {
+    Ok(client.list_trash().await?.iter().any(|item| item.id == id))
 }
 
 /// Runs operation `op` as `who` (its client) on the fixture.
 async fn run(op: &str, who: &str, client: &GrpcClient, f: &Fixture) -> Outcome {
     let (proj, doc) = (f.proj.id, f.doc.id);
-    let mine = |prefix: &str| format!("{prefix}-{who}");
+    let mine = |prefix: &str| named(prefix, who);
     match op {
+        "who_am_i" => outcome(client.who_am_i().await),
+        "get_quota" => outcome(client.quota().await),
+        "list_devices" => outcome(client.list_devices().await),
         "lookup" => outcome(client.lookup(proj, b"doc.txt").await),
         "resolve" => outcome(client.resolve(b"/proj/doc.txt").await),
         "stat" => outcome(client.stat(doc).await),
         "list" => outcome(client.list(proj, b"", 0).await),
         "create" => outcome(client.create(dir(proj, &mine("new"))).await),
+        "hard_link" => outcome(client.link(doc, proj, mine("hl").as_bytes()).await),
         "rename" => outcome(
             client
                 .rename(proto::RenameRequest {
@@ -306,7 +217,7 @@ async fn run(op: &str, who: &str, client: &GrpcClient, f: &Fixture) -> Outcome {
         ),
         "set_xattr" => outcome(
             client
-                .set_xattr(doc, mine("user.k").as_bytes(), b"v", 0)
+                .set_xattr(doc, named("user.k", who).as_bytes(), b"v", 0)
                 .await,
         ),
         "get_xattr" => outcome(client.get_xattr(doc, b"user.tag").await),
@@ -323,13 +234,48 @@ async fn run(op: &str, who: &str, client: &GrpcClient, f: &Fixture) -> Outcome {
         "put_chunks" => outcome(upload(client, format!("bytes of {who}").as_bytes()).await),
         "get_chunks" => outcome(read_chunks(client, &f.manifest).await),
         "get_manifest" => outcome(client.get_manifest(doc, 0).await),
-        "commit" => {
-            let manifest = upload(client, format!("commit of {who}").as_bytes())
-                .await
-                .unwrap();
-            outcome(client.commit(commit_new(proj, &mine("c"), &manifest)).await)
+        "commit" | "commit_batch" => {
+            let manifest = match upload(client, format!("{op} of {who}").as_bytes()).await {
+                Ok(manifest) => manifest,
+                Err(e) => return Denied(e.kind),
+            };
+            let request = commit_new(proj, &mine(op), &manifest);
+            if op == "commit" {
+                outcome(client.commit(request).await)
+            } else {
+                outcome(client.commit_batch(vec![request]).await)
+            }
         }
         "list_versions" => outcome(client.list_versions(doc).await),
+        "restore_version" => outcome(client.restore_version(doc, f.first_version).await),
+        // The trash never fails on what it may not show: "denied" is the item missing.
+        "list_trash" => match in_trash(client, f.trashed[who]).await {
+            Ok(true) => Outcome::Allowed,
+            Ok(false) => N,
+            Err(e) => Denied(e.kind),
+        },
+        "restore_trash" => outcome(
+            client
+                .restore_trash(proto::RestoreTrashRequest {
+                    id: f.trashed[who],
+                    ..Default::default()
+                })
+                .await,
+        ),
+        // Emptying purges what the caller may purge: "allowed" is the shared folder's
+        // item gone; "permission denied" is it still there although the caller sees it.
+        "empty_trash" => {
+            if let Err(e) = client.empty_trash().await {
+                return Denied(e.kind);
+            }
+            if !in_trash(&f.owner, f.kept_in_trash).await.unwrap() {
+                Outcome::Allowed
+            } else if in_trash(client, f.kept_in_trash).await.unwrap_or(false) {
+                P
+            } else {
+                N
+            }
+        }
         "watch" => outcome(client.watch(f.proj.namespace, 0).await),
         "share" => outcome(client.share(share(proj, "pat", Role::Viewer)).await),
         "list_shares" => outcome(client.list_shares(proj).await),
@@ -342,8 +288,24 @@ async fn run(op: &str, who: &str, client: &GrpcClient, f: &Fixture) -> Outcome {
             Ok(_) => N,
             Err(e) => Denied(e.kind),
         },
+        "create_link" => outcome(client.create_link(link_request("/proj/doc.txt")).await),
+        "list_links" => outcome(client.list_links().await),
+        "revoke_link" => outcome(client.revoke_link(f.links[who]).await),
         other => panic!("no operation {other} in the matrix runner"),
     }
+}
+
+fn link_request(path: &str) -> proto::CreateLinkRequest {
+    proto::CreateLinkRequest {
+        path: path.as_bytes().to_vec().into(),
+        role: proto::LinkRole::LinkViewer as i32,
+        ..Default::default()
+    }
+}
+
+/// The secret of a link URL (its last path segment).
+fn secret_of(reply: &proto::CreateLinkReply) -> String {
+    reply.url.rsplit('/').next().unwrap().to_string()
 }
 
 async fn permission_matrix(kind: Kind) {
@@ -362,32 +324,49 @@ async fn permission_matrix(kind: Kind) {
     for name in ["pat", "quinn"] {
         world.user(name).await;
     }
-    // The owner's folder: a file with content and an xattr, and per-caller entries to
-    // rename and remove and xattrs to remove, so that one caller's success does not
-    // change what the next one finds.
+    // The owner's folder: a file with two versions and an xattr, and per-caller entries
+    // to rename, remove and restore from the trash, xattrs to remove and links to
+    // revoke, so that one caller's success does not change what the next one finds.
     let proj = owner.create(dir(session.root, "proj")).await.unwrap();
     let content = upload(&owner, b"hello, shared world").await.unwrap();
-    let doc = owner
+    let first = owner
         .commit(commit_new(proj.id, "doc.txt", &content))
         .await
-        .unwrap()
-        .node
+        .unwrap();
+    let doc = first.node.unwrap();
+    let again = upload(&owner, b"hello again, shared world").await.unwrap();
+    owner
+        .commit(proto::CommitRequest {
+            node: doc.id,
+            base_version: first.version,
+            manifest: Some(encode(&again)),
+            ..commit_new(proj.id, "doc.txt", &again)
+        })
+        .await
         .unwrap();
     owner.set_xattr(doc.id, b"user.tag", b"t", 0).await.unwrap();
+    let mut trashed = BTreeMap::new();
+    let mut links = BTreeMap::new();
     for who in WHO {
+        for prefix in ["r", "x", "t"] {
+            owner
+                .create(file(proj.id, &named(prefix, who)))
+                .await
+                .unwrap();
+        }
         owner
-            .create(file(proj.id, &format!("r-{who}")))
+            .set_xattr(doc.id, named("user.rm", who).as_bytes(), b"1", 0)
             .await
             .unwrap();
-        owner
-            .create(file(proj.id, &format!("x-{who}")))
-            .await
-            .unwrap();
-        owner
-            .set_xattr(doc.id, format!("user.rm-{who}").as_bytes(), b"1", 0)
-            .await
-            .unwrap();
+        trashed.insert(
+            who,
+            remove_to_trash(&owner, proj.id, &named("t", who)).await,
+        );
+        let link = owner.create_link(link_request("/proj")).await.unwrap();
+        links.insert(who, link.link.unwrap().id);
     }
+    owner.create(file(proj.id, "kept")).await.unwrap();
+    let kept_in_trash = remove_to_trash(&owner, proj.id, "kept").await;
     for (name, role) in [
         ("eddie", Role::Editor),
         ("cora", Role::Commenter),
@@ -404,16 +383,48 @@ async fn permission_matrix(kind: Kind) {
         proj.namespace, session.namespace,
         "a shared folder is a namespace"
     );
+    // Public links of the folder, whose secrets are offered as gRPC tokens.
+    for (who, request) in [
+        (
+            "expired link",
+            proto::CreateLinkRequest {
+                expires_in: 1,
+                ..link_request("/proj")
+            },
+        ),
+        (
+            "password link",
+            proto::CreateLinkRequest {
+                password: "open sesame".into(),
+                ..link_request("/proj")
+            },
+        ),
+        (
+            "upload link",
+            proto::CreateLinkRequest {
+                role: proto::LinkRole::LinkUpload as i32,
+                ..link_request("/proj")
+            },
+        ),
+    ] {
+        let reply = owner.create_link(request).await.unwrap();
+        clients.insert(who, world.client(Some(secret_of(&reply))));
+    }
     let f = Fixture {
+        owner: owner.clone(),
         manifest: owner.get_manifest(doc.id, 0).await.unwrap(),
+        first_version: first.version,
         proj,
         doc,
+        trashed,
+        links,
+        kept_in_trash,
     };
     clients.insert("owner", owner);
 
     let mut wrong = Vec::new();
     for (op, expected) in MATRIX {
-        for (column, who) in WHO.iter().enumerate() {
+        for (column, who) in WHO.iter().enumerate().rev() {
             let got = run(op, who, &clients[who], &f).await;
             if got != expected[column] {
                 wrong.push(format!(
@@ -424,6 +435,20 @@ async fn permission_matrix(kind: Kind) {
         }
     }
     assert!(wrong.is_empty(), "permission matrix:\n{}", wrong.join("\n"));
+}
+
+/// Removes `name` from folder `parent` (into the trash); its node id.
+async fn remove_to_trash(client: &GrpcClient, parent: u64, name: &str) -> u64 {
+    let id = client.lookup(parent, name.as_bytes()).await.unwrap().id;
+    client
+        .remove(proto::RemoveRequest {
+            parent,
+            name: name.as_bytes().to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    id
 }
 
 async fn a_reshare_never_grants_more_than_the_sharer_holds(kind: Kind) {

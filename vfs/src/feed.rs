@@ -328,9 +328,18 @@ impl Vfs {
 impl Vfs {
     /// Makes the mirror's entries of a listed folder the server's: names the server
     /// no longer has go, new ones come, known nodes are refreshed. Local-only and
-    /// dirty entries stay.
+    /// dirty entries stay, and so does every name this device changed (and sent)
+    /// while the listing was on its way: the listing is older than those changes.
     fn relist(self: &Arc<Self>, dir: u64) -> VfsResult<()> {
-        let Some(remote) = self.rx(|db| Ok(db.remote_of(dir)?))? else {
+        // Each name's server id (None: created here, not sent) before asking.
+        let (remote, before) = self.rx(|db| {
+            let mut before: HashMap<Vec<u8>, Option<u64>> = HashMap::new();
+            for (name, ino) in db.entries(dir)? {
+                before.insert(name, db.remote_of(ino)?);
+            }
+            Ok((db.remote_of(dir)?, before))
+        })?;
+        let Some(remote) = remote else {
             return Ok(());
         };
         let entries = self
@@ -350,13 +359,25 @@ impl Vfs {
                 let Some(id) = db.remote_of(ino)? else {
                     continue; // created here, not sent yet
                 };
+                let unchanged = before.get(&name) == Some(&Some(id));
                 match server.get(name.as_slice()) {
-                    Some(remote) if remote.id == id => refresh_node(db, ino, remote, &mut effects)?,
-                    _ if db.node(ino)?.is_some_and(|n| n.dirty) => {}
+                    Some(remote) if remote.id == id => {
+                        if unchanged {
+                            refresh_node(db, ino, remote, &mut effects)?;
+                        }
+                    }
+                    _ if !unchanged || db.node(ino)?.is_some_and(|n| n.dirty) => {}
                     _ => remove_entry(db, dir, &name, ino, &mut effects)?,
                 }
             }
             for (name, remote) in &server {
+                let now = match db.lookup(dir, name)? {
+                    Some(ino) => Some(db.remote_of(ino)?),
+                    None => None,
+                };
+                if now != before.get(*name).copied() {
+                    continue; // changed here meanwhile
+                }
                 let ino = db.ino_of_remote(remote.id)?;
                 place(db, dir, name, ino, remote, &mut effects)?;
             }

@@ -38,7 +38,7 @@ pub async fn login(
         ca_cert: config.ca_cert.clone(),
         ..Default::default()
     };
-    let client = GrpcClient::connect(&addresses[0], &options)?;
+    let client = GrpcClient::connect_any(&addresses, &options)?;
     let reply = client
         .login(user, &password, &device)
         .await
@@ -48,7 +48,10 @@ pub async fn login(
     config.device = Some(device.clone());
     config.save(&home)?;
     save_token(&home, &reply.token)?;
-    println!("signed in as {user} on {} (device {device})", addresses[0]);
+    println!(
+        "signed in as {user} on {} (device {device})",
+        client.current_address()
+    );
     Ok(())
 }
 

@@ -26,7 +26,8 @@ pub async fn status(session: &Session, json: bool) -> Result<()> {
             "{}",
             serde_json::json!({
                 "online": online, "signed_in": signed_in, "error": error,
-                "server": session.address.to_string(), "user": user, "device": device,
+                "server": session.grpc.current_address(), "servers": session.config.servers,
+                "user": user, "device": device,
                 "embedded": session.config.servers.is_empty(),
                 "home": session.home.config_dir.display().to_string(),
             })
@@ -34,7 +35,7 @@ pub async fn status(session: &Session, json: bool) -> Result<()> {
     } else {
         println!(
             "server: {} ({})",
-            session.address,
+            session.grpc.current_address(),
             match (online, signed_in) {
                 (true, true) => "online",
                 (true, false) => "online, not signed in",

@@ -344,6 +344,30 @@ impl TestServer {
         server
     }
 
+    /// Another server process on this one's stores, as an operator runs several behind
+    /// one drive; `None` on the default stores (an embedded SQLite file and chunk
+    /// directory belong to one process).
+    pub fn beside(&self) -> Option<TestServer> {
+        if self.stores.is_empty() {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("loft-server-")
+            .tempdir()
+            .expect("tempdir");
+        let mut server = TestServer {
+            data: dir.path().join("data"),
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            extra: self.extra.clone(),
+            stores: self.stores.clone(),
+            child: None,
+            starts: 0,
+        };
+        server.launch("127.0.0.1:0");
+        Some(server)
+    }
+
     fn port_file(&self) -> PathBuf {
         self.dir.path().join("port")
     }
@@ -615,16 +639,30 @@ impl Device {
         device
     }
 
+    /// A device signed in as `user` with every server of `servers` configured (one
+    /// `--server` each), used in that order.
+    pub fn login_any(servers: &[&TestServer], user: &str, name: &str) -> Device {
+        let device = Device::new(name);
+        let urls: Vec<String> = servers.iter().map(|server| server.url()).collect();
+        let output = device.try_login_to(&urls, user, &password_of(user));
+        assert!(output.status.success(), "login: {}", describe(&output));
+        device
+    }
+
     /// Runs `loft login` with `password`; returns its output whatever happened.
     pub fn try_login(&self, server: &TestServer, user: &str, password: &str) -> Output {
+        self.try_login_to(&[server.url()], user, password)
+    }
+
+    fn try_login_to(&self, urls: &[String], user: &str, password: &str) -> Output {
         let password_file = self.home.path().join("password.txt");
         std::fs::write(&password_file, format!("{password}\n")).expect("password file");
         let password_arg = password_file.to_string_lossy().into_owned();
-        let url = server.url();
-        let output = self.run(&[
-            "login",
-            "--server",
-            &url,
+        let mut args = vec!["login"];
+        for url in urls {
+            args.extend(["--server", url.as_str()]);
+        }
+        args.extend([
             "--user",
             user,
             "--password-file",
@@ -632,6 +670,7 @@ impl Device {
             "--device",
             &self.name,
         ]);
+        let output = self.run(&args);
         let _ = std::fs::remove_file(&password_file);
         output
     }

@@ -1,6 +1,7 @@
 //! [`RemoteClient`] over tonic, on TCP (optionally TLS) or a unix socket.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -41,10 +42,15 @@ impl Default for ConnectOptions {
     }
 }
 
-/// A client on one HTTP/2 connection (reconnected by tonic when it breaks).
+/// A client of one server, or of several that serve the same drive (one PostgreSQL and
+/// one bucket behind them). Calls go to the current server over one HTTP/2 connection,
+/// reconnected by tonic when it breaks; when a server cannot be reached, the client
+/// moves on to the next address and sends the call there.
 #[derive(Clone)]
 pub struct GrpcClient {
-    channel: Channel,
+    channels: Arc<[Channel]>,
+    addresses: Arc<[String]>,
+    current: Arc<AtomicUsize>,
     token: Arc<RwLock<Option<String>>>,
 }
 
@@ -52,56 +58,83 @@ impl GrpcClient {
     /// Prepares a client; the connection is made on first use, so an unreachable server
     /// shows up as `Unavailable` errors from calls rather than here.
     pub fn connect(address: &ServerAddress, options: &ConnectOptions) -> RemoteResult<Self> {
-        let invalid = |e: tonic::transport::Error| {
-            RemoteError::new(ErrorKind::InvalidArgument, e.to_string())
-        };
-        let tune = |endpoint: Endpoint| {
-            endpoint
-                .connect_timeout(options.connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .keep_alive_while_idle(true)
-                .initial_stream_window_size(Some(32 << 20))
-                .initial_connection_window_size(Some(64 << 20))
-        };
-        let channel = match address {
-            ServerAddress::Url(url) => {
-                let mut endpoint = tune(Endpoint::from_shared(url.clone()).map_err(invalid)?);
-                if url.starts_with("https://") {
-                    let mut tls = ClientTlsConfig::new().with_webpki_roots();
-                    if let Some(ca) = &options.ca_cert {
-                        let pem = std::fs::read(ca).map_err(|e| {
-                            RemoteError::new(
-                                ErrorKind::InvalidArgument,
-                                format!("reading {}: {e}", ca.display()),
-                            )
-                        })?;
-                        tls = tls.ca_certificate(Certificate::from_pem(pem));
-                    }
-                    endpoint = endpoint.tls_config(tls).map_err(invalid)?;
-                }
-                endpoint.connect_lazy()
-            }
-            ServerAddress::Unix(path) => {
-                let path = path.clone();
-                // The URI is required by the API but unused: the connector dials the socket.
-                tune(Endpoint::from_static("http://loft.invalid")).connect_with_connector_lazy(
-                    tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }),
-                )
-            }
-        };
+        Self::connect_any(std::slice::from_ref(address), options)
+    }
+
+    /// Like [`GrpcClient::connect`], to whichever of `addresses` answers: the first one
+    /// first, then each in turn whenever the current one is unreachable.
+    pub fn connect_any(
+        addresses: &[ServerAddress],
+        options: &ConnectOptions,
+    ) -> RemoteResult<Self> {
+        if addresses.is_empty() {
+            return Err(RemoteError::new(
+                ErrorKind::InvalidArgument,
+                "no server address given",
+            ));
+        }
+        let channels = addresses
+            .iter()
+            .map(|address| channel_to(address, options))
+            .collect::<RemoteResult<Vec<_>>>()?;
         Ok(GrpcClient {
-            channel,
+            channels: channels.into(),
+            addresses: addresses.iter().map(ToString::to_string).collect(),
+            current: Arc::new(AtomicUsize::new(0)),
             token: Arc::new(RwLock::new(None)),
         })
+    }
+
+    /// The address calls go to now.
+    pub fn current_address(&self) -> &str {
+        &self.addresses[self.current.load(Ordering::Relaxed) % self.addresses.len()]
+    }
+
+    /// The current server's channel and its index.
+    fn channel(&self) -> (usize, Channel) {
+        let index = self.current.load(Ordering::Relaxed) % self.channels.len();
+        (index, self.channels[index].clone())
+    }
+
+    /// After a call to server `used` failed with `status`: when the server could not be
+    /// reached and another address is known, makes the next one current (unless another
+    /// call already moved on) and says so.
+    fn fail_over(&self, used: usize, status: &tonic::Status) -> bool {
+        if self.channels.len() < 2 || status.code() != tonic::Code::Unavailable {
+            return false;
+        }
+        let next = (used + 1) % self.channels.len();
+        if self
+            .current
+            .compare_exchange(used, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                from = %self.addresses[used],
+                to = %self.addresses[next],
+                error = %status.message(),
+                "server unreachable; moving to the next address"
+            );
+        }
+        true
+    }
+
+    /// Maps a streaming reply's errors, moving on to the next server when the stream
+    /// broke because its server went away.
+    fn follow<T: Send + 'static>(
+        &self,
+        used: usize,
+        stream: tonic::Streaming<T>,
+    ) -> BoxStream<'static, RemoteResult<T>> {
+        let client = self.clone();
+        stream
+            .map(move |item| {
+                item.map_err(|status| {
+                    client.fail_over(used, &status);
+                    RemoteError::from(status)
+                })
+            })
+            .boxed()
     }
 
     /// Sets the bearer token sent with every call.
@@ -122,46 +155,48 @@ impl GrpcClient {
         request
     }
 
-    fn auth(&self) -> AuthClient<Channel> {
-        AuthClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    fn auth(channel: Channel) -> AuthClient<Channel> {
+        AuthClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
     }
-    fn tree(&self) -> TreeClient<Channel> {
-        TreeClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    fn tree(channel: Channel) -> TreeClient<Channel> {
+        TreeClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
     }
-    fn content(&self) -> ContentClient<Channel> {
-        ContentClient::new(self.channel.clone())
+    fn content(channel: Channel) -> ContentClient<Channel> {
+        ContentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
-    fn commits(&self) -> CommitClient<Channel> {
-        CommitClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    fn commits(channel: Channel) -> CommitClient<Channel> {
+        CommitClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
     }
-    fn trash(&self) -> TrashClient<Channel> {
-        TrashClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
-    }
-
-    fn links(&self) -> LinksClient<Channel> {
-        LinksClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    fn trash(channel: Channel) -> TrashClient<Channel> {
+        TrashClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
     }
 
-    fn search_client(&self) -> SearchClient<Channel> {
-        SearchClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    fn links(channel: Channel) -> LinksClient<Channel> {
+        LinksClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
     }
 
-    fn sharing(&self) -> SharingClient<Channel> {
-        SharingClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
+    fn search_client(channel: Channel) -> SearchClient<Channel> {
+        SearchClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    fn sharing(channel: Channel) -> SharingClient<Channel> {
+        SharingClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
     }
 }
 
-/// Makes a unary call; one that a rate limit refused (it did nothing) is sent again
-/// after the wait the server asked for, for up to [`RATE_LIMIT_PATIENCE`] in all.
+/// Makes a unary call. One that a rate limit refused (it did nothing) is sent again
+/// after the wait the server asked for, for up to [`RATE_LIMIT_PATIENCE`] in all; one
+/// whose server could not be reached is sent to each other known server in turn.
 macro_rules! unary {
     ($self:ident, $service:ident, $method:ident, $message:expr) => {{
         let message = $message;
         let mut waited = Duration::ZERO;
+        let mut moved = 0;
         loop {
-            match $self
-                .$service()
+            let (used, channel) = $self.channel();
+            match GrpcClient::$service(channel)
                 .$method($self.request(message.clone()))
                 .await
             {
@@ -171,6 +206,9 @@ macro_rules! unary {
                         tracing::debug!(?wait, "rate limited; waiting");
                         waited += wait;
                         tokio::time::sleep(wait).await;
+                    }
+                    _ if moved + 1 < $self.channels.len() && $self.fail_over(used, &status) => {
+                        moved += 1;
                     }
                     _ => break Err(RemoteError::from(status)),
                 },
@@ -192,7 +230,7 @@ impl RemoteClient for GrpcClient {
             password: password.to_string(),
             device_name: device.to_string(),
         };
-        let reply = self.auth().login(request).await?.into_inner();
+        let reply = unary!(self, auth, login, request)?.into_inner();
         self.set_token(Some(reply.token.clone()));
         Ok(reply)
     }
@@ -334,11 +372,19 @@ impl RemoteClient for GrpcClient {
         chunks: tokio::sync::mpsc::Receiver<proto::ChunkUpload>,
     ) -> RemoteResult<proto::PutChunksReply> {
         let stream = tokio_stream::wrappers::ReceiverStream::new(chunks);
-        Ok(self
-            .content()
+        // A stream cannot be sent twice: a failed upload moves on to the next server
+        // for the caller's retry.
+        let (used, channel) = self.channel();
+        match GrpcClient::content(channel)
             .put_chunks(self.request(stream))
-            .await?
-            .into_inner())
+            .await
+        {
+            Ok(reply) => Ok(reply.into_inner()),
+            Err(status) => {
+                self.fail_over(used, &status);
+                Err(status.into())
+            }
+        }
     }
 
     async fn get_chunks(
@@ -352,7 +398,7 @@ impl RemoteClient for GrpcClient {
             proto::GetChunksRequest { ranges }
         )?
         .into_inner();
-        Ok(stream.map(|item| item.map_err(RemoteError::from)).boxed())
+        Ok(self.follow(self.channel().0, stream))
     }
 
     async fn get_manifest(&self, node: u64, version: u64) -> RemoteResult<proto::Manifest> {
@@ -445,12 +491,18 @@ impl RemoteClient for GrpcClient {
         cursor: u64,
     ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>> {
         let request = proto::WatchRequest { namespace, cursor };
-        let stream = WatchClient::new(self.channel.clone())
+        let (used, channel) = self.channel();
+        let opened = WatchClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .watch(self.request(request))
-            .await?
-            .into_inner();
-        Ok(stream.map(|item| item.map_err(RemoteError::from)).boxed())
+            .await;
+        match opened {
+            Ok(reply) => Ok(self.follow(used, reply.into_inner())),
+            Err(status) => {
+                self.fail_over(used, &status);
+                Err(status.into())
+            }
+        }
     }
 
     async fn create_link(
@@ -480,4 +532,53 @@ impl RemoteClient for GrpcClient {
             .into_inner()
             .hits)
     }
+}
+
+/// A lazily connected channel to `address`.
+fn channel_to(address: &ServerAddress, options: &ConnectOptions) -> RemoteResult<Channel> {
+    let invalid =
+        |e: tonic::transport::Error| RemoteError::new(ErrorKind::InvalidArgument, e.to_string());
+    let tune = |endpoint: Endpoint| {
+        endpoint
+            .connect_timeout(options.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(Some(32 << 20))
+            .initial_connection_window_size(Some(64 << 20))
+    };
+    Ok(match address {
+        ServerAddress::Url(url) => {
+            let mut endpoint = tune(Endpoint::from_shared(url.clone()).map_err(invalid)?);
+            if url.starts_with("https://") {
+                let mut tls = ClientTlsConfig::new().with_webpki_roots();
+                if let Some(ca) = &options.ca_cert {
+                    let pem = std::fs::read(ca).map_err(|e| {
+                        RemoteError::new(
+                            ErrorKind::InvalidArgument,
+                            format!("reading {}: {e}", ca.display()),
+                        )
+                    })?;
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                endpoint = endpoint.tls_config(tls).map_err(invalid)?;
+            }
+            endpoint.connect_lazy()
+        }
+        ServerAddress::Unix(path) => {
+            let path = path.clone();
+            // The URI is required by the API but unused: the connector dials the socket.
+            tune(Endpoint::from_static("http://loft.invalid")).connect_with_connector_lazy(
+                tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }),
+            )
+        }
+    })
 }

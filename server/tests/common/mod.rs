@@ -8,6 +8,9 @@
 
 #![allow(dead_code)]
 
+pub mod grpc;
+pub mod world;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -42,14 +42,16 @@ fn load(db: &dyn Db, id: u64) -> Result<Option<LinkRecord>> {
         .transpose()
 }
 
-/// Records a link to `link.path`. Only the owner of an item may link it for now (shares
-/// will widen this to whoever can read it); what the caller cannot see is `NotFound`.
+/// Records a link to `link.path`. Owners and editors may link an item (a public link
+/// hands its bytes to anyone, and an upload link writes into it, so reading is not
+/// enough); what the caller cannot see is `NotFound`. The link acts as its creator on
+/// every use, so it stops working when the creator loses access.
 pub fn create(db: &dyn Db, caller: &Caller, link: &NewLink, now: Nanos) -> Result<LinkRecord> {
     let node = tree::resolve(db, caller, &link.path)?;
-    if access::role(db, caller, node.namespace)? != Some(Role::Owner) {
+    if access::role(db, caller, node.namespace)? < Some(Role::Editor) {
         return Err(ServerError::new(
             ErrorKind::PermissionDenied,
-            "only the owner of an item can link it",
+            "only owners and editors of an item can link it",
         ));
     }
     match node.kind() {

@@ -102,14 +102,15 @@ struct TrashRow {
     kind: i32,
 }
 
-/// Trash rows of the namespaces the caller may change, newest first.
-fn rows_of(db: &dyn Db, caller: &Caller) -> Result<Vec<TrashRow>> {
+/// Trash rows of the namespaces where the caller holds at least role `least`, newest
+/// first.
+fn rows_of(db: &dyn Db, caller: &Caller, least: Role) -> Result<Vec<TrashRow>> {
     db.query(
         "SELECT t.ns, t.inode, t.parent, t.name, t.deleted, t.size, COALESCE(d.name, ''), i.kind \
          FROM trash t JOIN ns_members m ON m.ns = t.ns AND m.user_id = ?1 \
          JOIN inodes i ON i.id = t.inode LEFT JOIN devices d ON d.id = t.device_id \
          WHERE m.role >= ?2 ORDER BY t.deleted DESC, t.inode DESC",
-        args![caller.user_id, Role::Editor as i64],
+        args![caller.user_id, least as i64],
     )?
     .iter()
     .map(|row| {
@@ -127,8 +128,10 @@ fn rows_of(db: &dyn Db, caller: &Caller) -> Result<Vec<TrashRow>> {
     .collect()
 }
 
+/// The trash of every namespace the caller may change: editors of a shared folder see
+/// (and may restore) what was deleted there.
 pub fn list(db: &dyn Db, caller: &Caller) -> Result<Vec<TrashEntry>> {
-    rows_of(db, caller)?
+    rows_of(db, caller, Role::Editor)?
         .into_iter()
         .map(|row| {
             let root = namespace_root(db, row.ns)?;
@@ -159,7 +162,7 @@ pub fn restore(w: &Write<'_>, target: &TrashTarget) -> Result<(proto::Node, Vec<
         now: w.now,
     };
     let mut chosen = None;
-    for row in rows_of(w.db, w.caller)? {
+    for row in rows_of(w.db, w.caller, Role::Editor)? {
         let matches = match target {
             TrashTarget::Id(id) => row.inode == *id,
             TrashTarget::Path(path) => {
@@ -295,9 +298,10 @@ fn purge(db: &dyn Db, ns: u64, inode: u64, now: Nanos) -> Result<()> {
     Ok(())
 }
 
-/// Purges every item in the trash of the namespaces the caller may change.
+/// Purges every item in the trash of the namespaces the caller owns. An editor of a
+/// shared folder cannot destroy for good what its owner might still want back.
 pub fn empty(w: &Write<'_>) -> Result<u64> {
-    let rows = rows_of(w.db, w.caller)?;
+    let rows = rows_of(w.db, w.caller, Role::Owner)?;
     for row in &rows {
         purge(w.db, row.ns, row.inode, w.now)?;
     }
