@@ -38,9 +38,14 @@ impl Session {
     /// serving the other processes connected to it.
     pub async fn close(self) {
         let Session {
-            client, embedded, ..
+            client,
+            grpc,
+            embedded,
+            ..
         } = self;
+        // This process's own connection must not count as another process's.
         drop(client);
+        drop(grpc);
         if let Some(server) = embedded {
             server.linger().await;
         }

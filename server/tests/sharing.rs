@@ -15,7 +15,7 @@ use common::world::World;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use loft_remote::client::GrpcClient;
-use loft_remote::content::{Manifest, encode};
+
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, NodeKind, Role, watch_event::Event};
 use loft_remote::{RemoteClient, RemoteResult};
@@ -339,7 +339,6 @@ async fn permission_matrix(kind: Kind) {
         .commit(proto::CommitRequest {
             node: doc.id,
             base_version: first.version,
-            manifest: Some(encode(&again)),
             ..commit_new(proj.id, "doc.txt", &again)
         })
         .await
@@ -358,15 +357,10 @@ async fn permission_matrix(kind: Kind) {
             .set_xattr(doc.id, named("user.rm", who).as_bytes(), b"1", 0)
             .await
             .unwrap();
-        trashed.insert(
-            who,
-            remove_to_trash(&owner, proj.id, &named("t", who)).await,
-        );
         let link = owner.create_link(link_request("/proj")).await.unwrap();
         links.insert(who, link.link.unwrap().id);
     }
     owner.create(file(proj.id, "kept")).await.unwrap();
-    let kept_in_trash = remove_to_trash(&owner, proj.id, "kept").await;
     for (name, role) in [
         ("eddie", Role::Editor),
         ("cora", Role::Commenter),
@@ -378,6 +372,15 @@ async fn permission_matrix(kind: Kind) {
     }
     let revoked = owner.revoke_share(proj.id, "rex").await.unwrap();
     assert_eq!(revoked, ["rex"]);
+    // Deleted once shared, so in the shared folder's trash (what was deleted before
+    // stays in the owner's own).
+    for who in WHO {
+        trashed.insert(
+            who,
+            remove_to_trash(&owner, proj.id, &named("t", who)).await,
+        );
+    }
+    let kept_in_trash = remove_to_trash(&owner, proj.id, "kept").await;
     let proj = owner.stat(proj.id).await.unwrap();
     assert_ne!(
         proj.namespace, session.namespace,
