@@ -81,10 +81,10 @@ fn a_device_fails_over_to_the_next_server_and_converges() {
         listed.contains("after.txt") && listed.contains("from-phone.txt"),
         "{listed}"
     );
+    mount.unmount();
+    phone_mount.unmount();
+    // Unmounted, a command reports the server it reached.
     let status = laptop.json(&["status", "--json"]);
     assert_eq!(status["server"], second.url(), "{status}");
     assert_eq!(status["online"], true, "{status}");
-
-    mount.unmount();
-    phone_mount.unmount();
 }
