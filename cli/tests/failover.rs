@@ -8,26 +8,14 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Device, TestServer, wait_for};
+use common::mount::wait_content_within as wait_content;
+use common::{Device, TestServer};
 
 /// How long a change may take to reach the other device (the sync target), plus the
 /// time to notice the dead server: a connect timeout of 5 s and one retry.
 const SYNC_AFTER_FAILOVER: Duration = Duration::from_secs(30);
-
-#[track_caller]
-fn wait_content(path: &Path, content: &[u8], deadline: Duration) {
-    let what = format!(
-        "{} to read {:?}",
-        path.display(),
-        String::from_utf8_lossy(content)
-    );
-    wait_for(&what, deadline, || {
-        (fs::read(path).ok().as_deref() == Some(content)).then_some(())
-    });
-}
 
 #[test]
 fn a_device_fails_over_to_the_next_server_and_converges() {

@@ -4,26 +4,11 @@
 
 mod common;
 
+use common::mount::wait_content;
+
 use std::fs;
-use std::path::Path;
-use std::time::Duration;
 
 use common::{DEADLINE, Device, TestServer, wait_for};
-
-/// How long a change may take to reach the mount (the sync target).
-const SYNC: Duration = Duration::from_secs(5);
-
-#[track_caller]
-fn wait_content(path: &Path, content: &[u8]) {
-    let what = format!(
-        "{} to read {:?}",
-        path.display(),
-        String::from_utf8_lossy(content)
-    );
-    wait_for(&what, SYNC, || {
-        (fs::read(path).ok().as_deref() == Some(content)).then_some(())
-    });
-}
 
 fn versions(device: &Device, path: &str) -> Vec<serde_json::Value> {
     device

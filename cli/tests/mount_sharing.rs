@@ -6,27 +6,12 @@
 
 mod common;
 
+use common::mount::{SYNC, wait_content};
+
 use std::fs;
 use std::io::ErrorKind as IoErrorKind;
-use std::path::Path;
-use std::time::Duration;
 
 use common::{Device, TestServer, wait_for};
-
-/// How long a change may take to reach the other mount (the sync target).
-const SYNC: Duration = Duration::from_secs(5);
-
-#[track_caller]
-fn wait_content(path: &Path, content: &[u8]) {
-    let what = format!(
-        "{} to read {:?}",
-        path.display(),
-        String::from_utf8_lossy(content)
-    );
-    wait_for(&what, SYNC, || {
-        (fs::read(path).ok().as_deref() == Some(content)).then_some(())
-    });
-}
 
 fn errno(result: std::io::Result<()>) -> Option<i32> {
     result.err().and_then(|e| e.raw_os_error())

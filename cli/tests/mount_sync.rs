@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::mount::{SYNC, wait_content};
+
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -13,32 +15,12 @@ use std::time::Duration;
 use common::mount::Mount;
 use common::{Device, TestServer, wait_for};
 
-/// How long a change may take to reach the other mount (the sync target).
-const SYNC: Duration = Duration::from_secs(5);
-
 fn two_devices(server: &TestServer) -> (Device, Device) {
     server.add_user("alice");
     (
         Device::login(server, "alice", "laptop"),
         Device::login(server, "alice", "desktop"),
     )
-}
-
-fn read(path: &Path) -> Option<Vec<u8>> {
-    fs::read(path).ok()
-}
-
-/// Waits until `path` reads as `content` in the other mount.
-#[track_caller]
-fn wait_content(path: &Path, content: &[u8]) {
-    let what = format!(
-        "{} to read {:?}",
-        path.display(),
-        String::from_utf8_lossy(content)
-    );
-    wait_for(&what, SYNC, || {
-        (read(path).as_deref() == Some(content)).then_some(())
-    });
 }
 
 #[track_caller]

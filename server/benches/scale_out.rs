@@ -92,15 +92,18 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting loft-server");
+        // Owned (and killed when dropped) before anything can fail.
+        let mut server = Server {
+            child,
+            url: String::new(),
+        };
         let start = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&port_file)
                 && text.ends_with('\n')
             {
-                return Server {
-                    child,
-                    url: format!("http://{}", text.trim()),
-                };
+                server.url = format!("http://{}", text.trim());
+                return server;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),

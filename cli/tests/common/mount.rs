@@ -6,6 +6,28 @@ use std::time::Duration;
 
 use super::{DEADLINE, Device, describe, wait_for};
 
+/// How long a change may take to reach another mount (the sync target).
+pub const SYNC: Duration = Duration::from_secs(5);
+
+/// Waits until `path` reads as `content` (another device's change arriving).
+#[track_caller]
+pub fn wait_content(path: &Path, content: &[u8]) {
+    wait_content_within(path, content, SYNC);
+}
+
+/// Like [`wait_content`], with its own deadline.
+#[track_caller]
+pub fn wait_content_within(path: &Path, content: &[u8], deadline: Duration) {
+    let what = format!(
+        "{} to read {:?}",
+        path.display(),
+        String::from_utf8_lossy(content)
+    );
+    wait_for(&what, deadline, || {
+        (std::fs::read(path).ok().as_deref() == Some(content)).then_some(())
+    });
+}
+
 /// A directory others may enter (FUSE with allow_other, tests that switch users).
 pub fn open_dir(prefix: &str) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
