@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::Kind;
-use common::grpc::{commit_new, dir, share, upload};
+use common::grpc::{dir, put, share};
 use common::world::World;
 use loft_remote::RemoteClient;
 use loft_remote::client::GrpcClient;
@@ -230,14 +230,6 @@ impl Fixture {
             other => panic!("no operation {other} in the matrix runner"),
         }
     }
-}
-
-async fn put(client: &GrpcClient, parent: u64, name: &str, data: &[u8]) {
-    let manifest = upload(client, data).await.unwrap();
-    client
-        .commit(commit_new(parent, name, &manifest))
-        .await
-        .unwrap();
 }
 
 /// `url` with the last character of its signature changed.

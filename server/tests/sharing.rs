@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::Kind;
-use common::grpc::{commit_new, dir, file, share, upload};
+use common::grpc::{commit_new, dir, file, put, share, upload};
 use common::world::World;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -328,11 +328,7 @@ async fn permission_matrix(kind: Kind) {
     // to rename, remove and restore from the trash, xattrs to remove and links to
     // revoke, so that one caller's success does not change what the next one finds.
     let proj = owner.create(dir(session.root, "proj")).await.unwrap();
-    let content = upload(&owner, b"hello, shared world").await.unwrap();
-    let first = owner
-        .commit(commit_new(proj.id, "doc.txt", &content))
-        .await
-        .unwrap();
+    let first = put(&owner, proj.id, "doc.txt", b"hello, shared world").await;
     let doc = first.node.unwrap();
     let again = upload(&owner, b"hello again, shared world").await.unwrap();
     owner
@@ -689,11 +685,8 @@ async fn shared_items_appear_at_the_root_with_a_suffix_when_taken(kind: Kind) {
     assert_eq!(names, [b"proj".to_vec(), b"proj (2)".to_vec()]);
 
     // A file can be shared too; a viewer reads it and cannot write it.
-    let content = upload(&alice, b"read me").await.unwrap();
-    let notes = alice
-        .commit(commit_new(session.root, "notes.txt", &content))
+    let notes = put(&alice, session.root, "notes.txt", b"read me")
         .await
-        .unwrap()
         .node
         .unwrap();
     let reply = alice

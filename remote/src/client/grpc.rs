@@ -119,6 +119,13 @@ impl GrpcClient {
         true
     }
 
+    /// The error of a call to server `used` that cannot be sent again (a stream), after
+    /// moving on to the next server for the caller's retry if that one went away.
+    fn failed(&self, used: usize, status: tonic::Status) -> RemoteError {
+        self.fail_over(used, &status);
+        RemoteError::from(status)
+    }
+
     /// Maps a streaming reply's errors, moving on to the next server when the stream
     /// broke because its server went away.
     fn follow<T: Send + 'static>(
@@ -128,12 +135,7 @@ impl GrpcClient {
     ) -> BoxStream<'static, RemoteResult<T>> {
         let client = self.clone();
         stream
-            .map(move |item| {
-                item.map_err(|status| {
-                    client.fail_over(used, &status);
-                    RemoteError::from(status)
-                })
-            })
+            .map(move |item| item.map_err(|status| client.failed(used, status)))
             .boxed()
     }
 
@@ -372,19 +374,12 @@ impl RemoteClient for GrpcClient {
         chunks: tokio::sync::mpsc::Receiver<proto::ChunkUpload>,
     ) -> RemoteResult<proto::PutChunksReply> {
         let stream = tokio_stream::wrappers::ReceiverStream::new(chunks);
-        // A stream cannot be sent twice: a failed upload moves on to the next server
-        // for the caller's retry.
         let (used, channel) = self.channel();
-        match GrpcClient::content(channel)
+        GrpcClient::content(channel)
             .put_chunks(self.request(stream))
             .await
-        {
-            Ok(reply) => Ok(reply.into_inner()),
-            Err(status) => {
-                self.fail_over(used, &status);
-                Err(status.into())
-            }
-        }
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.failed(used, status))
     }
 
     async fn get_chunks(
@@ -492,17 +487,12 @@ impl RemoteClient for GrpcClient {
     ) -> RemoteResult<BoxStream<'static, RemoteResult<proto::WatchEvent>>> {
         let request = proto::WatchRequest { namespace, cursor };
         let (used, channel) = self.channel();
-        let opened = WatchClient::new(channel)
+        let reply = WatchClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .watch(self.request(request))
-            .await;
-        match opened {
-            Ok(reply) => Ok(self.follow(used, reply.into_inner())),
-            Err(status) => {
-                self.fail_over(used, &status);
-                Err(status.into())
-            }
-        }
+            .await
+            .map_err(|status| self.failed(used, status))?;
+        Ok(self.follow(used, reply.into_inner()))
     }
 
     async fn create_link(

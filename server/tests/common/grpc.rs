@@ -68,3 +68,12 @@ pub fn commit_new(parent: u64, name: &str, manifest: &Manifest) -> proto::Commit
         ..Default::default()
     }
 }
+
+/// Uploads `data` and commits it as the new file `name` in `parent`.
+pub async fn put(client: &GrpcClient, parent: u64, name: &str, data: &[u8]) -> proto::CommitReply {
+    let manifest = upload(client, data).await.unwrap();
+    client
+        .commit(commit_new(parent, name, &manifest))
+        .await
+        .unwrap()
+}
