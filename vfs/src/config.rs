@@ -28,6 +28,9 @@ pub struct VfsConfig {
     pub owner: Option<(u32, u32)>,
     /// This device's name, used in conflicted copies.
     pub device: String,
+    /// The longest pause between tries to reach the server (5 s; simulations shorten
+    /// it).
+    pub retry_cap: Duration,
 }
 
 impl VfsConfig {
@@ -41,6 +44,7 @@ impl VfsConfig {
             read_ahead: 16 << 20,
             owner: None,
             device: String::new(),
+            retry_cap: crate::backoff::MAX_BACKOFF,
         }
     }
 }

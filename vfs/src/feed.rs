@@ -19,8 +19,9 @@ use loft_remote::proto::{self, ChangeKind, watch_event::Event};
 use tracing::{debug, info, warn};
 
 use crate::attr::now;
-use crate::backoff::{FIRST_BACKOFF, MAX_BACKOFF, jittered};
+use crate::backoff::Backoff;
 use crate::core::{KernelNote, Vfs, lock};
+use crate::delivery::{Delivered, Delivery};
 use crate::error::VfsResult;
 use crate::listing::{apply_remote, upsert_remote};
 
@@ -64,19 +65,18 @@ impl Vfs {
     /// Follows the change feed until the process ends, reconnecting with exponential
     /// backoff and jitter (capped at 5 s) whenever the stream breaks.
     pub async fn run_feed(self: Arc<Self>) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(self.config.retry_cap);
         loop {
             match self.follow_feed(&mut backoff).await {
                 Ok(()) => debug!("change feed ended; reconnecting"),
                 Err(error) => warn!("change feed: {error}"),
             }
-            tokio::time::sleep(jittered(backoff)).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.pause()).await;
         }
     }
 
     /// One Watch stream, from the persisted cursor until it breaks.
-    async fn follow_feed(self: &Arc<Self>, backoff: &mut Duration) -> Result<(), RemoteError> {
+    async fn follow_feed(self: &Arc<Self>, backoff: &mut Backoff) -> Result<(), RemoteError> {
         let session = self.client.who_am_i().await?;
         self.learn_shares(&session);
         let me = session.device_id;
@@ -85,10 +85,11 @@ impl Vfs {
         // head; what the mirror holds by then is listed again.
         let cursor = stored.and_then(|c| c.parse().ok()).unwrap_or(u64::MAX);
         let mut stream = self.client.watch(USER_FEED, cursor).await?;
+        let mut delivered = Delivered::after(if cursor == u64::MAX { 0 } else { cursor });
         let mut next = stream.next().await;
         while let Some(event) = next.take() {
             let event = event?;
-            *backoff = FIRST_BACKOFF;
+            backoff.reset();
             match event.event {
                 Some(Event::Change(change)) => {
                     // Everything already waiting goes into the same transaction.
@@ -105,18 +106,30 @@ impl Vfs {
                             None => break,
                         }
                     }
+                    let mut late = false;
+                    batch.retain(|change| match delivered.classify(change.seq) {
+                        Delivery::Fresh => true,
+                        Delivery::Repeat => false,
+                        Delivery::Late => {
+                            late = true;
+                            false
+                        }
+                    });
                     self.apply_feed(&batch, me);
+                    if late {
+                        info!("a change arrived after later ones: listing the mirror's folders again");
+                        if !self.relist_in_background().await {
+                            return Ok(());
+                        }
+                        delivered.relisted(None);
+                    }
                 }
                 Some(Event::Reset(head)) => {
                     info!("change feed reset to {head}: listing the mirror's folders again");
-                    let vfs = self.clone();
-                    let relisted = tokio::task::spawn_blocking(move || vfs.relist_all())
-                        .await
-                        .unwrap_or(Ok(()));
-                    if let Err(error) = relisted {
-                        warn!("listing folders again after a reset: {error}");
+                    if !self.relist_in_background().await {
                         return Ok(());
                     }
+                    delivered.relisted(Some(head));
                     self.save_cursor(head);
                 }
                 Some(Event::CaughtUp(seq)) => {
@@ -126,7 +139,7 @@ impl Vfs {
                     if stale && self.counters.cursor_unsaved.swap(false, Ordering::Relaxed) {
                         self.save_cursor(self.counters.cursor.load(Ordering::Relaxed));
                     }
-                    self.counters.cursor.store(seq, Ordering::Relaxed);
+                    self.counters.cursor.fetch_max(seq, Ordering::Relaxed);
                     self.counters.last_sync.store(now(), Ordering::Relaxed);
                 }
                 None => {}
@@ -136,6 +149,20 @@ impl Vfs {
             }
         }
         Ok(())
+    }
+
+    /// Lists the mirror's folders again (off the runtime's threads); false if that
+    /// failed and the stream should start over.
+    async fn relist_in_background(self: &Arc<Self>) -> bool {
+        let vfs = self.clone();
+        let relisted = tokio::task::spawn_blocking(move || vfs.relist_all())
+            .await
+            .unwrap_or(Ok(()));
+        if let Err(error) = relisted {
+            warn!("listing folders again: {error}");
+            return false;
+        }
+        true
     }
 
     fn save_cursor(&self, cursor: u64) {
@@ -494,6 +521,11 @@ fn remove_entry(
     ino: u64,
     effects: &mut Effects,
 ) -> VfsResult<()> {
+    if let Some(dir) = db.node(ino)?.filter(|n| n.kind == Kind::Directory)
+        && holds_unsent(db, ino)?
+    {
+        return keep_folder_as_new(db, parent, name, &dir, effects);
+    }
     db.remove_entry(parent, name)?;
     effects.name_gone(parent, ino, name.to_vec());
     let Some(mut node) = db.node(ino)? else {
@@ -538,6 +570,59 @@ fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<
     db.push(&Op::create_of(&node, parent, name.to_vec()), now())?;
     info!(
         "{} was deleted on another device while edited here; keeping this device's version",
+        String::from_utf8_lossy(name)
+    );
+    Ok(())
+}
+
+/// True when something below folder `dir` is not on the server: a file edited or
+/// made here and not sent yet, or a local-only entry.
+fn holds_unsent(db: &Db<'_>, dir: u64) -> VfsResult<bool> {
+    for (_, child) in db.entries(dir)? {
+        let Some(node) = db.node(child)? else {
+            continue;
+        };
+        if is_unsent(db, &node)? || (node.kind == Kind::Directory && holds_unsent(db, child)?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn is_unsent(db: &Db<'_>, node: &Node) -> VfsResult<bool> {
+    Ok(node.dirty || node.local_only || db.remote_of(node.ino)?.is_none())
+}
+
+/// A folder deleted by another device that holds what this device has not sent: it
+/// stays, and the sync engine makes it again on the server with those entries. What
+/// the server had in it (in its trash now) goes from here.
+fn keep_folder_as_new(
+    db: &Db<'_>,
+    parent: u64,
+    name: &[u8],
+    dir: &Node,
+    effects: &mut Effects,
+) -> VfsResult<()> {
+    db.forget_remote(dir.ino)?;
+    let mut node = dir.clone();
+    node.listed = true;
+    db.update_node(&node)?;
+    db.push(&Op::create_of(&node, parent, name.to_vec()), now())?;
+    for (child_name, child) in db.entries(dir.ino)? {
+        let Some(node) = db.node(child)? else {
+            continue;
+        };
+        if node.kind == Kind::Directory && holds_unsent(db, child)? {
+            keep_folder_as_new(db, dir.ino, &child_name, &node, effects)?;
+        } else if !is_unsent(db, &node)? {
+            remove_entry(db, dir.ino, &child_name, child, effects)?;
+        } else if node.kind == Kind::File && db.remote_of(child)?.is_some() {
+            keep_as_new(db, dir.ino, &child_name, &node)?;
+        }
+    }
+    effects.notes.push(KernelNote::Inode(dir.ino));
+    info!(
+        "{} was deleted on another device while it held changes made here; keeping it",
         String::from_utf8_lossy(name)
     );
     Ok(())

@@ -16,6 +16,7 @@ mod backoff;
 mod config;
 mod conflicts;
 mod core;
+mod delivery;
 mod error;
 mod feed;
 mod fetch;
@@ -31,6 +32,7 @@ mod tree;
 mod xattr;
 
 pub use attr::{Attr, Nanos, now};
+pub use backoff::MAX_BACKOFF;
 pub use config::{DEFAULT_CACHE_SIZE, DEFAULT_DISK_RESERVE, VfsConfig};
 pub use conflicts::{Conflict, parse_conflict_name};
 pub use core::{KernelNote, Opened, Vfs};

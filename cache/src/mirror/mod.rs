@@ -566,6 +566,17 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// True when the creation of `ino` is queued after position `seq`.
+    pub fn create_queued_after(&self, ino: u64, seq: i64) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE seq > ?1 \
+                 AND json_extract(op, '$.Create.ino') = ?2)",
+            )?
+            .query_row(params![seq, ino as i64], |r| r.get(0))?)
+    }
+
     pub fn queued_count(&self) -> Result<u64> {
         Ok(self
             .0

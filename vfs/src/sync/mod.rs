@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::backoff::{FIRST_BACKOFF, MAX_BACKOFF, jittered};
+use crate::backoff::Backoff;
 use crate::core::{Vfs, lock};
 
 /// A new file to create with its content: `(ino, parent's server id, name)`.
@@ -37,14 +37,13 @@ const OFFLINE_GRACE: Duration = Duration::from_secs(6);
 impl Vfs {
     /// Runs the sync engine until the process ends.
     pub async fn run_sync(self: Arc<Self>) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(self.config.retry_cap);
         loop {
             if !self.counters.online.load(Ordering::Relaxed) && !self.probe().await {
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.pause()).await;
                 continue;
             }
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
             let next = match self.sync_round().await {
                 Ok(next) => next,
                 Err(Stop::Offline) => continue,

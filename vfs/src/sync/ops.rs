@@ -11,9 +11,9 @@ use loft_remote::proto;
 use tracing::warn;
 
 use super::{Applied, Stop};
-use crate::core::{Vfs, lock};
+use crate::core::{KernelNote, Vfs, lock};
 use crate::error::retry_later;
-use crate::listing::timestamp;
+use crate::listing::{apply_remote, timestamp};
 
 fn unqueued_since(queued: i64) -> Duration {
     let age = crate::attr::now().saturating_sub(queued).max(0);
@@ -94,6 +94,104 @@ impl Vfs {
         )
     }
 
+    /// After a rename found its source gone: if the target name already holds this
+    /// node (the same server node, or a file with the same content), the rename was
+    /// carried out before and its reply lost.
+    async fn rename_landed(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> Option<proto::RenameReply> {
+        let there = self.client.lookup(new_parent, new_name).await.ok()?;
+        let (remote, local) = self
+            .mirror
+            .read(|db| Ok::<_, loft_cache::CacheError>((db.remote_of(ino)?, db.node(ino)?)))
+            .ok()?;
+        let local = local?;
+        if Kind::from_wire(there.kind) != local.kind {
+            return None;
+        }
+        let same_node = remote == Some(there.id);
+        let same_content = local.kind == Kind::File
+            && local.manifest.as_deref().and_then(|m| Self::decode_manifest(m).ok()).is_some_and(
+                |m| m.content_hash.as_slice() == there.content_hash.as_ref() && m.size == there.size,
+            );
+        (same_node || same_content).then(|| proto::RenameReply {
+            node: Some(there),
+            ..Default::default()
+        })
+    }
+
+    /// Takes an empty file made here off `(parent, name)` and lists the folder
+    /// again, so that the server's entry of that name shows instead.
+    fn yield_name(&self, ino: u64, parent: u64, name: &[u8]) {
+        let yielded = self.tx(|db| {
+            let empty = db.node(ino)?.is_some_and(|n| !n.dirty && n.size == 0);
+            if !empty || db.lookup(parent, name)? != Some(ino) {
+                return Ok(false);
+            }
+            db.remove_entry(parent, name)?;
+            if let Some(mut node) = db.node(ino)? {
+                node.nlink = node.nlink.saturating_sub(1);
+                db.update_node(&node)?;
+            }
+            if let Some(mut dir) = db.node(parent)? {
+                dir.listed = false;
+                db.update_node(&dir)?;
+            }
+            Ok(true)
+        });
+        match yielded {
+            Ok(true) => {
+                if let Ok(node) = self.node(ino)
+                    && node.nlink == 0
+                    && !self.is_open(ino)
+                {
+                    let _ = self.forget_node(&node);
+                }
+                self.tell_kernel(KernelNote::Entry {
+                    parent,
+                    name: name.to_vec(),
+                });
+                self.tell_kernel(KernelNote::Inode(parent));
+            }
+            Ok(false) => {}
+            Err(error) => warn!(ino, "giving way to the server's file: {error}"),
+        }
+    }
+
+    /// True when `ino`'s creation waits in the journal after position `seq`.
+    fn created_later(&self, ino: u64, seq: i64) -> bool {
+        self.mirror
+            .read(|db| db.create_queued_after(ino, seq))
+            .unwrap_or(false)
+    }
+
+    /// Maps a created node to its server node. One that existed already (made by
+    /// another device, or by this create sent before) takes the server's attributes,
+    /// and a folder is listed again, so that its entries on the server join the ones
+    /// made here.
+    fn created(&self, ino: u64, remote: &proto::Node, existing: bool) {
+        let mapped = self.tx(|db| {
+            db.set_remote(ino, remote.id)?;
+            if existing && let Some(mut node) = db.node(ino)? {
+                apply_remote(&mut node, remote);
+                if node.kind == Kind::Directory {
+                    node.listed = false;
+                }
+                db.update_node(&node)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = mapped {
+            warn!(ino, "recording a created node: {error}");
+        }
+        if existing {
+            self.tell_kernel(KernelNote::Inode(ino));
+        }
+    }
+
     /// Sends `queued.op`.
     pub(crate) async fn apply(self: &Arc<Self>, queued: &Queued) -> Result<Applied, Stop> {
         if self.now_local_only(&queued.op) {
@@ -103,6 +201,14 @@ impl Vfs {
             ($($ino:expr),+) => {
                 ( $( match self.remote_id($ino).await? {
                     Some(id) => id,
+                    None if self.created_later($ino, queued.seq) => {
+                        // Its node is to be made again further on (a folder deleted
+                        // elsewhere, kept here for what it held): wait behind it.
+                        if let Err(error) = self.mirror.write(|db| db.push(&queued.op, queued.queued)) {
+                            warn!("updating the outbound journal: {error}");
+                        }
+                        return Ok(Applied::Done);
+                    }
                     None => {
                         warn!(?queued.op, "skipped: a node it names is unknown to the server");
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -147,12 +253,23 @@ impl Vfs {
                     gid: *gid,
                     symlink_target: symlink.clone().into(),
                     rdev: *rdev,
-                    exclusive: true,
+                    // A folder of that name on the server is taken as this one:
+                    // another device made it too, or this create was sent before and
+                    // its reply lost. Anything else must be new.
+                    exclusive: *kind != Kind::Directory as u8,
                     mtime: Some(timestamp(*mtime)),
                 };
+                let sent_mtime = request.mtime;
                 match self.client.create(request).await {
                     Ok(node) => {
-                        let _ = self.mirror.write(|db| db.set_remote(*ino, node.id));
+                        let existing = node.mtime != sent_mtime;
+                        self.created(*ino, &node, existing);
+                        Ok(())
+                    }
+                    Err(e) if e.kind == ErrorKind::AlreadyExists && *kind == Kind::File as u8 => {
+                        // An empty file made here while the name was taken there
+                        // (or sent before, its reply lost): the server's file shows.
+                        self.yield_name(*ino, *parent, name);
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -180,7 +297,13 @@ impl Vfs {
                     no_replace: *no_replace,
                     exchange: *exchange,
                 };
-                match self.client.rename(request).await {
+                let renamed = match self.client.rename(request).await {
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        self.rename_landed(*ino, new_parent_id, new_name).await.ok_or(e)
+                    }
+                    other => other,
+                };
+                match renamed {
                     Ok(reply) => {
                         if let Some(node) = reply.node {
                             // Over a file, the target keeps its id and history and

@@ -395,6 +395,13 @@ pub fn take_over(
     )?;
     let version = if src.node.version == 0 {
         insert_version(w, dst.id(), dst.node.version, &Manifest::default())?
+    } else if src.node.version < dst.node.version {
+        // Devices take a file's version to be new only when its number grows: content
+        // older than the target's gets a version of its own, numbered after it.
+        let manifest = stored_manifest(w.db, dst.id(), src.node.version)?
+            .ok_or_else(|| ServerError::internal("a current version without a manifest"))?;
+        drop_version(w.db, src.node.version, w.now)?;
+        insert_version(w, dst.id(), dst.node.version, &manifest)?
     } else {
         w.db.execute(
             "UPDATE versions SET base = ?1 WHERE id = ?2",

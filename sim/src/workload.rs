@@ -1,0 +1,179 @@
+//! The operations a simulated device performs, drawn from a small pool of names so
+//! that devices often touch the same files and folders, and the record of what each
+//! device last wrote where (the writes nothing on that device replaced since).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rand::Rng;
+
+use crate::content::Token;
+
+/// Folders the workload uses; nested ones need their parent.
+pub const DIRS: &[&str] = &["a", "b", "c", "a/x", "b/y"];
+/// Folders files are written into ("" is the drive's root).
+const FILE_DIRS: &[&str] = &["", "a", "b", "a/x", "b/y"];
+const FILES: &[&str] = &["f0", "f1", "f2", "f3", "f4"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Creates or replaces a whole file (and any missing parent folder).
+    Write { path: String, token: Token },
+    /// Reads a whole file; its content must be one write, whole.
+    Read { path: String },
+    Unlink { path: String },
+    Mkdir { path: String },
+    Rmdir { path: String },
+    Rename { from: String, to: String },
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Write { path, token } => {
+                write!(f, "write {path} (write {}, {} bytes)", token.write, token.len)
+            }
+            Op::Read { path } => write!(f, "read {path}"),
+            Op::Unlink { path } => write!(f, "unlink {path}"),
+            Op::Mkdir { path } => write!(f, "mkdir {path}"),
+            Op::Rmdir { path } => write!(f, "rmdir {path}"),
+            Op::Rename { from, to } => write!(f, "rename {from} -> {to}"),
+        }
+    }
+}
+
+fn pick<'a>(rng: &mut impl Rng, pool: &[&'a str]) -> &'a str {
+    pool[rng.random_range(0..pool.len())]
+}
+
+fn file_path(rng: &mut impl Rng) -> String {
+    match pick(rng, FILE_DIRS) {
+        "" => pick(rng, FILES).to_string(),
+        dir => format!("{dir}/{}", pick(rng, FILES)),
+    }
+}
+
+/// Draws device `device`'s next operation; `writes` counts its writes.
+pub fn random_op(rng: &mut impl Rng, seed: u64, device: usize, writes: &mut u64) -> Op {
+    match rng.random_range(0..100) {
+        0..40 => {
+            *writes += 1;
+            // Mostly small files; some span several chunks.
+            let len = if rng.random_bool(0.08) {
+                rng.random_range(100_000..700_000)
+            } else {
+                rng.random_range(0..3_000)
+            };
+            Op::Write {
+                path: file_path(rng),
+                token: Token {
+                    seed,
+                    device,
+                    write: *writes,
+                    len,
+                },
+            }
+        }
+        40..55 => Op::Read {
+            path: file_path(rng),
+        },
+        55..65 => Op::Unlink {
+            path: file_path(rng),
+        },
+        65..80 => Op::Rename {
+            from: file_path(rng),
+            to: file_path(rng),
+        },
+        80..88 => Op::Mkdir {
+            path: pick(rng, DIRS).to_string(),
+        },
+        88..93 => Op::Rmdir {
+            path: pick(rng, DIRS).to_string(),
+        },
+        _ => Op::Rename {
+            from: pick(rng, DIRS).to_string(),
+            to: pick(rng, DIRS).to_string(),
+        },
+    }
+}
+
+/// Paths to the writes of one device that nothing on it replaced or removed since:
+/// each must survive somewhere (current file, conflicted copy or old version).
+#[derive(Clone, Debug, Default)]
+pub struct Written {
+    pub files: BTreeMap<String, Token>,
+}
+
+impl Written {
+    /// Records an operation the device completed.
+    pub fn completed(&mut self, op: &Op) {
+        match op {
+            Op::Write { path, token } => {
+                self.files.insert(path.clone(), *token);
+            }
+            Op::Unlink { path } => {
+                self.files.remove(path);
+            }
+            Op::Rename { from, to } if from != to => {
+                self.files.remove(to);
+                let moved: Vec<String> = self
+                    .files
+                    .keys()
+                    .filter(|path| *path == from || path.starts_with(&format!("{from}/")))
+                    .cloned()
+                    .collect();
+                for path in moved {
+                    let token = self.files.remove(&path).expect("listed above");
+                    let new = format!("{to}{}", &path[from.len()..]);
+                    self.files.insert(new, token);
+                }
+            }
+            Op::Read { .. } | Op::Mkdir { .. } | Op::Rmdir { .. } | Op::Rename { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn the_same_seed_draws_the_same_operations() {
+        let draw = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut writes = 0;
+            (0..50)
+                .map(|i| random_op(&mut rng, seed, i % 3, &mut writes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(5), draw(5));
+        assert_ne!(draw(5), draw(6));
+    }
+
+    #[test]
+    fn renaming_a_folder_moves_what_was_written_in_it() {
+        let token = Token {
+            seed: 1,
+            device: 0,
+            write: 1,
+            len: 1,
+        };
+        let mut written = Written::default();
+        written.completed(&Op::Write {
+            path: "a/x/f1".into(),
+            token,
+        });
+        written.completed(&Op::Write {
+            path: "ab".into(),
+            token,
+        });
+        written.completed(&Op::Rename {
+            from: "a".into(),
+            to: "c".into(),
+        });
+        let paths: Vec<&String> = written.files.keys().collect();
+        assert_eq!(paths, ["ab", "c/x/f1"]);
+    }
+}
