@@ -575,6 +575,45 @@ fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<
     Ok(())
 }
 
+/// Maps `ino` to server node `remote`. Another inode that stood for that node here
+/// is a stale view of it and goes; if it holds changes not sent, they are kept as a
+/// new file.
+pub(crate) fn claim_remote(
+    db: &Db<'_>,
+    ino: u64,
+    remote: u64,
+    effects: &mut Effects,
+) -> VfsResult<()> {
+    if let Some(other) = db.ino_of_remote(remote)?.filter(|other| *other != ino)
+        && let Some(node) = db.node(other)?
+    {
+        if node.kind == Kind::File && node.dirty {
+            db.forget_remote(other)?;
+            let mut node = node.clone();
+            node.version = 0;
+            node.manifest = None;
+            db.update_node(&node)?;
+            if let Some((parent, name)) = db.any_entry_of(other)? {
+                db.push(&Op::create_of(&node, parent, name), now())?;
+            }
+        } else {
+            // A folder has one name; a file as many as its links.
+            for _ in 0..node.nlink.max(1) {
+                let Some((parent, name)) = db.any_entry_of(other)? else {
+                    break;
+                };
+                remove_entry(db, parent, &name, other, effects)?;
+                if node.kind == Kind::Directory {
+                    break;
+                }
+            }
+            db.forget_remote(other)?;
+        }
+    }
+    db.set_remote(ino, remote)?;
+    Ok(())
+}
+
 /// True when something below folder `dir` is not on the server: a file edited or
 /// made here and not sent yet, or a local-only entry.
 fn holds_unsent(db: &Db<'_>, dir: u64) -> VfsResult<bool> {

@@ -17,6 +17,7 @@ use super::Stop;
 use crate::attr::now;
 use crate::core::{KernelNote, Vfs, lock};
 use crate::error::retry_later;
+use crate::feed::{Effects, claim_remote};
 use crate::listing::timestamp;
 
 /// A file uploaded and ready to commit.
@@ -271,7 +272,7 @@ impl Vfs {
 
     /// Records the server's answer to a commit.
     fn finish(
-        &self,
+        self: &Arc<Self>,
         prepared: Prepared,
         reply: Result<proto::CommitReply, loft_remote::client::RemoteError>,
     ) -> Result<(), Stop> {
@@ -307,7 +308,12 @@ impl Vfs {
         let Some(committed) = reply.node else {
             return Ok(());
         };
-        let _ = self.mirror.write(|db| db.set_remote(ino, committed.id));
+        let mut effects = Effects::default();
+        let claimed = self.tx(|db| claim_remote(db, ino, committed.id, &mut effects));
+        if let Err(error) = claimed {
+            warn!(ino, "recording a committed file's server id: {error}");
+        }
+        self.after_changes(effects);
         if reply.conflict {
             self.became_conflicted_copy(ino, &reply.conflict_name);
         }

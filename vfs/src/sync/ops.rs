@@ -12,6 +12,7 @@ use tracing::warn;
 
 use super::{Applied, Stop};
 use crate::core::{KernelNote, Vfs, lock};
+use crate::feed::{Effects, claim_remote};
 use crate::error::retry_later;
 use crate::listing::{apply_remote, timestamp};
 
@@ -172,9 +173,10 @@ impl Vfs {
     /// another device, or by this create sent before) takes the server's attributes,
     /// and a folder is listed again, so that its entries on the server join the ones
     /// made here.
-    fn created(&self, ino: u64, remote: &proto::Node, existing: bool) {
+    fn created(self: &Arc<Self>, ino: u64, remote: &proto::Node, existing: bool) {
+        let mut effects = Effects::default();
         let mapped = self.tx(|db| {
-            db.set_remote(ino, remote.id)?;
+            claim_remote(db, ino, remote.id, &mut effects)?;
             if existing && let Some(mut node) = db.node(ino)? {
                 apply_remote(&mut node, remote);
                 if node.kind == Kind::Directory {
@@ -187,6 +189,7 @@ impl Vfs {
         if let Err(error) = mapped {
             warn!(ino, "recording a created node: {error}");
         }
+        self.after_changes(effects);
         if existing {
             self.tell_kernel(KernelNote::Inode(ino));
         }
@@ -308,8 +311,9 @@ impl Vfs {
                         if let Some(node) = reply.node {
                             // Over a file, the target keeps its id and history and
                             // the moved content becomes its new version.
+                            let mut effects = Effects::default();
                             let _ = self.tx(|db| {
-                                db.set_remote(*ino, node.id)?;
+                                claim_remote(db, *ino, node.id, &mut effects)?;
                                 if let Some(mut local) = db.node(*ino)?
                                     && local.kind == Kind::File
                                     && local.version != node.version
@@ -319,6 +323,7 @@ impl Vfs {
                                 }
                                 Ok(())
                             });
+                            self.after_changes(effects);
                         }
                         Ok(())
                     }
