@@ -34,6 +34,22 @@ impl SimClock {
         let _ = now.wait_for(|now| *now >= at).await;
     }
 
+    /// Advances the clock by one tick every `every` of real time until the task is
+    /// aborted: a call waiting out a delay may hold up whatever would otherwise move it.
+    pub fn spawn_ticker(
+        &self,
+        rt: &tokio::runtime::Handle,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let clock = self.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                clock.advance(1);
+            }
+        })
+    }
+
     /// Resolves `ticks` from now.
     pub async fn sleep(&self, ticks: Tick) {
         self.until(self.now() + ticks).await;

@@ -249,7 +249,7 @@ impl FaultyClient {
 
 /// Why a feed stream's wait ended.
 enum Woke {
-    Event(Option<RemoteResult<proto::WatchEvent>>),
+    Event(Box<Option<RemoteResult<proto::WatchEvent>>>),
     /// A forged event or a new mode: look again.
     Again,
     /// The clock moved on.
@@ -288,22 +288,24 @@ impl Feed {
             let held = self.held.is_some();
             let clock = self.faults.clock.clone();
             let woke = tokio::select! {
-                item = self.inner.next() => Woke::Event(item),
+                item = self.inner.next() => Woke::Event(Box::new(item)),
                 () = self.faults.forged_ready.notified() => Woke::Again,
                 _ = self.mode.changed() => Woke::Again,
                 // A change held back is let go a tick later if nothing follows it.
                 () = clock.sleep(1), if held => Woke::Tick,
             };
             match woke {
-                Woke::Event(Some(Ok(event))) => self.deliver(event, &mode).await,
-                Woke::Event(Some(Err(error))) => {
-                    self.ended = true;
-                    return Some(Err(error));
-                }
-                Woke::Event(None) => {
-                    self.ended = true;
-                    return self.held.take().map(Ok);
-                }
+                Woke::Event(item) => match *item {
+                    Some(Ok(event)) => self.deliver(event, &mode).await,
+                    Some(Err(error)) => {
+                        self.ended = true;
+                        return Some(Err(error));
+                    }
+                    None => {
+                        self.ended = true;
+                        return self.held.take().map(Ok);
+                    }
+                },
                 Woke::Again => {}
                 Woke::Tick => {
                     if let Some(event) = self.held.take() {
@@ -401,7 +403,8 @@ impl RemoteClient for FaultyClient {
         self.call(self.inner.get_xattr(id, name)).await
     }
     async fn set_xattr(&self, id: u64, name: &[u8], value: &[u8], flags: u32) -> RemoteResult<()> {
-        self.call(self.inner.set_xattr(id, name, value, flags)).await
+        self.call(self.inner.set_xattr(id, name, value, flags))
+            .await
     }
     async fn list_xattr(&self, id: u64) -> RemoteResult<Vec<Vec<u8>>> {
         self.call(self.inner.list_xattr(id)).await

@@ -21,4 +21,4 @@ pub mod run;
 pub mod server;
 pub mod workload;
 
-pub use run::{FaultSet, Failure, Report, SimConfig, run, run_many, schedule, seed_from_env};
+pub use run::{Failure, FaultSet, Report, SimConfig, run, schedule, seed_from_env};

@@ -58,8 +58,14 @@ pub enum FaultSet {
 /// One step of a schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    Op { device: usize, op: Op },
-    Faults { device: usize, mode: FaultMode },
+    Op {
+        device: usize,
+        op: Op,
+    },
+    Faults {
+        device: usize,
+        mode: FaultMode,
+    },
     ServerDown,
     ServerUp,
     /// Lets the engines run for a while.
@@ -155,13 +161,17 @@ impl fmt::Display for Report {
 #[derive(Debug)]
 pub struct Failure {
     pub reason: String,
-    pub report: Report,
+    pub report: Box<Report>,
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "seed {} failed: {}", self.report.seed, self.reason)?;
-        writeln!(f, "replay: LOFT_SEED={} cargo run --release -p loft-sim -- --seed {}", self.report.seed, self.report.seed)?;
+        writeln!(
+            f,
+            "replay: LOFT_SEED={} cargo run --release -p loft-sim -- --seed {}",
+            self.report.seed, self.report.seed
+        )?;
         writeln!(f, "trace:")?;
         for line in &self.report.trace {
             writeln!(f, "  {line}")?;
@@ -181,7 +191,7 @@ pub fn run(config: &SimConfig) -> Result<Report, Failure> {
         Ok(()) => Ok(report),
         Err(error) => Err(Failure {
             reason: format!("{error:#}"),
-            report,
+            report: Box::new(report),
         }),
     }
 }
@@ -193,17 +203,7 @@ fn run_into(config: &SimConfig, report: &mut Report) -> Result<()> {
         .build()?;
     let rt = runtime.handle().clone();
     let clock = SimClock::default();
-    // The clock ticks on its own (a call waiting out a delay may hold up the step
-    // that would otherwise move it).
-    let ticking = rt.spawn({
-        let clock = clock.clone();
-        async move {
-            loop {
-                tokio::time::sleep(TICK).await;
-                clock.advance(1);
-            }
-        }
-    });
+    let ticking = clock.spawn_ticker(&rt, TICK);
     let mut server = rt.block_on(SimServer::start(config.seed))?;
     let address = server.address();
     let mut devices = Vec::new();
@@ -223,7 +223,9 @@ fn run_into(config: &SimConfig, report: &mut Report) -> Result<()> {
                 }
                 Err(OpError::Torn { len, start }) => {
                     report.trace.push(line);
-                    bail!("device{device}: {op}: a read returned {len} bytes that are no single version: {start:?}");
+                    bail!(
+                        "device{device}: {op}: a read returned {len} bytes that are no single version: {start:?}"
+                    );
                 }
                 Err(OpError::Fs(error)) => {
                     report.ops_failed += 1;
@@ -271,11 +273,7 @@ fn run_into(config: &SimConfig, report: &mut Report) -> Result<()> {
 
 /// Waits until every device has sent everything and shows the server's tree (as a
 /// device with an empty cache sees it); returns that tree.
-fn settle(
-    devices: &[SimDevice],
-    observer: &SimDevice,
-    deadline: Duration,
-) -> Result<Tree> {
+fn settle(devices: &[SimDevice], observer: &SimDevice, deadline: Duration) -> Result<Tree> {
     let start = Instant::now();
     loop {
         let last_difference;
@@ -288,7 +286,14 @@ fn settle(
             let busy: Vec<String> = devices
                 .iter()
                 .filter(|d| !d.is_quiet())
-                .map(|d| format!("device{} ({} pending, online {})", d.index, d.vfs.pending_changes(), d.vfs.is_online()))
+                .map(|d| {
+                    format!(
+                        "device{} ({} pending, online {})",
+                        d.index,
+                        d.vfs.pending_changes(),
+                        d.vfs.is_online()
+                    )
+                })
                 .collect();
             last_difference = format!("still sending: {}", busy.join(", "));
         }
@@ -309,7 +314,11 @@ fn compare(devices: &[SimDevice], observer: &SimDevice) -> Result<Tree, String> 
             .tree()
             .map_err(|e| format!("device{}: reading its tree: {e}", device.index))?;
         if tree != server {
-            return Err(format!("device{}: {}", device.index, difference(&server, &tree)));
+            return Err(format!(
+                "device{}: {}",
+                device.index,
+                difference(&server, &tree)
+            ));
         }
     }
     Ok(server)
@@ -321,7 +330,11 @@ fn difference(server: &Tree, device: &Tree) -> String {
     for path in paths {
         let (a, b) = (server.get(path), device.get(path));
         if a != b {
-            lines.push(format!("{path}: server {} / device {}", describe(a), describe(b)));
+            lines.push(format!(
+                "{path}: server {} / device {}",
+                describe(a),
+                describe(b)
+            ));
         }
     }
     lines.join("; ")
@@ -342,11 +355,7 @@ fn describe(entry: Option<&Entry>) -> String {
 /// Every write that no later operation on its own device replaced must exist on the
 /// server: as a current file (a conflicted copy included) or an old version, in the
 /// drive or in the trash. Returns how many were checked.
-fn check_writes_kept(
-    server: &SimServer,
-    tree: &Tree,
-    written: &[Written],
-) -> Result<usize> {
+fn check_writes_kept(server: &SimServer, tree: &Tree, written: &[Written]) -> Result<usize> {
     let mut kept: HashSet<[u8; 32]> = tree
         .values()
         .filter_map(|entry| match entry {
@@ -372,18 +381,6 @@ fn check_writes_kept(
         bail!("writes lost (in no file, conflicted copy or version): {missing:?}");
     }
     Ok(checked)
-}
-
-/// Runs seeds `seeds` and returns the failures (each with its trace).
-pub fn run_many(seeds: impl IntoIterator<Item = u64>, shape: impl Fn(u64) -> SimConfig) -> Vec<Failure> {
-    let mut failures = Vec::new();
-    for seed in seeds {
-        match run(&shape(seed)) {
-            Ok(report) => tracing::info!("{report}"),
-            Err(failure) => failures.push(failure),
-        }
-    }
-    failures
 }
 
 /// The seed named by `LOFT_SEED`, if set.

@@ -61,7 +61,9 @@ impl SimServer {
     }
 
     pub fn address(&self) -> ServerAddress {
-        format!("http://{}", self.addr).parse().expect("a loopback URL")
+        format!("http://{}", self.addr)
+            .parse()
+            .expect("a loopback URL")
     }
 
     /// Every content hash the server keeps as a version of any file, in the drive or
@@ -106,7 +108,10 @@ impl SimServer {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Err(anyhow!("the simulated server did not come up on {}", self.addr))
+        Err(anyhow!(
+            "the simulated server did not come up on {}",
+            self.addr
+        ))
     }
 
     /// Stops serving: open streams break and calls fail until [`SimServer::up`].

@@ -18,20 +18,38 @@ const FILES: &[&str] = &["f0", "f1", "f2", "f3", "f4"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Creates or replaces a whole file (and any missing parent folder).
-    Write { path: String, token: Token },
+    Write {
+        path: String,
+        token: Token,
+    },
     /// Reads a whole file; its content must be one write, whole.
-    Read { path: String },
-    Unlink { path: String },
-    Mkdir { path: String },
-    Rmdir { path: String },
-    Rename { from: String, to: String },
+    Read {
+        path: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
 }
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::Write { path, token } => {
-                write!(f, "write {path} (write {}, {} bytes)", token.write, token.len)
+                write!(
+                    f,
+                    "write {path} (write {}, {} bytes)",
+                    token.write, token.len
+                )
             }
             Op::Read { path } => write!(f, "read {path}"),
             Op::Unlink { path } => write!(f, "unlink {path}"),

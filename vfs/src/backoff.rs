@@ -61,7 +61,10 @@ mod tests {
         let pauses: Vec<Duration> = (0..4).map(|_| backoff.pause()).collect();
         let bases = [100, 200, 300, 300].map(Duration::from_millis);
         for (pause, base) in pauses.iter().zip(bases) {
-            assert!(*pause >= base / 2 && *pause <= base, "{pause:?} for {base:?}");
+            assert!(
+                *pause >= base / 2 && *pause <= base,
+                "{pause:?} for {base:?}"
+            );
         }
         backoff.reset();
         assert!(backoff.pause() <= FIRST_BACKOFF);

@@ -117,7 +117,9 @@ impl Vfs {
                     });
                     self.apply_feed(&batch, me);
                     if late {
-                        info!("a change arrived after later ones: listing the mirror's folders again");
+                        info!(
+                            "a change arrived after later ones: listing the mirror's folders again"
+                        );
                         if !self.relist_in_background().await {
                             return Ok(());
                         }

@@ -12,8 +12,8 @@ use tracing::warn;
 
 use super::{Applied, Stop};
 use crate::core::{KernelNote, Vfs, lock};
-use crate::feed::{Effects, claim_remote};
 use crate::error::retry_later;
+use crate::feed::{Effects, claim_remote};
 use crate::listing::{apply_remote, timestamp};
 
 fn unqueued_since(queued: i64) -> Duration {
@@ -115,9 +115,13 @@ impl Vfs {
         }
         let same_node = remote == Some(there.id);
         let same_content = local.kind == Kind::File
-            && local.manifest.as_deref().and_then(|m| Self::decode_manifest(m).ok()).is_some_and(
-                |m| m.content_hash.as_slice() == there.content_hash.as_ref() && m.size == there.size,
-            );
+            && local
+                .manifest
+                .as_deref()
+                .and_then(|m| Self::decode_manifest(m).ok())
+                .is_some_and(|m| {
+                    m.content_hash.as_slice() == there.content_hash.as_ref() && m.size == there.size
+                });
         (same_node || same_content).then(|| proto::RenameReply {
             node: Some(there),
             ..Default::default()
@@ -301,9 +305,10 @@ impl Vfs {
                     exchange: *exchange,
                 };
                 let renamed = match self.client.rename(request).await {
-                    Err(e) if e.kind == ErrorKind::NotFound => {
-                        self.rename_landed(*ino, new_parent_id, new_name).await.ok_or(e)
-                    }
+                    Err(e) if e.kind == ErrorKind::NotFound => self
+                        .rename_landed(*ino, new_parent_id, new_name)
+                        .await
+                        .ok_or(e),
                     other => other,
                 };
                 match renamed {

@@ -1,0 +1,221 @@
+//! Bad input from the wire: changes delivered twice, out of order, naming a parent
+//! the device does not know, or older than a reset. A device must never build a
+//! wrong tree from them; where it cannot tell what it missed, it lists its folders
+//! again. Each test runs the real server and two client cores.
+
+use std::time::{Duration, Instant};
+
+use loft_remote::proto::{self, ChangeKind, watch_event::Event};
+use loft_sim::clock::SimClock;
+use loft_sim::content::Token;
+use loft_sim::device::{Entry, SimDevice, Tree};
+use loft_sim::faults::{FaultMode, Faults};
+use loft_sim::server::SimServer;
+use loft_sim::workload::Op;
+
+/// The condition deadline: generous, the machine may be busy.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Pair {
+    writer: SimDevice,
+    reader: SimDevice,
+    _ticker: tokio::task::JoinHandle<()>,
+    _server: SimServer,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Pair {
+    fn start(seed: u64) -> Pair {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let rt = runtime.handle().clone();
+        let clock = SimClock::default();
+        let ticker = clock.spawn_ticker(&rt, Duration::from_millis(5));
+        let server = rt.block_on(SimServer::start(seed)).unwrap();
+        let address = server.address();
+        let writer = SimDevice::start(&rt, &address, 0, Faults::new(seed, clock.clone())).unwrap();
+        let reader = SimDevice::start(&rt, &address, 1, Faults::new(seed + 1, clock)).unwrap();
+        // The reader has listed the root and follows the feed.
+        reader.tree().unwrap();
+        Pair {
+            writer,
+            reader,
+            _ticker: ticker,
+            _server: server,
+            runtime,
+        }
+    }
+
+    fn write(&self, path: &str, write: u64) -> Token {
+        let token = Token {
+            seed: 0,
+            device: 0,
+            write,
+            len: 100,
+        };
+        let op = Op::Write {
+            path: path.into(),
+            token,
+        };
+        self.writer.apply(&op).unwrap();
+        token
+    }
+
+    /// Waits until the reader shows exactly the writer's tree, and returns it.
+    fn agree(&self) -> Tree {
+        let start = Instant::now();
+        loop {
+            if self.writer.is_quiet()
+                && let (Ok(mine), Ok(theirs)) = (self.writer.tree(), self.reader.tree())
+                && mine == theirs
+            {
+                return theirs;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the devices did not agree: writer {:?} reader {:?}",
+                self.writer
+                    .tree()
+                    .map(|t| t.into_keys().collect::<Vec<_>>()),
+                self.reader
+                    .tree()
+                    .map(|t| t.into_keys().collect::<Vec<_>>()),
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = &self.runtime;
+    }
+}
+
+fn holds(tree: &Tree, path: &str, token: Token) -> bool {
+    matches!(tree.get(path), Some(Entry::File { token: Some(t), .. }) if *t == token)
+}
+
+fn change(seq: u64, kind: ChangeKind, parent: u64, name: &str, id: u64) -> proto::WatchEvent {
+    proto::WatchEvent {
+        event: Some(Event::Change(proto::Change {
+            seq,
+            kind: kind as i32,
+            parent,
+            name: name.as_bytes().to_vec().into(),
+            node: Some(proto::Node {
+                id,
+                kind: proto::NodeKind::File as i32,
+                mode: 0o644,
+                nlink: 1,
+                size: 5,
+                version: 1,
+                ..Default::default()
+            }),
+            namespace_seq: seq,
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn every_change_delivered_twice_builds_the_same_tree() {
+    let pair = Pair::start(11);
+    pair.reader.faults.set(FaultMode {
+        duplicate: 100,
+        ..FaultMode::default()
+    });
+    let a = pair.write("d/a", 1);
+    let b = pair.write("d/b", 2);
+    pair.writer
+        .apply(&Op::Rename {
+            from: "d/a".into(),
+            to: "e".into(),
+        })
+        .unwrap();
+    let tree = pair.agree();
+    assert!(holds(&tree, "e", a) && holds(&tree, "d/b", b), "{tree:?}");
+    assert!(
+        pair.reader
+            .faults
+            .counts
+            .duplicated
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
+
+#[test]
+fn changes_out_of_order_are_noticed_and_the_folders_listed_again() {
+    let pair = Pair::start(12);
+    pair.reader.faults.set(FaultMode {
+        reorder: 100,
+        ..FaultMode::default()
+    });
+    // A folder and files in it: the file's creation may arrive before its folder's.
+    let tokens: Vec<Token> = (1..=6)
+        .map(|n| pair.write(&format!("dir{}/f", n % 3), n))
+        .collect();
+    let tree = pair.agree();
+    assert!(holds(&tree, "dir0/f", tokens[5]), "{tree:?}");
+    assert!(
+        pair.reader
+            .faults
+            .counts
+            .reordered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
+
+#[test]
+fn a_change_naming_an_unknown_parent_changes_nothing() {
+    let pair = Pair::start(13);
+    pair.write("before", 1);
+    pair.agree();
+    // A position far ahead: every real change after it looks late to the reader,
+    // which then lists its folders again rather than trusting the stream.
+    pair.reader.faults.forge(change(
+        1 << 40,
+        ChangeKind::Created,
+        987_654,
+        "ghost",
+        987_655,
+    ));
+    let after = pair.write("after", 2);
+    let tree = pair.agree();
+    assert!(holds(&tree, "after", after), "{tree:?}");
+    assert!(tree.keys().all(|path| !path.contains("ghost")), "{tree:?}");
+}
+
+#[test]
+fn a_change_older_than_a_reset_is_skipped() {
+    let pair = Pair::start(14);
+    pair.write("kept", 1);
+    pair.agree();
+    // A reset to the head, then a stale creation from before it: the listing after
+    // the reset already shows everything up to the head.
+    let head = pair.reader.vfs.mount_status().unwrap().cursor;
+    assert!(head >= 1, "the reader has applied the first write");
+    let root = pair
+        .runtime
+        .block_on(async {
+            use loft_remote::RemoteClient;
+            pair.reader.direct.resolve(b"/").await
+        })
+        .unwrap()
+        .id;
+    pair.reader.faults.forge(proto::WatchEvent {
+        event: Some(Event::Reset(head)),
+    });
+    pair.reader
+        .faults
+        .forge(change(head, ChangeKind::Created, root, "stale", 424_242));
+    let later = pair.write("later", 2);
+    let tree = pair.agree();
+    assert!(holds(&tree, "later", later), "{tree:?}");
+    assert!(!tree.contains_key("stale"), "{tree:?}");
+}
