@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::mount::{SYNC, wait_content};
+use common::mount::{SYNC, wait_content, wait_content_within};
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -352,6 +352,43 @@ fn a_cursor_older_than_the_journal_lists_the_tree_again() {
     wait_gone(&b.path().join("gone.txt"));
     wait_gone(&b.path().join("moved.txt"));
     assert_eq!(fs::read(b.path().join("kept.txt")).unwrap(), b"kept\n");
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn a_server_killed_in_a_stream_of_writes_comes_back_and_both_mounts_converge() {
+    let mut server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    let b = desktop.mount(&[]);
+    fs::create_dir(a.path().join("stream")).unwrap();
+    let content = |n: usize| format!("write {n} from the laptop\n").into_bytes();
+    // The server dies partway through and comes back later; nobody tells the mounts.
+    for n in 0..40 {
+        fs::write(a.path().join(format!("stream/{n}.txt")), content(n)).unwrap();
+        match n {
+            15 => server.kill9(),
+            25 => server.restart(),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fs::write(b.path().join("from-desktop.txt"), b"after the restart\n").unwrap();
+    // Reconnection backs off up to 5 s; then everything arrives on its own.
+    let reconnect = Duration::from_secs(30);
+    for n in 0..40 {
+        wait_content_within(
+            &b.path().join(format!("stream/{n}.txt")),
+            &content(n),
+            reconnect,
+        );
+    }
+    wait_content_within(
+        &a.path().join("from-desktop.txt"),
+        b"after the restart\n",
+        reconnect,
+    );
     a.unmount();
     b.unmount();
 }
