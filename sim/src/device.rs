@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use loft_remote::RemoteClient;
 use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
-use loft_vfs::{Kind, OpenMode, ROOT_INO, Vfs, VfsConfig, VfsError};
+use loft_vfs::{Kind, OpenMode, ROOT_INO, SetAttr, Vfs, VfsConfig, VfsError};
 use tempfile::TempDir;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -156,9 +156,16 @@ impl SimDevice {
         }
         let fh = match self.vfs.lookup(parent, name.as_bytes()) {
             Ok(attr) => {
+                // O_TRUNC as the kernel sends it (no atomic O_TRUNC): a setattr to
+                // size 0, then the open.
+                let empty = SetAttr {
+                    size: Some(0),
+                    ..SetAttr::default()
+                };
+                self.vfs.setattr(attr.ino, empty)?;
                 let mode = OpenMode {
                     write: true,
-                    truncate: true,
+                    truncate: false,
                 };
                 self.vfs.open(attr.ino, mode)?.fh
             }
