@@ -20,7 +20,8 @@ pub const PASSWORD: &str = "sim-password";
 
 pub struct SimServer {
     backend: Backend,
-    _dir: tempfile::TempDir,
+    /// Holds the metadata database.
+    dir: tempfile::TempDir,
     addr: SocketAddr,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
@@ -38,7 +39,7 @@ impl SimServer {
             .prefix(&format!("loft-sim-{seed}-"))
             .tempdir_in(parent)?;
         let hub = Arc::new(JournalHub::default());
-        let meta = SqliteMetaStore::open(&dir.path().join("meta.sqlite"), hub.clone())?;
+        let meta = SqliteMetaStore::open(&database(dir.path()), hub.clone())?;
         let chunks = loft_server::chunk_store::ChunkStore::remote(Arc::new(
             object_store::memory::InMemory::new(),
         ));
@@ -52,7 +53,7 @@ impl SimServer {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut server = SimServer {
             backend,
-            _dir: dir,
+            dir,
             addr,
             running: None,
         };
@@ -70,7 +71,7 @@ impl SimServer {
     /// in the trash (read from its database directly: the API shows live files only).
     pub fn version_hashes(&self) -> Result<Vec<[u8; 32]>> {
         let db = rusqlite::Connection::open_with_flags(
-            self._dir.path().join("meta.sqlite"),
+            database(self.dir.path()),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )?;
         let mut query = db.prepare("SELECT content_hash FROM versions")?;
@@ -123,4 +124,9 @@ impl SimServer {
         task.await.context("stopping the simulated server")?;
         Ok(())
     }
+}
+
+/// The metadata database in the server's directory.
+fn database(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("meta.sqlite")
 }
