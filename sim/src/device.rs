@@ -47,6 +47,9 @@ pub enum OpError {
     /// A read returned bytes that are not one version of the file.
     #[error("read {len} bytes that are no single write: {start:?}…")]
     Torn { len: usize, start: String },
+    /// Reading the tree failed at this path.
+    #[error("{path}: {error}")]
+    At { path: String, error: Box<OpError> },
 }
 
 pub struct SimDevice {
@@ -230,7 +233,11 @@ impl SimDevice {
     }
 
     fn walk(&self, dir: u64, path: &str, tree: &mut Tree) -> Result<(), OpError> {
-        let fh = self.vfs.opendir(dir)?;
+        let at = |error: OpError| OpError::At {
+            path: path.to_string(),
+            error: Box::new(error),
+        };
+        let fh = self.vfs.opendir(dir).map_err(|e| at(e.into()))?;
         let mut entries = Vec::new();
         let listed = self.vfs.readdir(dir, fh, 0, |name, attr, _| {
             if name != b"." && name != b".." {
@@ -239,7 +246,7 @@ impl SimDevice {
             false
         });
         self.vfs.releasedir(fh);
-        listed?;
+        listed.map_err(|e| at(e.into()))?;
         for (name, attr) in entries {
             let child = if path.is_empty() {
                 name
@@ -252,7 +259,10 @@ impl SimDevice {
                     self.walk(attr.ino, &child, tree)?;
                 }
                 Kind::File => {
-                    let content = self.read(attr.ino)?;
+                    let content = self.read(attr.ino).map_err(|error| OpError::At {
+                        path: child.clone(),
+                        error: Box::new(error),
+                    })?;
                     let entry = Entry::File {
                         hash: *blake3::hash(&content).as_bytes(),
                         len: content.len(),

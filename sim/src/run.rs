@@ -227,7 +227,7 @@ fn run_into(config: &SimConfig, report: &mut Report) -> Result<()> {
                         "device{device}: {op}: a read returned {len} bytes that are no single version: {start:?}"
                     );
                 }
-                Err(OpError::Fs(error)) => {
+                Err(error) => {
                     report.ops_failed += 1;
                     line.push_str(&format!(" -> {error}"));
                 }
@@ -288,10 +288,11 @@ fn settle(devices: &[SimDevice], observer: &SimDevice, deadline: Duration) -> Re
                 .filter(|d| !d.is_quiet())
                 .map(|d| {
                     format!(
-                        "device{} ({} pending, online {})",
+                        "device{} ({} pending, online {}: {})",
                         d.index,
                         d.vfs.pending_changes(),
-                        d.vfs.is_online()
+                        d.vfs.is_online(),
+                        d.vfs.describe_pending().join("; ")
                     )
                 })
                 .collect();

@@ -1,7 +1,7 @@
 //! The core's shared state: the mirror, body files, open files and handles,
 //! counters, and the channel to the kernel adapter.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -144,6 +144,16 @@ pub struct Vfs {
     /// Bodies of versions replaced remotely while handles still read them; removed
     /// when the file's last user leaves.
     pub(crate) stale_bodies: Mutex<HashMap<u64, Vec<u64>>>,
+    /// Nodes whose creation the server refused because their folder was not
+    /// found there (`sync::stranded`).
+    pub(crate) stranded: Mutex<BTreeSet<u64>>,
+    /// Nodes whose creation was queued again because an operation named them
+    /// unmapped (`sync::ops`); once each per run.
+    pub(crate) made_again: Mutex<HashSet<u64>>,
+    /// Set when this device's view may have drifted from the server's (it was
+    /// offline, or the server refused or forked a change): once the journal is
+    /// drained, the listed folders are listed again (`sync::run_sync`).
+    pub(crate) reconcile: AtomicBool,
     pub(crate) counters: Counters,
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) listing_lock: Mutex<()>,
@@ -186,6 +196,9 @@ impl Vfs {
             held_total: AtomicU64::new(held),
             pending: Mutex::new(HashMap::new()),
             stale_bodies: Mutex::new(HashMap::new()),
+            stranded: Mutex::new(BTreeSet::new()),
+            made_again: Mutex::new(HashSet::new()),
+            reconcile: AtomicBool::new(false),
             counters: Counters::default(),
             wake: tokio::sync::Notify::new(),
             listing_lock: Mutex::new(()),

@@ -155,7 +155,7 @@ impl Vfs {
 
     /// Lists the mirror's folders again (off the runtime's threads); false if that
     /// failed and the stream should start over.
-    async fn relist_in_background(self: &Arc<Self>) -> bool {
+    pub(crate) async fn relist_in_background(self: &Arc<Self>) -> bool {
         let vfs = self.clone();
         let relisted = tokio::task::spawn_blocking(move || vfs.relist_all())
             .await
@@ -165,6 +165,19 @@ impl Vfs {
             return false;
         }
         true
+    }
+
+    /// Lists folders `dirs` again now, in order, off the runtime's threads.
+    pub(crate) async fn relist_now(self: &Arc<Self>, dirs: &[u64]) {
+        let vfs = self.clone();
+        let dirs = dirs.to_vec();
+        let relisted =
+            tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|dir| vfs.relist(*dir)))
+                .await
+                .unwrap_or(Ok(()));
+        if let Err(error) = relisted {
+            warn!("listing folders again: {error}");
+        }
     }
 
     fn save_cursor(&self, cursor: u64) {
@@ -234,6 +247,16 @@ impl Vfs {
             Some(ino) if db.node(ino)?.is_some() => Some(ino),
             _ => None,
         };
+        debug!(
+            seq = change.seq,
+            kind = change.kind,
+            id = remote.id,
+            parent = change.parent,
+            name = %String::from_utf8_lossy(&change.name),
+            old_parent = change.old_parent,
+            ino,
+            "applying a change"
+        );
         match ChangeKind::try_from(change.kind) {
             Ok(ChangeKind::Modified) => {
                 if let Some(ino) = ino {
@@ -249,6 +272,16 @@ impl Vfs {
                 }
             },
             Ok(ChangeKind::Renamed) => {
+                let new_parent = db.ino_of_remote(change.parent)?;
+                if remote.kind == proto::NodeKind::Directory as i32
+                    && let Some(parent) = new_parent
+                    && held_here(db, parent, &change.name, ino)?
+                {
+                    // Its new name holds a folder made here: the folder stays where
+                    // it was. Once this device's folder reaches the server and is
+                    // taken as that one, this one is made again for what it holds.
+                    return Ok(());
+                }
                 if let (Some(ino), Some(old_parent)) = (ino, db.ino_of_remote(change.old_parent)?)
                     && db.lookup(old_parent, &change.old_name)? == Some(ino)
                 {
@@ -444,6 +477,18 @@ pub(crate) fn refresh_node(
     Ok(())
 }
 
+/// True when `(parent, name)` holds, instead of `ino`, a change made here and not
+/// sent: a node the server does not know, a dirty one, or one a queued rename or
+/// link put there.
+fn held_here(db: &Db<'_>, parent: u64, name: &[u8], ino: Option<u64>) -> VfsResult<bool> {
+    let Some(existing) = db.lookup(parent, name)?.filter(|e| Some(*e) != ino) else {
+        return Ok(false);
+    };
+    Ok(db.remote_of(existing)?.is_none()
+        || db.node(existing)?.is_some_and(|n| n.dirty)
+        || db.name_queued(parent, name)?)
+}
+
 /// Puts the server's entry `(parent, name) → remote` into the mirror, replacing what
 /// held the name unless that is a local change not yet sent.
 fn place(
@@ -465,9 +510,7 @@ fn place(
             return refresh_node(db, existing, remote, effects);
         }
         Some(existing) => {
-            let local_only = db.remote_of(existing)?.is_none();
-            let dirty = db.node(existing)?.is_some_and(|n| n.dirty);
-            if local_only || dirty {
+            if held_here(db, parent, name, ino)? {
                 // This device's change wins the name here; the server settles it
                 // (a conflicted copy) when the change arrives there.
                 return Ok(());
@@ -516,7 +559,7 @@ fn place(
 
 /// Removes `(parent, name) → ino` as the server did; a removed folder takes its
 /// subtree out of the mirror with it.
-fn remove_entry(
+pub(crate) fn remove_entry(
     db: &Db<'_>,
     parent: u64,
     name: &[u8],
@@ -577,6 +620,19 @@ fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<
     Ok(())
 }
 
+/// A dirty file whose server node is gone (deleted, or merged into another by a
+/// rename over it): it stays where it is, and the sync engine creates it again on
+/// the server with this content.
+pub(crate) fn keep_edit_as_new(db: &Db<'_>, node: &Node) -> VfsResult<()> {
+    match db.any_entry_of(node.ino)? {
+        Some((parent, name)) => keep_as_new(db, parent, &name, node),
+        None => {
+            db.forget_remote(node.ino)?;
+            Ok(())
+        }
+    }
+}
+
 /// Maps `ino` to server node `remote`. Another inode that stood for that node here
 /// is a stale view of it and goes; if it holds changes not sent, they are kept as a
 /// new file.
@@ -590,14 +646,7 @@ pub(crate) fn claim_remote(
         && let Some(node) = db.node(other)?
     {
         if node.kind == Kind::File && node.dirty {
-            db.forget_remote(other)?;
-            let mut node = node.clone();
-            node.version = 0;
-            node.manifest = None;
-            db.update_node(&node)?;
-            if let Some((parent, name)) = db.any_entry_of(other)? {
-                db.push(&Op::create_of(&node, parent, name), now())?;
-            }
+            keep_edit_as_new(db, &node)?;
         } else {
             // A folder has one name; a file as many as its links.
             for _ in 0..node.nlink.max(1) {
@@ -657,8 +706,14 @@ fn keep_folder_as_new(
             keep_folder_as_new(db, dir.ino, &child_name, &node, effects)?;
         } else if !is_unsent(db, &node)? {
             remove_entry(db, dir.ino, &child_name, child, effects)?;
-        } else if node.kind == Kind::File && db.remote_of(child)?.is_some() {
-            keep_as_new(db, dir.ino, &child_name, &node)?;
+        } else if db.remote_of(child)?.is_some() {
+            if node.kind == Kind::File {
+                keep_as_new(db, dir.ino, &child_name, &node)?;
+            }
+        } else if !node.local_only && !db.create_queued_after(child, 0)? {
+            // Made here, its creation refused (the folder was gone on the server
+            // already): it goes again behind the folder's.
+            requeue_created(db, dir.ino, &child_name, &node)?;
         }
     }
     effects.notes.push(KernelNote::Inode(dir.ino));
@@ -666,6 +721,25 @@ fn keep_folder_as_new(
         "{} was deleted on another device while it held changes made here; keeping it",
         String::from_utf8_lossy(name)
     );
+    Ok(())
+}
+
+/// Queues the creation of `node`, made here, and of what it holds whose creation
+/// is not queued either.
+pub(crate) fn requeue_created(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<()> {
+    db.push(&Op::create_of(node, parent, name.to_vec()), now())?;
+    if node.kind != Kind::Directory {
+        return Ok(());
+    }
+    for (child_name, child) in db.entries(node.ino)? {
+        if let Some(inner) = db.node(child)?
+            && !inner.local_only
+            && db.remote_of(child)?.is_none()
+            && !db.create_queued_after(child, 0)?
+        {
+            requeue_created(db, node.ino, &child_name, &inner)?;
+        }
+    }
     Ok(())
 }
 

@@ -577,6 +577,27 @@ impl Db<'_> {
             .query_row(params![seq, ino as i64], |r| r.get(0))?)
     }
 
+    /// True when a queued rename or link puts an entry at `(parent, name)`: the
+    /// entry there is a change made here, not yet on the server.
+    pub fn name_queued(&self, parent: u64, name: &[u8]) -> Result<bool> {
+        // Names are stored as JSON arrays of bytes; json_extract gives them back
+        // as that text.
+        let name = format!(
+            "[{}]",
+            name.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+        );
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE \
+                 (json_extract(op, '$.Rename.new_parent') = ?1 \
+                  AND json_extract(op, '$.Rename.new_name') = ?2) \
+                 OR (json_extract(op, '$.Link.parent') = ?1 \
+                  AND json_extract(op, '$.Link.name') = ?2))",
+            )?
+            .query_row(params![parent as i64, name], |r| r.get(0))?)
+    }
+
     pub fn queued_count(&self) -> Result<u64> {
         Ok(self
             .0

@@ -17,7 +17,7 @@ use super::Stop;
 use crate::attr::now;
 use crate::core::{KernelNote, Vfs, lock};
 use crate::error::retry_later;
-use crate::feed::{Effects, claim_remote};
+use crate::feed::{Effects, claim_remote, keep_edit_as_new};
 use crate::listing::timestamp;
 
 /// A file uploaded and ready to commit.
@@ -281,8 +281,12 @@ impl Vfs {
             generation,
             base_version,
             manifest,
-            ..
+            request,
         } = prepared;
+        let prepared_node = request.node;
+        if !matches!(&reply, Ok(reply) if !reply.conflict) {
+            self.reconcile.store(true, Ordering::Relaxed);
+        }
         let reply = match reply {
             Ok(reply) => reply,
             Err(error) if retry_later(&error) => return Err(self.sync_failed(error)),
@@ -293,6 +297,27 @@ impl Vfs {
                 );
                 *lock(&self.counters.last_error) = Some(error.to_string());
                 self.quota_refused(ino);
+                return Ok(());
+            }
+            Err(error) if error.kind == ErrorKind::NotFound && prepared_node == 0 => {
+                // The folder it goes into is gone on the server: the file stays
+                // dirty and stranded (`sync::stranded`).
+                info!(ino, "a new file's folder is gone on the server: {error}");
+                lock(&self.stranded).insert(ino);
+                self.wake.notify_one();
+                return Ok(());
+            }
+            Err(error) if error.kind == ErrorKind::NotFound => {
+                // The server node is gone: these bytes become a new file where the
+                // file is here.
+                let kept = self.tx(|db| match db.node(ino)? {
+                    Some(node) if node.dirty => keep_edit_as_new(db, &node),
+                    _ => Ok(()),
+                });
+                if let Err(kept) = kept {
+                    warn!(ino, "keeping a file whose server node is gone: {kept}");
+                }
+                self.wake.notify_one();
                 return Ok(());
             }
             Err(error) => {

@@ -5,6 +5,7 @@
 
 mod commit;
 mod ops;
+mod stranded;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,16 +39,35 @@ impl Vfs {
     /// Runs the sync engine until the process ends.
     pub async fn run_sync(self: Arc<Self>) {
         let mut backoff = Backoff::new(self.config.retry_cap);
+        // A round cut short by an outage: the first full round after it reconciles.
+        let mut outage = false;
         loop {
             if !self.counters.online.load(Ordering::Relaxed) && !self.probe().await {
+                outage = true;
                 tokio::time::sleep(backoff.pause()).await;
                 continue;
             }
             backoff.reset();
             let next = match self.sync_round().await {
                 Ok(next) => next,
-                Err(Stop::Offline) => continue,
+                Err(Stop::Offline) => {
+                    outage = true;
+                    continue;
+                }
             };
+            if std::mem::take(&mut outage) {
+                self.reconcile.store(true, Ordering::Relaxed);
+            }
+            if next.is_none()
+                && self.pending_changes() == 0
+                && self.reconcile.swap(false, Ordering::Relaxed)
+            {
+                // Repairs what races between this device's changes, the change
+                // feed and other devices may have left: folders show the server's
+                // entries again, changes not sent stay.
+                let vfs = self.clone();
+                tokio::spawn(async move { vfs.relist_in_background().await });
+            }
             let notified = self.wake.notified();
             match next {
                 Some(at) => {
@@ -134,6 +154,7 @@ impl Vfs {
             };
             self.upload_existing(ino).await?;
         }
+        self.rescue_stranded().await?;
         Ok(again)
     }
 
@@ -198,6 +219,31 @@ impl Vfs {
     pub fn pending_changes(&self) -> u64 {
         self.rx(|db| Ok(db.queued_count()? + db.unsent_files()?.len() as u64))
             .unwrap_or(0)
+    }
+
+    /// What is not yet on the server, one line each (queued operations, then dirty
+    /// files), for diagnostics.
+    pub fn describe_pending(&self) -> Vec<String> {
+        self.rx(|db| {
+            let mut lines: Vec<String> = db
+                .queued(64)?
+                .iter()
+                .map(|q| format!("queued {:?}", q.op))
+                .collect();
+            for ino in db.unsent_files()? {
+                let entry = db.any_entry_of(ino)?;
+                let remote = db.remote_of(ino)?;
+                lines.push(format!(
+                    "dirty file {ino} (server id {remote:?}) at {:?}",
+                    entry.map(|(parent, name)| (
+                        parent,
+                        String::from_utf8_lossy(&name).into_owned()
+                    ))
+                ));
+            }
+            Ok(lines)
+        })
+        .unwrap_or_default()
     }
 
     pub fn is_online(&self) -> bool {

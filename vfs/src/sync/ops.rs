@@ -8,12 +8,12 @@ use loft_cache::mirror::{Kind, Op, Queued, ROOT_INO};
 use loft_remote::client::RemoteError;
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Applied, Stop};
 use crate::core::{KernelNote, Vfs, lock};
 use crate::error::retry_later;
-use crate::feed::{Effects, claim_remote};
+use crate::feed::{Effects, claim_remote, keep_edit_as_new, remove_entry, requeue_created};
 use crate::listing::{apply_remote, timestamp};
 
 fn unqueued_since(queued: i64) -> Duration {
@@ -54,6 +54,7 @@ impl Vfs {
 
     fn refused(&self, what: &str, error: &RemoteError) -> Applied {
         warn!("server refused {what}: {error}; the change stays local only");
+        self.reconcile.store(true, Ordering::Relaxed);
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
         *lock(&self.counters.last_error) = Some(format!("{what}: {error}"));
         Applied::Done
@@ -128,6 +129,53 @@ impl Vfs {
         })
     }
 
+    /// After a rename found its source gone and had not landed: if the server no
+    /// longer has the node at all, this device follows. Unsent edits are kept as a
+    /// new file (a folder holding some is made again); anything else goes. A node
+    /// moved elsewhere is placed by the change feed.
+    async fn rename_source_gone(self: &Arc<Self>, ino: u64) {
+        let Ok(Some(id)) = self.mirror.read(|db| db.remote_of(ino)) else {
+            return;
+        };
+        match self.client.stat(id).await {
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            _ => return,
+        }
+        let mut effects = Effects::default();
+        let followed = self.tx(|db| {
+            let Some(node) = db.node(ino)? else {
+                return Ok(());
+            };
+            if node.kind == Kind::File && node.dirty {
+                return keep_edit_as_new(db, &node);
+            }
+            if let Some((parent, name)) = db.any_entry_of(ino)? {
+                remove_entry(db, parent, &name, ino, &mut effects)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = followed {
+            warn!(ino, "following a node deleted on the server: {error}");
+        }
+        self.after_changes(effects);
+    }
+
+    /// Lists folder `dir` again when it is next looked at, so entries the server
+    /// has and this device dropped show again.
+    fn show_again(&self, dir: u64) {
+        let unlisted = self.tx(|db| {
+            if let Some(mut node) = db.node(dir)? {
+                node.listed = false;
+                db.update_node(&node)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = unlisted {
+            warn!(dir, "marking a folder to list again: {error}");
+        }
+        self.tell_kernel(KernelNote::Inode(dir));
+    }
+
     /// Takes an empty file made here off `(parent, name)` and lists the folder
     /// again, so that the server's entry of that name shows instead.
     fn yield_name(&self, ino: u64, parent: u64, name: &[u8]) {
@@ -173,6 +221,33 @@ impl Vfs {
             .unwrap_or(false)
     }
 
+    /// A node in this device's tree that the server does not know and whose
+    /// creation is not queued (its mapping went to another inode, or its creation
+    /// failed): its creation is queued now, once, so that operations naming it
+    /// can follow. False if it was tried before or is not in the tree.
+    fn make_again(&self, ino: u64) -> bool {
+        if ino == ROOT_INO || !lock(&self.made_again).insert(ino) {
+            return false;
+        }
+        let queued = self.tx(|db| {
+            let (Some(node), Some((parent, name))) = (db.node(ino)?, db.any_entry_of(ino)?) else {
+                return Ok(false);
+            };
+            if node.local_only {
+                return Ok(false);
+            }
+            requeue_created(db, parent, &name, &node)?;
+            Ok(true)
+        });
+        match queued {
+            Ok(queued) => queued,
+            Err(error) => {
+                warn!(ino, "queueing a node's creation again: {error}");
+                false
+            }
+        }
+    }
+
     /// Maps a created node to its server node. One that existed already (made by
     /// another device, or by this create sent before) takes the server's attributes,
     /// and a folder is listed again, so that its entries on the server join the ones
@@ -208,7 +283,7 @@ impl Vfs {
             ($($ino:expr),+) => {
                 ( $( match self.remote_id($ino).await? {
                     Some(id) => id,
-                    None if self.created_later($ino, queued.seq) => {
+                    None if self.created_later($ino, queued.seq) || self.make_again($ino) => {
                         // Its node is to be made again further on (a folder deleted
                         // elsewhere, kept here for what it held): wait behind it.
                         if let Err(error) = self.mirror.write(|db| db.push(&queued.op, queued.queued)) {
@@ -224,6 +299,7 @@ impl Vfs {
                 } ),+ )
             };
         }
+        debug!(seq = queued.seq, op = ?queued.op, "sending");
         let outcome = match &queued.op {
             Op::Create {
                 ino,
@@ -272,6 +348,10 @@ impl Vfs {
                         let existing = node.mtime != sent_mtime;
                         self.created(*ino, &node, existing);
                         Ok(())
+                    }
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        lock(&self.stranded).insert(*ino);
+                        Err(e)
                     }
                     Err(e) if e.kind == ErrorKind::AlreadyExists && *kind == Kind::File as u8 => {
                         // An empty file made here while the name was taken there
@@ -332,6 +412,17 @@ impl Vfs {
                         }
                         Ok(())
                     }
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        self.rename_source_gone(*ino).await;
+                        Err(e)
+                    }
+                    Err(e) if !retry_later(&e) => {
+                        // Refused (a folder over a non-empty one, a name taken):
+                        // both folders show the server's entries again, so the
+                        // node goes back where the server has it.
+                        self.relist_now(&[*parent, *new_parent]).await;
+                        Err(e)
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -350,6 +441,12 @@ impl Vfs {
                 };
                 match self.client.remove(request).await {
                     Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+                    Err(e) if e.kind == ErrorKind::NotEmpty => {
+                        // Empty here, not there: another device put something in
+                        // it. The folder comes back with what the server holds.
+                        self.show_again(*parent);
+                        Err(e)
+                    }
                     other => other,
                 }
             }
