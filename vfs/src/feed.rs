@@ -240,13 +240,7 @@ impl Vfs {
         let Some(remote) = &change.node else {
             return Ok(());
         };
-        // A node this device deleted and forgot keeps its server id mapped (queued
-        // operations may still name it); back on the server (restored from the
-        // trash), it comes back as a new node, which takes the id over.
-        let ino = match db.ino_of_remote(remote.id)? {
-            Some(ino) if db.node(ino)?.is_some() => Some(ino),
-            _ => None,
-        };
+        let ino = live_ino_of_remote(db, remote.id)?;
         debug!(
             seq = change.seq,
             kind = change.kind,
@@ -440,7 +434,7 @@ impl Vfs {
                 if now != before.get(*name).copied() {
                     continue; // changed here meanwhile
                 }
-                let ino = db.ino_of_remote(remote.id)?;
+                let ino = live_ino_of_remote(db, remote.id)?;
                 place(db, dir, name, ino, remote, &mut effects)?;
             }
             Ok(())
@@ -475,6 +469,17 @@ pub(crate) fn refresh_node(
     db.update_node(&node)?;
     effects.notes.push(KernelNote::Inode(ino));
     Ok(())
+}
+
+/// The inode standing for server node `remote`, if it still exists. A node this
+/// device deleted and forgot keeps its server id mapped (queued operations may
+/// still name it); back on the server (restored from the trash, or listed again),
+/// it comes back as a new node, which takes the id over.
+fn live_ino_of_remote(db: &Db<'_>, remote: u64) -> VfsResult<Option<u64>> {
+    Ok(match db.ino_of_remote(remote)? {
+        Some(ino) if db.node(ino)?.is_some() => Some(ino),
+        _ => None,
+    })
 }
 
 /// True when `(parent, name)` holds, instead of `ino`, a change made here and not

@@ -1,0 +1,214 @@
+//! The sync simulation's workload (`loft-sim`) on two real mounts of one drive.
+//! Each seed's schedule of whole-file writes, reads, unlinks, renames of files and
+//! folders, mkdir and rmdir goes through the kernel to two devices' mounts of one
+//! server on loopback, as two people racing each other would. Once both mounts are
+//! synced they must show the same tree, every read must have returned one write
+//! whole, and every write must still be on the server: as a file, a conflicted
+//! copy or a version.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::mount::Mount;
+use common::{Device, TestServer};
+use loft_sim::content::Token;
+use loft_sim::run::Step;
+use loft_sim::workload::{Op, Written};
+use loft_sim::{FaultSet, SimConfig, schedule};
+
+/// The seeds CI runs; `LOFT_SEED=N` runs one other.
+const SEEDS: &[u64] = &[1, 2, 3];
+/// How long the two mounts get to agree once both are synced.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Path → content hash (`None` for a folder).
+type Tree = BTreeMap<String, Option<[u8; 32]>>;
+
+/// Carries out `op` in the mount at `root`. Refusals (a missing file, a folder
+/// not empty) are part of the workload; a read that returns something other than
+/// one write, whole, is not.
+fn apply(root: &Path, op: &Op) -> std::io::Result<()> {
+    match op {
+        Op::Write { path, token } => {
+            let path = root.join(path);
+            fs::create_dir_all(path.parent().expect("a parent"))?;
+            fs::write(path, token.bytes())
+        }
+        Op::Read { path } => {
+            let content = fs::read(root.join(path))?;
+            assert!(
+                content.is_empty() || Token::parse(&content).is_some(),
+                "{op}: read {} bytes that are no single write",
+                content.len()
+            );
+            Ok(())
+        }
+        Op::Unlink { path } => fs::remove_file(root.join(path)),
+        Op::Mkdir { path } => fs::create_dir(root.join(path)),
+        Op::Rmdir { path } => fs::remove_dir(root.join(path)),
+        Op::Rename { from, to } => fs::rename(root.join(from), root.join(to)),
+    }
+}
+
+fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .expect("inside the mount")
+            .to_string_lossy()
+            .into_owned();
+        if entry.file_type()?.is_dir() {
+            tree.insert(rel, None);
+            walk(root, &path, tree)?;
+        } else {
+            let content = fs::read(&path)?;
+            tree.insert(rel, Some(*blake3::hash(&content).as_bytes()));
+        }
+    }
+    Ok(())
+}
+
+/// The paths where the two trees differ.
+fn difference(a: Option<&Tree>, b: Option<&Tree>) -> String {
+    let (Some(a), Some(b)) = (a, b) else {
+        return "a tree walk failed".into();
+    };
+    let describe = |entry: Option<&Option<[u8; 32]>>| match entry {
+        None => "missing",
+        Some(None) => "folder",
+        Some(Some(_)) => "file",
+    };
+    let paths: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|path| a.get(*path) != b.get(*path))
+        .map(|path| {
+            let same_kind = describe(a.get(path)) == describe(b.get(path));
+            let (x, y) = (describe(a.get(path)), describe(b.get(path)));
+            if same_kind {
+                format!("{path}: different content")
+            } else {
+                format!("{path}: laptop {x} / desktop {y}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn tree(mount: &Mount<'_>) -> Option<Tree> {
+    let mut tree = Tree::new();
+    // A walk can meet a name the change feed takes away under it: try again.
+    walk(mount.path(), mount.path(), &mut tree).ok()?;
+    Some(tree)
+}
+
+/// Every content hash the server keeps as a version of a file, in the drive or in
+/// the trash; `None` when the server does not run on SQLite.
+fn version_hashes(server: &TestServer) -> Option<HashSet<[u8; 32]>> {
+    let path = server.data.join("meta.sqlite");
+    if !path.exists() {
+        return None;
+    }
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("the server's database");
+    let mut query = db.prepare("SELECT content_hash FROM versions").unwrap();
+    let hashes = query
+        .query_map([], |row| row.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .filter_map(|hash| hash.ok()?.try_into().ok())
+        .collect();
+    Some(hashes)
+}
+
+fn run_seed(seed: u64) {
+    let config = SimConfig {
+        devices: 2,
+        faults: FaultSet::None,
+        ..SimConfig::new(seed)
+    };
+    let server = TestServer::start();
+    server.add_user("alice");
+    let devices = [
+        Device::login(&server, "alice", "laptop"),
+        Device::login(&server, "alice", "desktop"),
+    ];
+    let mounts: Vec<Mount<'_>> = devices.iter().map(|d| d.mount(&[])).collect();
+    let mut written = vec![Written::default(); devices.len()];
+    let mut trace = Vec::new();
+    for step in schedule(&config) {
+        let mut line = step.to_string();
+        match &step {
+            Step::Op { device, op } => match apply(mounts[*device].path(), op) {
+                Ok(()) => written[*device].completed(op),
+                Err(error) => {
+                    line.push_str(&format!(" -> {error}"));
+                    // Only the refusals a racing workload meets.
+                    assert!(
+                        matches!(
+                            error.kind(),
+                            ErrorKind::NotFound
+                                | ErrorKind::AlreadyExists
+                                | ErrorKind::DirectoryNotEmpty
+                                | ErrorKind::IsADirectory
+                                | ErrorKind::NotADirectory
+                                | ErrorKind::InvalidInput
+                        ),
+                        "seed {seed}: {step}: {error}\n{}",
+                        trace.join("\n")
+                    );
+                }
+            },
+            Step::Pause => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("seed {seed}: a fault in a no-fault schedule: {other}"),
+        }
+        trace.push(line);
+    }
+    for mount in &mounts {
+        mount.sync();
+    }
+    let start = Instant::now();
+    let agreed = loop {
+        let (a, b) = (tree(&mounts[0]), tree(&mounts[1]));
+        if let (Some(a), Some(b)) = (&a, &b) {
+            if a == b {
+                break a.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "seed {seed}: the mounts did not agree within {SETTLE:?}: {}\n{}",
+            difference(a.as_ref(), b.as_ref()),
+            trace.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if let Some(versions) = version_hashes(&server) {
+        let kept: HashSet<[u8; 32]> = agreed.values().flatten().copied().chain(versions).collect();
+        for (device, written) in written.iter().enumerate() {
+            for (path, token) in &written.files {
+                assert!(
+                    kept.contains(&token.hash()),
+                    "seed {seed}: device{device}'s write {} (last at {path}) is in no file, \
+                     conflicted copy or version",
+                    token.write
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_simulated_workload_on_two_real_mounts_converges_and_keeps_every_write() {
+    match loft_sim::seed_from_env() {
+        Some(seed) => run_seed(seed),
+        None => SEEDS.iter().copied().for_each(run_seed),
+    }
+}
