@@ -177,10 +177,10 @@ fn run_seed(seed: u64) {
     let start = Instant::now();
     let agreed = loop {
         let (a, b) = (tree(&mounts[0]), tree(&mounts[1]));
-        if let (Some(a), Some(b)) = (&a, &b) {
-            if a == b {
-                break a.clone();
-            }
+        if let (Some(a), Some(b)) = (&a, &b)
+            && a == b
+        {
+            break a.clone();
         }
         assert!(
             start.elapsed() < SETTLE,
