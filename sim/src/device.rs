@@ -32,6 +32,9 @@ pub enum Entry {
         hash: [u8; 32],
         len: usize,
         token: Option<Token>,
+        /// The first line (up to 80 bytes), to tell what a file that is not one
+        /// write holds.
+        head: String,
     },
     Other,
 }
@@ -267,6 +270,10 @@ impl SimDevice {
                         hash: *blake3::hash(&content).as_bytes(),
                         len: content.len(),
                         token: Token::parse(&content),
+                        head: {
+                            let line = content.split(|b| *b == b'\n').next().unwrap_or_default();
+                            String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned()
+                        },
                     };
                     tree.insert(child, entry);
                 }

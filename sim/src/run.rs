@@ -346,9 +346,12 @@ fn describe(entry: Option<&Entry>) -> String {
         None => "missing".into(),
         Some(Entry::Dir) => "folder".into(),
         Some(Entry::Other) => "special".into(),
-        Some(Entry::File { len, token, .. }) => match token {
+        Some(Entry::File {
+            len, token, head, ..
+        }) => match token {
             Some(token) => format!("device{} write {}", token.device, token.write),
-            None => format!("{len} bytes"),
+            None if *len == 0 => "0 bytes".into(),
+            None => format!("{len} bytes starting {head:?}"),
         },
     }
 }

@@ -151,7 +151,8 @@ pub struct Vfs {
     /// unmapped (`sync::ops`); once each per run.
     pub(crate) made_again: Mutex<HashSet<u64>>,
     /// Set when this device's view may have drifted from the server's (it was
-    /// offline, or the server refused or forked a change): once the journal is
+    /// offline, the server refused or forked a change, or did not find a node this
+    /// device shows): once the journal is
     /// drained, the listed folders are listed again (`sync::run_sync`).
     pub(crate) reconcile: AtomicBool,
     pub(crate) counters: Counters,

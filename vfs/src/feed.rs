@@ -167,19 +167,6 @@ impl Vfs {
         true
     }
 
-    /// Lists folders `dirs` again now, in order, off the runtime's threads.
-    pub(crate) async fn relist_now(self: &Arc<Self>, dirs: &[u64]) {
-        let vfs = self.clone();
-        let dirs = dirs.to_vec();
-        let relisted =
-            tokio::task::spawn_blocking(move || dirs.iter().try_for_each(|dir| vfs.relist(*dir)))
-                .await
-                .unwrap_or(Ok(()));
-        if let Err(error) = relisted {
-            warn!("listing folders again: {error}");
-        }
-    }
-
     fn save_cursor(&self, cursor: u64) {
         match self.tx(|db| Ok(db.set_setting(FEED_CURSOR, &cursor.to_string())?)) {
             Ok(()) => {
@@ -411,6 +398,11 @@ impl Vfs {
                 .iter()
                 .filter_map(|e| Some((e.name.as_ref(), e.node.as_ref()?)))
                 .collect();
+            // Each name's server id now, before this listing changes anything.
+            let mut now: HashMap<Vec<u8>, Option<u64>> = HashMap::new();
+            for (name, ino) in db.entries(dir)? {
+                now.insert(name, db.remote_of(ino)?);
+            }
             for (name, ino) in db.entries(dir)? {
                 let Some(id) = db.remote_of(ino)? else {
                     continue; // created here, not sent yet
@@ -422,19 +414,22 @@ impl Vfs {
                             refresh_node(db, ino, remote, &mut effects)?;
                         }
                     }
-                    _ if !unchanged || db.node(ino)?.is_some_and(|n| n.dirty) => {}
+                    _ if !unchanged
+                        || db.node(ino)?.is_some_and(|n| n.dirty)
+                        || db.name_queued(dir, &name)? => {}
                     _ => remove_entry(db, dir, &name, ino, &mut effects)?,
                 }
             }
             for (name, remote) in &server {
-                let now = match db.lookup(dir, name)? {
-                    Some(ino) => Some(db.remote_of(ino)?),
-                    None => None,
-                };
-                if now != before.get(*name).copied() {
+                if now.get(*name) != before.get(*name) {
                     continue; // changed here meanwhile
                 }
                 let ino = live_ino_of_remote(db, remote.id)?;
+                if let Some(ino) = ino
+                    && db.rename_queued_of(ino)?
+                {
+                    continue; // moved here, the move not sent yet
+                }
                 place(db, dir, name, ino, remote, &mut effects)?;
             }
             Ok(())

@@ -289,6 +289,12 @@ impl Vfs {
                 error.message
             ))
         } else {
+            if error.kind == loft_remote::errors::ErrorKind::NotFound {
+                // Something this device shows is gone on the server: once the
+                // journal is drained, the folders are listed again.
+                self.reconcile.store(true, Ordering::Relaxed);
+                self.wake.notify_one();
+            }
             VfsError::from(error)
         }
     }

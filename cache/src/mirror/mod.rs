@@ -598,6 +598,16 @@ impl Db<'_> {
             .query_row(params![parent as i64, name], |r| r.get(0))?)
     }
 
+    /// True when a queued rename moves node `ino`.
+    pub fn rename_queued_of(&self, ino: u64) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE json_extract(op, '$.Rename.ino') = ?1)",
+            )?
+            .query_row(params![ino as i64], |r| r.get(0))?)
+    }
+
     pub fn queued_count(&self) -> Result<u64> {
         Ok(self
             .0

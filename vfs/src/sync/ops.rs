@@ -416,13 +416,6 @@ impl Vfs {
                         self.rename_source_gone(*ino).await;
                         Err(e)
                     }
-                    Err(e) if !retry_later(&e) => {
-                        // Refused (a folder over a non-empty one, a name taken):
-                        // both folders show the server's entries again, so the
-                        // node goes back where the server has it.
-                        self.relist_now(&[*parent, *new_parent]).await;
-                        Err(e)
-                    }
                     Err(e) => Err(e),
                 }
             }
