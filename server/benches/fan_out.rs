@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use loft_remote::RemoteClient;
 use loft_remote::client::{ConnectOptions, GrpcClient};
-use loft_remote::content::{ChunkId, Manifest, encode};
+use loft_remote::content::Manifest;
 use loft_remote::proto::{self, watch_event::Event};
+
+mod support;
+use support::put_one_chunk;
 
 /// How long the watchers may take, after the last commit, to receive everything.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -121,19 +124,7 @@ async fn watcher(
 async fn write_one(client: &GrpcClient, root: u64, k: usize) -> Instant {
     let name = file_name(k);
     let data = name.as_bytes();
-    let encoded = encode(data);
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    sender
-        .send(proto::ChunkUpload {
-            id: ChunkId::of(data).0.to_vec().into(),
-            data: encoded.data.into(),
-            compressed: encoded.compressed,
-            length: data.len() as u32,
-        })
-        .await
-        .unwrap();
-    drop(sender);
-    client.put_chunks(receiver).await.expect("put");
+    put_one_chunk(client, data).await;
     let started = Instant::now();
     client
         .commit(proto::CommitRequest {

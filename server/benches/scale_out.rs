@@ -18,10 +18,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use loft_remote::RemoteClient;
 use loft_remote::client::{ConnectOptions, GrpcClient};
-use loft_remote::content::{ChunkId, Manifest, encode};
+use loft_remote::content::{ChunkId, Manifest};
 use loft_remote::proto::{self, watch_event::Event};
 use loft_server::chunk_store::{ChunkStore, S3Settings};
 use tokio::sync::Mutex;
+
+mod support;
+use support::put_one_chunk;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loft-server");
 const WRITERS: usize = 8;
@@ -215,20 +218,8 @@ async fn fan_out(count: usize, chunks: Chunks, seconds: u64) -> FanOut {
                 let name = format!("w{w}-{commits}.txt");
                 let data = name.as_bytes();
                 let manifest = Manifest::of_bytes(data);
-                let encoded = encode(data);
-                let (sender, receiver) = tokio::sync::mpsc::channel(1);
-                sender
-                    .send(proto::ChunkUpload {
-                        id: ChunkId::of(data).0.to_vec().into(),
-                        data: encoded.data.into(),
-                        compressed: encoded.compressed,
-                        length: data.len() as u32,
-                    })
-                    .await
-                    .unwrap();
-                drop(sender);
                 let started = Instant::now();
-                client.put_chunks(receiver).await.expect("put");
+                put_one_chunk(&client, data).await;
                 let put = started.elapsed();
                 let started = Instant::now();
                 sent.lock().await.insert(name.clone().into_bytes(), started);
