@@ -7,7 +7,8 @@ mod common;
 use common::mount::{SYNC, wait_content, wait_content_within};
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -208,6 +209,48 @@ fn an_open_handle_keeps_its_version_and_a_reopen_sees_the_new_one() {
     drop(handle);
     drop(fresh);
     assert_eq!(fs::read(&path).unwrap(), new);
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn a_write_through_a_handle_open_when_another_device_removed_the_file_is_kept() {
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    let b = desktop.mount(&[]);
+    write_synced(&a, "notes.txt", b"first draft\n");
+    write_synced(&a, "read.txt", b"only read\n");
+    wait_content(&b.path().join("notes.txt"), b"first draft\n");
+    wait_content(&b.path().join("read.txt"), b"only read\n");
+
+    let held = fs::File::open(b.path().join("notes.txt")).unwrap();
+    let reader = fs::File::open(b.path().join("read.txt")).unwrap();
+    fs::remove_file(a.path().join("notes.txt")).unwrap();
+    fs::remove_file(a.path().join("read.txt")).unwrap();
+    a.sync();
+    wait_gone(&b.path().join("notes.txt"));
+    wait_gone(&b.path().join("read.txt"));
+
+    // The removal reached this device while a handle held the file, as when a
+    // program resolved the path just before: what it writes afterwards is an edit
+    // to a file deleted elsewhere, and is kept under the name the file had.
+    let reopened = format!("/proc/self/fd/{}", held.as_raw_fd());
+    let mut writer = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(reopened)
+        .unwrap();
+    writer.write_all(b"second draft\n").unwrap();
+    drop(writer);
+    drop(held);
+    drop(reader);
+    wait_content(&b.path().join("notes.txt"), b"second draft\n");
+    b.sync();
+    wait_content(&a.path().join("notes.txt"), b"second draft\n");
+    // A file only read goes as the removal said.
+    assert!(!b.path().join("read.txt").exists());
+    assert!(!a.path().join("read.txt").exists());
     a.unmount();
     b.unmount();
 }

@@ -128,6 +128,21 @@ fn version_hashes(server: &TestServer) -> Option<HashSet<[u8; 32]>> {
     Some(hashes)
 }
 
+/// Copies the server's and both mounts' logs out of their temporary homes, which
+/// go when the test fails, and names where they are. `LOFT_TEST_LOG=FILTER` makes
+/// the mounts log more.
+fn keep_logs(seed: u64, server: &TestServer, devices: &[Device]) -> String {
+    let dir = std::env::temp_dir().join(format!("loft-mount-workload-seed-{seed}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("a folder for the logs");
+    fs::write(dir.join("server.log"), server.log()).expect("the server's log");
+    for device in devices {
+        let log = dir.join(format!("{}.log", device.name));
+        fs::write(log, device.mount_log()).expect("a mount's log");
+    }
+    dir.display().to_string()
+}
+
 fn run_seed(seed: u64) {
     let config = SimConfig {
         devices: 2,
@@ -182,24 +197,29 @@ fn run_seed(seed: u64) {
         {
             break a.clone();
         }
-        assert!(
-            start.elapsed() < SETTLE,
-            "seed {seed}: the mounts did not agree within {SETTLE:?}: {}\n{}",
-            difference(a.as_ref(), b.as_ref()),
-            trace.join("\n")
-        );
+        if start.elapsed() > SETTLE {
+            let logs = keep_logs(seed, &server, &devices);
+            panic!(
+                "seed {seed}: the mounts did not agree within {SETTLE:?}: {}\n{}\nlogs: {logs}",
+                difference(a.as_ref(), b.as_ref()),
+                trace.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
     if let Some(versions) = version_hashes(&server) {
         let kept: HashSet<[u8; 32]> = agreed.values().flatten().copied().chain(versions).collect();
         for (device, written) in written.iter().enumerate() {
             for (path, token) in &written.files {
-                assert!(
-                    kept.contains(&token.hash()),
-                    "seed {seed}: device{device}'s write {} (last at {path}) is in no file, \
-                     conflicted copy or version",
-                    token.write
-                );
+                if !kept.contains(&token.hash()) {
+                    let logs = keep_logs(seed, &server, &devices);
+                    panic!(
+                        "seed {seed}: device{device}'s write {} (last at {path}) is in no file, \
+                         conflicted copy or version\n{}\nlogs: {logs}",
+                        token.write,
+                        trace.join("\n")
+                    );
+                }
             }
         }
     }

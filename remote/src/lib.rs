@@ -2,6 +2,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod conflict_name;
 pub mod content;
 pub mod errors;
 pub mod names;

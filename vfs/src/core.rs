@@ -150,6 +150,9 @@ pub struct Vfs {
     /// Nodes whose creation was queued again because an operation named them
     /// unmapped (`sync::ops`); once each per run.
     pub(crate) made_again: Mutex<HashSet<u64>>,
+    /// Files another device removed while a handle here had them open, with the
+    /// name they had (`removed_while_open`).
+    pub(crate) removed_while_open: Mutex<HashMap<u64, (u64, Vec<u8>)>>,
     /// Set when this device's view may have drifted from the server's (it was
     /// offline, the server refused or forked a change, or did not find a node this
     /// device shows): once the journal is
@@ -199,6 +202,7 @@ impl Vfs {
             stale_bodies: Mutex::new(HashMap::new()),
             stranded: Mutex::new(BTreeSet::new()),
             made_again: Mutex::new(HashSet::new()),
+            removed_while_open: Mutex::new(HashMap::new()),
             reconcile: AtomicBool::new(false),
             counters: Counters::default(),
             wake: tokio::sync::Notify::new(),

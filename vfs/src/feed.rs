@@ -330,15 +330,32 @@ impl Vfs {
                 debug!(ino, "removing an old body: {error}");
             }
         }
+        let mut gone_names = HashMap::new();
+        for note in &effects.notes {
+            if let KernelNote::Delete {
+                parent,
+                child,
+                name,
+            } = note
+            {
+                gone_names.insert(*child, (*parent, name.clone()));
+            }
+        }
         for note in effects.notes {
             self.tell_kernel(note);
         }
         for ino in effects.unlinked {
-            if let Ok(node) = self.node(ino)
-                && node.nlink == 0
-                && !self.is_open(ino)
-                && let Err(error) = self.forget_node(&node)
-            {
+            let Ok(node) = self.node(ino) else {
+                continue;
+            };
+            if node.nlink > 0 {
+                continue;
+            }
+            if self.is_open(ino) {
+                if let Some(place) = gone_names.remove(&ino) {
+                    self.removed_while_open(&node, place);
+                }
+            } else if let Err(error) = self.forget_node(&node) {
                 warn!(ino, "forgetting a node removed remotely: {error}");
             }
         }
@@ -606,7 +623,7 @@ fn detach(db: &Db<'_>, ino: u64, effects: &mut Effects) -> VfsResult<()> {
 
 /// A dirty file whose server node was deleted by another device: it stays where it
 /// is, and the sync engine creates it again on the server with this content.
-fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<()> {
+pub(crate) fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) -> VfsResult<()> {
     db.forget_remote(node.ino)?;
     let mut node = node.clone();
     node.version = 0;

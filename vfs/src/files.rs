@@ -451,14 +451,15 @@ impl Vfs {
             self.persist_body_attrs(ino)?;
         }
         let last = self.leave_file(ino, handle.write, handle.layout.is_none());
-        if handle.write && self.writers(ino) == 0 {
-            self.upload_after_debounce(ino);
-        }
         if last
             && let Some(node) = self.mirror.read(|db| db.node(ino))?
             && node.nlink == 0
+            && !self.keep_if_written_after_removal(&node)?
         {
-            self.forget_node(&node)?;
+            return self.forget_node(&node);
+        }
+        if handle.write && self.writers(ino) == 0 {
+            self.upload_after_debounce(ino);
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ mod ignore;
 mod listing;
 mod pin;
 mod quota;
+mod removed_while_open;
 mod shares;
 mod status;
 mod sync;

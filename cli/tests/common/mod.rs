@@ -716,6 +716,10 @@ impl Device {
             .args(args)
             .env("LOFT_HOME", self.home.path())
             .env_remove("LOFT_LOG");
+        // `LOFT_TEST_LOG=FILTER` gives the mounts a log filter, to debug a failing test.
+        if let Ok(filter) = std::env::var("LOFT_TEST_LOG") {
+            command.env("LOFT_LOG", filter);
+        }
         command
     }
 

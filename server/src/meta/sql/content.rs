@@ -12,12 +12,12 @@ use super::db::{Db, Row, args};
 use super::quota;
 use super::rows::{self, NodeRow};
 use super::tree::{Write, any_dentry};
-use crate::conflict_name::conflicted_copy_name;
 use crate::error::{Result, ServerError};
 use crate::meta::{
     Caller, ChunkRecord, CommitOp, CommitOutcome, Nanos, RenameOp, RenameOutcome, StoredChunkRef,
     to_timestamp,
 };
+use loft_remote::conflict_name::conflicted_copy_name;
 
 /// "May the caller use this stored chunk?": it uploaded it recently, or a version it can
 /// read references it. Parameters: ?1 chunk id, ?2 user id, ?3 oldest upload time honoured.

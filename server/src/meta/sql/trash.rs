@@ -14,9 +14,9 @@ use super::content::drop_version;
 use super::db::{Db, args};
 use super::rows;
 use super::tree::{Write, any_dentry};
-use crate::conflict_name::restored_name;
 use crate::error::{Result, ServerError};
 use crate::meta::{Caller, Nanos, NewNode, TrashEntry, TrashTarget};
+use loft_remote::conflict_name::restored_name;
 
 /// Every inode of the tree rooted at ?1 (itself included), through the entries below it.
 const SUBTREE: &str = "WITH RECURSIVE below(id) AS (SELECT CAST(?1 AS BIGINT) UNION \

@@ -1,7 +1,7 @@
 //! Names of conflicted copies (`name (conflicted copy from DEVICE YYYY-MM-DD).ext`) and of
 //! items restored from the trash onto a taken name (`name (restored).ext`).
 
-use loft_remote::names::NAME_MAX;
+use crate::names::NAME_MAX;
 
 /// The name for the `attempt`-th conflicted copy of `name` (attempt 1 has no number),
 /// shortened so that it stays within [`NAME_MAX`] bytes and keeps its extension.
