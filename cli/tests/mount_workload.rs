@@ -75,8 +75,23 @@ fn walk(root: &Path, dir: &Path, tree: &mut Tree) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The paths where the two trees differ.
-fn difference(a: Option<&Tree>, b: Option<&Tree>) -> String {
+/// What a file in the mount holds: the write it is, or its size and first line.
+fn describe_file(path: &Path) -> String {
+    match fs::read(path) {
+        Ok(content) => match Token::parse(&content) {
+            Some(token) => format!("device{} write {}", token.device, token.write),
+            None => {
+                let head = content.split(|b| *b == b'\n').next().unwrap_or_default();
+                let head = String::from_utf8_lossy(&head[..head.len().min(60)]).into_owned();
+                format!("{} bytes, no single write: {head:?}", content.len())
+            }
+        },
+        Err(error) => error.to_string(),
+    }
+}
+
+/// The paths where the two trees (of the mounts at `roots`) differ.
+fn difference(a: Option<&Tree>, b: Option<&Tree>, roots: [&Path; 2]) -> String {
     let (Some(a), Some(b)) = (a, b) else {
         return "a tree walk failed".into();
     };
@@ -93,7 +108,8 @@ fn difference(a: Option<&Tree>, b: Option<&Tree>) -> String {
             let same_kind = describe(a.get(path)) == describe(b.get(path));
             let (x, y) = (describe(a.get(path)), describe(b.get(path)));
             if same_kind {
-                format!("{path}: different content")
+                let [x, y] = roots.map(|root| describe_file(&root.join(path)));
+                format!("{path}: different content (laptop {x} / desktop {y})")
             } else {
                 format!("{path}: laptop {x} / desktop {y}")
             }
@@ -165,11 +181,14 @@ fn run_seed(seed: u64) {
                 Ok(()) => written[*device].completed(op),
                 Err(error) => {
                     line.push_str(&format!(" -> {error}"));
-                    // Only the refusals a racing workload meets.
+                    // Only the refusals a racing workload meets. ESTALE is the
+                    // kernel's: a rename that meets a folder another device has
+                    // just moved, still cached under its old name, is refused.
                     assert!(
                         matches!(
                             error.kind(),
                             ErrorKind::NotFound
+                                | ErrorKind::StaleNetworkFileHandle
                                 | ErrorKind::AlreadyExists
                                 | ErrorKind::DirectoryNotEmpty
                                 | ErrorKind::IsADirectory
@@ -201,7 +220,7 @@ fn run_seed(seed: u64) {
             let logs = keep_logs(seed, &server, &devices);
             panic!(
                 "seed {seed}: the mounts did not agree within {SETTLE:?}: {}\n{}\nlogs: {logs}",
-                difference(a.as_ref(), b.as_ref()),
+                difference(a.as_ref(), b.as_ref(), [mounts[0].path(), mounts[1].path()]),
                 trace.join("\n")
             );
         }

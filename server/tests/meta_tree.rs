@@ -57,6 +57,7 @@ fn rename(parent: u64, name: &str, new_parent: u64, new_name: &str) -> RenameOp 
         new_name: new_name.as_bytes().to_vec(),
         no_replace: false,
         exchange: false,
+        node: 0,
     }
 }
 
@@ -207,7 +208,25 @@ async fn errors_are_the_posix_ones(backend: Kind) {
         ),
         Some(ErrorKind::IsADirectory)
     );
-    let _ = other;
+    // A rename that names the node it means moves nothing when the name holds
+    // another node now.
+    let mut meant = rename(root, "other", root, "moved");
+    meant.node = file.id;
+    assert_eq!(
+        kind(f.meta.rename(&f.alice, meant.clone()).await),
+        Some(ErrorKind::NotFound)
+    );
+    assert!(f.meta.lookup(&f.alice, root, b"other").await.is_ok());
+    assert_eq!(
+        kind(f.meta.lookup(&f.alice, root, b"moved").await),
+        Some(ErrorKind::NotFound)
+    );
+    meant.node = other.id;
+    f.meta.rename(&f.alice, meant).await.unwrap();
+    assert_eq!(
+        f.meta.lookup(&f.alice, root, b"moved").await.unwrap().id,
+        other.id
+    );
 }
 
 async fn directory_link_counts_follow_subdirectories(backend: Kind) {

@@ -348,7 +348,9 @@ impl Vfs {
             let Ok(node) = self.node(ino) else {
                 continue;
             };
-            if node.nlink > 0 {
+            // Named again later in the same transaction (moved, not removed).
+            let named = self.rx(|db| Ok(db.any_entry_of(ino)?.is_some()));
+            if node.nlink > 0 || named.unwrap_or(true) {
                 continue;
             }
             if self.is_open(ino) {
@@ -378,6 +380,7 @@ impl Vfs {
             std::thread::sleep(Duration::from_millis(50));
         }
         let listed = self.rx(|db| Ok(db.listed_dirs()?))?;
+        debug!(folders = listed.len(), "listing the mirror's folders again");
         for dir in listed {
             self.relist(dir)?;
         }
@@ -419,6 +422,34 @@ impl Vfs {
             let mut now: HashMap<Vec<u8>, Option<u64>> = HashMap::new();
             for (name, ino) in db.entries(dir)? {
                 now.insert(name, db.remote_of(ino)?);
+            }
+            // A node the server names otherwise in this folder (moved within it by
+            // another device, or a local rename the server refused) loses its
+            // stale name first, so that it is moved below and not taken away
+            // with what it holds.
+            for (name, remote) in &server {
+                if now.get(*name) != before.get(*name) {
+                    continue;
+                }
+                let Some(ino) = live_ino_of_remote(db, remote.id)? else {
+                    continue;
+                };
+                if db.rename_queued_of(ino)? {
+                    continue;
+                }
+                for (stale, child) in db.entries(dir)? {
+                    if child == ino
+                        && server.get(stale.as_slice()).map(|n| n.id) != Some(remote.id)
+                        && now.get(&stale) == before.get(&stale)
+                        && !db.name_queued(dir, &stale)?
+                    {
+                        db.remove_entry(dir, &stale)?;
+                        if remote.kind == proto::NodeKind::Directory as i32 {
+                            adjust_nlink(db, dir, -1)?;
+                        }
+                        effects.name_gone(dir, ino, stale);
+                    }
+                }
             }
             for (name, ino) in db.entries(dir)? {
                 let Some(id) = db.remote_of(ino)? else {

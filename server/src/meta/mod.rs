@@ -92,6 +92,8 @@ pub struct RenameOp {
     pub new_name: Vec<u8>,
     pub no_replace: bool,
     pub exchange: bool,
+    /// The node meant to move; 0 for whatever `name` holds.
+    pub node: u64,
 }
 
 /// What a rename did.

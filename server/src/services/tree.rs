@@ -93,6 +93,7 @@ impl Tree for TreeApi {
             new_name: r.new_name.to_vec(),
             no_replace: r.no_replace,
             exchange: r.exchange,
+            node: r.node,
         };
         let outcome = self.0.meta.rename(&caller, op).await?;
         Ok(Response::new(proto::RenameReply {

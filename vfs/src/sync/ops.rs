@@ -376,6 +376,14 @@ impl Vfs {
                 exchange,
             } => {
                 let (parent_id, new_parent_id) = ids!(*parent, *new_parent);
+                // The node itself, so that a name another device gave to another
+                // node since (or a conflict that forked this one) is not moved.
+                let node = self
+                    .mirror
+                    .read(|db| db.remote_of(*ino))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
                 let request = proto::RenameRequest {
                     parent: parent_id,
                     name: name.clone().into(),
@@ -383,6 +391,7 @@ impl Vfs {
                     new_name: new_name.clone().into(),
                     no_replace: *no_replace,
                     exchange: *exchange,
+                    node,
                 };
                 let renamed = match self.client.rename(request).await {
                     Err(e) if e.kind == ErrorKind::NotFound => self

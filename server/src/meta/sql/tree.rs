@@ -344,6 +344,7 @@ pub fn rename(w: &Write<'_>, op: &RenameOp) -> Result<RenameOutcome> {
         ));
     }
     let src = rows::child(w.db, op.parent, &op.name)?
+        .filter(|src| op.node == 0 || src.id() == op.node)
         .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
     let dst = rows::child(w.db, op.new_parent, &op.new_name)?;
     if op.parent == op.new_parent && op.name == op.new_name {
