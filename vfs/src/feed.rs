@@ -570,17 +570,7 @@ fn place(
     let ino = match ino {
         Some(ino) => {
             refresh_node(db, ino, remote, effects)?;
-            if remote.kind == proto::NodeKind::Directory as i32 || remote.nlink <= 1 {
-                // One name on the server: any other name here is stale (a move this
-                // device missed, or a local rename the server refused).
-                while let Some((old_parent, old_name)) = db.any_entry_of(ino)? {
-                    db.remove_entry(old_parent, &old_name)?;
-                    if remote.kind == proto::NodeKind::Directory as i32 {
-                        adjust_nlink(db, old_parent, -1)?;
-                    }
-                    effects.name_gone(old_parent, ino, old_name);
-                }
-            }
+            drop_stale_names(db, ino, remote, effects)?;
             ino
         }
         // An unlisted folder shows the server's entries when it is first looked at.
@@ -602,6 +592,29 @@ fn place(
         name: name.to_vec(),
     });
     effects.notes.push(KernelNote::Inode(parent));
+    Ok(())
+}
+
+/// Before `ino` takes the server's name for `remote`: a folder, or a file with one
+/// link, has one name on the server, so any name it has here is stale (a move this
+/// device missed, or a local rename the server refused) and goes.
+pub(crate) fn drop_stale_names(
+    db: &Db<'_>,
+    ino: u64,
+    remote: &proto::Node,
+    effects: &mut Effects,
+) -> VfsResult<()> {
+    let directory = remote.kind == proto::NodeKind::Directory as i32;
+    if !directory && remote.nlink > 1 {
+        return Ok(());
+    }
+    while let Some((old_parent, old_name)) = db.any_entry_of(ino)? {
+        db.remove_entry(old_parent, &old_name)?;
+        if directory {
+            adjust_nlink(db, old_parent, -1)?;
+        }
+        effects.name_gone(old_parent, ino, old_name);
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use loft_remote::proto;
 use crate::attr::Nanos;
 use crate::core::{Vfs, lock};
 use crate::error::{VfsError, VfsResult};
+use crate::feed::{Effects, drop_stale_names};
 
 fn nanos(time: &Option<proto::Timestamp>) -> Nanos {
     time.as_ref()
@@ -167,8 +168,9 @@ impl Vfs {
             }
         };
         self.counters.online.store(true, Ordering::Relaxed);
+        let mut effects = Effects::default();
         self.tx(|db| {
-            let Some(mut parent) = db.node(dir)? else {
+            let Some(parent) = db.node(dir)? else {
                 return Ok(());
             };
             let mut subdirs = 0;
@@ -177,16 +179,29 @@ impl Vfs {
                 if db.lookup(dir, &entry.name)?.is_some() {
                     continue;
                 }
+                if let Some(known) = db.ino_of_remote(remote.id)?
+                    && db.rename_queued_of(known)?
+                {
+                    continue; // moved here, the move not sent yet
+                }
                 let ino = upsert_remote(db, remote, parent.pinned)?;
+                drop_stale_names(db, ino, remote, &mut effects)?;
                 db.add_entry(dir, &entry.name, ino)?;
                 if Kind::from_wire(remote.kind) == Kind::Directory {
                     subdirs += 1;
                 }
             }
+            // Read again: a stale name dropped above may have been in this folder.
+            let mut parent = db.node(dir)?.unwrap_or(parent);
             parent.listed = true;
             parent.nlink += subdirs;
             db.update_node(&parent)?;
             Ok(())
-        })
+        })?;
+        // A node met under a new name left its old one (no node is unlinked here).
+        for note in effects.notes {
+            self.tell_kernel(note);
+        }
+        Ok(())
     }
 }

@@ -253,6 +253,7 @@ impl Vfs {
     /// and a folder is listed again, so that its entries on the server join the ones
     /// made here.
     fn created(self: &Arc<Self>, ino: u64, remote: &proto::Node, existing: bool) {
+        debug!(ino, id = remote.id, existing, "created on the server");
         let mut effects = Effects::default();
         let mapped = self.tx(|db| {
             claim_remote(db, ino, remote.id, &mut effects)?;
