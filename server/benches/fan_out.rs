@@ -19,7 +19,7 @@ use loft_remote::content::Manifest;
 use loft_remote::proto::{self, watch_event::Event};
 
 mod support;
-use support::put_one_chunk;
+use support::{put_one_chunk, watch_live};
 
 /// How long the watchers may take, after the last commit, to receive everything.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -81,17 +81,7 @@ async fn watcher(
     changes: usize,
 ) -> (tokio::task::JoinHandle<()>, Arrivals) {
     let (client, _) = login.device(&format!("fan-out-watcher{w}")).await;
-    let mut events = client.watch(0, u64::MAX).await.expect("watch");
-    // The reset to the head, then the caught-up marker: the stream is live.
-    loop {
-        match events.next().await {
-            Some(Ok(proto::WatchEvent {
-                event: Some(Event::CaughtUp(_)),
-            })) => break,
-            Some(Ok(_)) => continue,
-            other => panic!("watch ended: {other:?}"),
-        }
-    }
+    let mut events = watch_live(&client).await;
     let arrivals: Arrivals = Arc::default();
     let record = arrivals.clone();
     let task = tokio::spawn(async move {

@@ -24,7 +24,7 @@ use loft_server::chunk_store::{ChunkStore, S3Settings};
 use tokio::sync::Mutex;
 
 mod support;
-use support::put_one_chunk;
+use support::{put_one_chunk, watch_live};
 
 const BIN: &str = env!("CARGO_BIN_EXE_loft-server");
 const WRITERS: usize = 8;
@@ -175,17 +175,7 @@ async fn fan_out(count: usize, chunks: Chunks, seconds: u64) -> FanOut {
     let mut watching = Vec::new();
     for w in 0..WATCHERS {
         let (client, _) = login(&servers[w % count], &format!("watcher{w}")).await;
-        let mut events = client.watch(0, u64::MAX).await.expect("watch");
-        // The reset to the head, then the caught-up marker: the stream is live.
-        loop {
-            match events.next().await {
-                Some(Ok(proto::WatchEvent {
-                    event: Some(Event::CaughtUp(_)),
-                })) => break,
-                Some(Ok(_)) => continue,
-                other => panic!("watch ended: {other:?}"),
-            }
-        }
+        let mut events = watch_live(&client).await;
         let (sent, received) = (sent.clone(), received.clone());
         watching.push(tokio::spawn(async move {
             let _client = client;
