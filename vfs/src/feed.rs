@@ -266,11 +266,8 @@ impl Vfs {
                 if let (Some(ino), Some(old_parent)) = (ino, db.ino_of_remote(change.old_parent)?)
                     && db.lookup(old_parent, &change.old_name)? == Some(ino)
                 {
-                    db.remove_entry(old_parent, &change.old_name)?;
-                    if remote.kind == proto::NodeKind::Directory as i32 {
-                        adjust_nlink(db, old_parent, -1)?;
-                    }
-                    effects.name_gone(old_parent, ino, change.old_name.to_vec());
+                    let directory = remote.kind == proto::NodeKind::Directory as i32;
+                    unname(db, old_parent, &change.old_name, ino, directory, effects)?;
                 }
                 match db.ino_of_remote(change.parent)? {
                     Some(parent) => place(db, parent, &change.name, ino, remote, effects)?,
@@ -345,12 +342,16 @@ impl Vfs {
             self.tell_kernel(note);
         }
         for ino in effects.unlinked {
-            let Ok(node) = self.node(ino) else {
+            // A node named again later in the same transaction was moved, not
+            // removed.
+            let unnamed = self.rx(|db| {
+                let named = db.any_entry_of(ino)?.is_some();
+                Ok(db.node(ino)?.filter(|_| !named))
+            });
+            let Ok(Some(node)) = unnamed else {
                 continue;
             };
-            // Named again later in the same transaction (moved, not removed).
-            let named = self.rx(|db| Ok(db.any_entry_of(ino)?.is_some()));
-            if node.nlink > 0 || named.unwrap_or(true) {
+            if node.nlink > 0 {
                 continue;
             }
             if self.is_open(ino) {
@@ -443,11 +444,8 @@ impl Vfs {
                         && now.get(&stale) == before.get(&stale)
                         && !db.name_queued(dir, &stale)?
                     {
-                        db.remove_entry(dir, &stale)?;
-                        if remote.kind == proto::NodeKind::Directory as i32 {
-                            adjust_nlink(db, dir, -1)?;
-                        }
-                        effects.name_gone(dir, ino, stale);
+                        let directory = remote.kind == proto::NodeKind::Directory as i32;
+                        unname(db, dir, &stale, ino, directory, &mut effects)?;
                     }
                 }
             }
@@ -609,12 +607,27 @@ pub(crate) fn drop_stale_names(
         return Ok(());
     }
     while let Some((old_parent, old_name)) = db.any_entry_of(ino)? {
-        db.remove_entry(old_parent, &old_name)?;
-        if directory {
-            adjust_nlink(db, old_parent, -1)?;
-        }
-        effects.name_gone(old_parent, ino, old_name);
+        unname(db, old_parent, &old_name, ino, directory, effects)?;
     }
+    Ok(())
+}
+
+/// Takes the name `(parent, name)` from `ino` without unlinking the node, which is
+/// named elsewhere: the entry, the folder's link for a subfolder, and the kernel's
+/// cached name.
+fn unname(
+    db: &Db<'_>,
+    parent: u64,
+    name: &[u8],
+    ino: u64,
+    directory: bool,
+    effects: &mut Effects,
+) -> VfsResult<()> {
+    db.remove_entry(parent, name)?;
+    if directory {
+        adjust_nlink(db, parent, -1)?;
+    }
+    effects.name_gone(parent, ino, name.to_vec());
     Ok(())
 }
 
