@@ -63,6 +63,55 @@ fn a_tree_survives_unmount_and_a_wiped_cache() {
     mount.unmount();
 }
 
+/// rsync writes each file under a temporary name, closes it, sets its times and
+/// renames it. The kernel sends the handle's release on its own time, and the time
+/// read from the file's body then must not undo the one just set.
+#[test]
+fn times_rsync_sets_right_after_close_are_kept() {
+    let server = TestServer::start();
+    server.add_user("ann");
+    let device = Device::login(&server, "ann", "laptop");
+    let source = tempfile::tempdir().unwrap();
+    std::fs::create_dir(source.path().join("a")).unwrap();
+    for i in 0..100 {
+        std::fs::write(source.path().join(format!("a/f{i}")), format!("file {i}")).unwrap();
+    }
+    sh(
+        source.path(),
+        "find . -exec touch -h -d '2021-02-03 04:05:06.789' {} +",
+    );
+    let mount = device.mount(&[]);
+    let copies = 5;
+    for copy in 0..copies {
+        sh(
+            mount.path(),
+            &format!("rsync -a {}/ copy{copy}/", source.path().display()),
+        );
+    }
+    let wrong = |p: &Path| {
+        sh(p, "find . -mindepth 1 -printf '%p %T@\\n' | sort")
+            .lines()
+            .filter(|line| !line.ends_with(" 1612325106.7890000000"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        wrong(mount.path()),
+        Vec::<String>::new(),
+        "times in the mount"
+    );
+    mount.sync();
+    mount.unmount();
+    std::fs::remove_dir_all(device.cache_dir()).unwrap();
+    let mount = device.mount(&[]);
+    assert_eq!(
+        wrong(mount.path()),
+        Vec::<String>::new(),
+        "times on the server"
+    );
+    mount.unmount();
+}
+
 #[test]
 fn git_tar_make_sqlite_and_rsync_work_in_the_mount() {
     let server = TestServer::start();

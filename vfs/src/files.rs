@@ -218,7 +218,10 @@ impl Vfs {
         entry.ready_at = None;
     }
 
-    /// A dirty file's size and modification time, from its body.
+    /// A dirty file's size and modification time, from its body. The body is read
+    /// inside the transaction: a `setattr` that sets the time (on both, in its own
+    /// transaction) may run at once on another thread, and must not be undone by a
+    /// time read before it.
     pub(crate) fn persist_body_attrs(&self, ino: u64) -> VfsResult<()> {
         let Some(node) = self.mirror.read(|db| db.node(ino))? else {
             return Ok(());
@@ -226,29 +229,32 @@ impl Vfs {
         if !node.dirty {
             return Ok(());
         }
-        let meta = match std::fs::metadata(self.bodies.path(ino, node.body)) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                warn!(ino, "dirty file lost its body; keeping it empty");
-                self.bodies.create_body(ino, node.body, 0)?.metadata()?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let size = meta.len();
-        let mtime = meta.modified().map(nanos_of).unwrap_or(node.mtime);
-        if size != node.size || mtime != node.mtime {
-            self.tx(|db| {
-                if let Some(mut node) = db.node(ino)? {
-                    node.size = size;
-                    node.local_bytes = size;
-                    node.ctime = node.ctime.max(mtime);
-                    node.mtime = mtime;
-                    db.update_node(&node)?;
-                }
-                Ok(())
-            })?;
+        let path = self.bodies.path(ino, node.body);
+        if let Err(e) = std::fs::metadata(&path)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            warn!(ino, "dirty file lost its body; keeping it empty");
+            self.bodies.create_body(ino, node.body, 0)?;
         }
-        Ok(())
+        self.tx(|db| {
+            let Some(mut node) = db.node(ino)? else {
+                return Ok(());
+            };
+            if !node.dirty {
+                return Ok(());
+            }
+            let meta = std::fs::metadata(self.bodies.path(ino, node.body))?;
+            let size = meta.len();
+            let mtime = meta.modified().map(nanos_of).unwrap_or(node.mtime);
+            if size != node.size || mtime != node.mtime {
+                node.size = size;
+                node.local_bytes = size;
+                node.ctime = node.ctime.max(mtime);
+                node.mtime = mtime;
+                db.update_node(&node)?;
+            }
+            Ok(())
+        })
     }
 
     pub fn read(self: &Arc<Self>, fh: u64, offset: u64, size: u32) -> VfsResult<Vec<u8>> {

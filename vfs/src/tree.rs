@@ -568,7 +568,7 @@ impl Vfs {
             || atime.is_some()
             || mtime.is_some();
         if any {
-            let node = self.tx(|db| {
+            self.tx(|db| {
                 let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
                 if let Some(mode) = change.mode {
                     node.mode = mode & 0o7777;
@@ -584,6 +584,14 @@ impl Vfs {
                 }
                 if let Some(mtime) = mtime {
                     node.mtime = mtime;
+                    if node.dirty {
+                        // A dirty file's body carries its time until it is
+                        // committed; set in this transaction so that a `release`
+                        // reading the body on another thread sees one or the other.
+                        if let Ok(file) = self.bodies.open_body(ino, node.body) {
+                            file.set_modified(system_time(mtime))?;
+                        }
+                    }
                 }
                 node.ctime = stamp;
                 db.update_node(&node)?;
@@ -598,14 +606,8 @@ impl Vfs {
                     },
                     stamp,
                 )?;
-                Ok(node)
+                Ok(())
             })?;
-            if let (Some(mtime), true) = (mtime, node.dirty) {
-                // A dirty file's body carries its time until it is committed.
-                if let Ok(file) = self.bodies.open_body(ino, node.body) {
-                    file.set_modified(system_time(mtime))?;
-                }
-            }
             self.wake.notify_one();
         }
         self.getattr(ino)
