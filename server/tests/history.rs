@@ -113,6 +113,7 @@ fn remove_op(parent: u64, name: &str) -> RemoveOp {
         recursive: true,
         directory_only: false,
         non_directory_only: false,
+        node: 0,
     }
 }
 

@@ -68,6 +68,7 @@ fn remove(parent: u64, name: &str) -> RemoveOp {
         recursive: false,
         directory_only: false,
         non_directory_only: false,
+        node: 0,
     }
 }
 
@@ -226,6 +227,20 @@ async fn errors_are_the_posix_ones(backend: Kind) {
     assert_eq!(
         f.meta.lookup(&f.alice, root, b"moved").await.unwrap().id,
         other.id
+    );
+    // So does a removal: the node the name holds now stays.
+    let mut gone = remove(root, "moved");
+    gone.node = file.id;
+    assert_eq!(
+        kind(f.meta.remove(&f.alice, gone.clone()).await),
+        Some(ErrorKind::NotFound)
+    );
+    assert!(f.meta.lookup(&f.alice, root, b"moved").await.is_ok());
+    gone.node = other.id;
+    f.meta.remove(&f.alice, gone).await.unwrap();
+    assert_eq!(
+        kind(f.meta.lookup(&f.alice, root, b"moved").await),
+        Some(ErrorKind::NotFound)
     );
 }
 

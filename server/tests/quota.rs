@@ -197,6 +197,7 @@ async fn versions_trash_and_shared_folders_count(backend: Kind) {
                 recursive: false,
                 directory_only: false,
                 non_directory_only: true,
+                node: 0,
             },
         )
         .await

@@ -283,6 +283,7 @@ async fn deleted_files_are_no_longer_found(backend: Kind) {
             recursive: true,
             directory_only: false,
             non_directory_only: false,
+            node: 0,
         };
         f.meta.remove(&f.alice, op).await.unwrap();
     }

@@ -29,3 +29,25 @@ fn passes(seed: u64, faults: FaultSet) {
 fn outage_seed_4_a_file_made_in_a_folder_removed_elsewhere_reaches_the_server() {
     passes(4, FaultSet::Outages);
 }
+
+/// Device1 made folder `c` and renamed `a/x` over it; device0 then made its own `c`,
+/// which the server took as the renamed `a/x`. Replaying the feed, device0 met the
+/// first `c` (created, then replaced) and took its own `c` out of view with what it
+/// held before the rename gave the name back: `c/f2` and `c/f3` went missing. A
+/// folder that loses its name now keeps its subtree until the end of the feed
+/// transaction, and only goes if nothing named it again.
+#[test]
+fn outage_seed_60_a_folder_replaced_and_named_again_in_one_feed_batch_keeps_its_files() {
+    passes(60, FaultSet::Outages);
+}
+
+/// Device0 wrote `b/y/f2` and renamed it to `f1` while another device removed `b`.
+/// Its creation and its rename were both skipped (folder `y` unknown to the server
+/// then), which left a dirty file with nothing queued to send it. A node an
+/// operation was skipped for, and a dirty file with no server node and no queued
+/// creation, is now rescued as a stranded node: its creation is queued again where
+/// it is now.
+#[test]
+fn outage_seed_72_a_file_whose_creation_was_skipped_is_sent_again() {
+    passes(72, FaultSet::Outages);
+}

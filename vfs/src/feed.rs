@@ -46,6 +46,11 @@ pub(crate) struct Effects {
     pub rehydrate: Vec<u64>,
     /// Clean bytes released from the budget.
     pub freed: u64,
+    /// Folders whose name the server took away: out of view with their subtree once
+    /// the transaction is over, unless a later change in it named them again (the
+    /// feed replays history, and a folder replaced by a name it takes back later
+    /// must keep what it holds).
+    pub orphaned_dirs: Vec<u64>,
 }
 
 impl Effects {
@@ -186,8 +191,11 @@ impl Vfs {
         let Some(last) = changes.last().map(|c| c.seq) else {
             return;
         };
-        if changes.iter().all(|c| c.device_id == me) {
-            // Only this device's own changes: nothing to apply. The cursor is saved
+        if changes
+            .iter()
+            .all(|c| c.device_id == me && !names_again(c))
+        {
+            // Only this device's own changes, none to apply. The cursor is saved
             // when the feed catches up; replaying them after a crash is harmless.
             self.counters.cursor.store(last, Ordering::Relaxed);
             self.counters.cursor_unsaved.store(true, Ordering::Relaxed);
@@ -196,7 +204,8 @@ impl Vfs {
         let mut effects = Effects::default();
         let applied = self.tx(|db| {
             for change in changes {
-                if change.device_id == me {
+                if change.device_id == me && !(names_again(change) && own_still_holds(db, change)?)
+                {
                     continue;
                 }
                 self.apply_change(db, change, &mut effects)?;
@@ -303,7 +312,20 @@ impl Vfs {
 
     /// The work left after a feed transaction: kernel notes, forgotten nodes, stale
     /// bodies and pinned files to fetch again.
-    pub(crate) fn after_changes(self: &Arc<Self>, effects: Effects) {
+    pub(crate) fn after_changes(self: &Arc<Self>, mut effects: Effects) {
+        if !effects.orphaned_dirs.is_empty() {
+            let detached = self.tx(|db| {
+                while let Some(dir) = effects.orphaned_dirs.pop() {
+                    if db.any_entry_of(dir)?.is_none() {
+                        detach(db, dir, &mut effects)?;
+                    }
+                }
+                Ok(())
+            });
+            if let Err(error) = detached {
+                warn!("taking removed folders out of view: {error}");
+            }
+        }
         self.unhold(effects.freed);
         for (ino, body) in effects.stale_bodies {
             let in_use = {
@@ -485,6 +507,41 @@ impl Vfs {
     }
 }
 
+/// A change of this device's own that is applied all the same: a rename or removal.
+/// The mirror may know a node from a listing newer than the feed's position, and
+/// the feed then replays what other devices did to it before; that older history
+/// must not have the last word over this device's later rename or removal, whose
+/// own journal entries come after it.
+fn names_again(change: &proto::Change) -> bool {
+    matches!(
+        ChangeKind::try_from(change.kind),
+        Ok(ChangeKind::Renamed | ChangeKind::Removed)
+    )
+}
+
+/// True when this device's own rename `change` still says where the node goes here:
+/// no later rename of it is queued (that one's own entry will follow).
+fn own_still_holds(db: &Db<'_>, change: &proto::Change) -> VfsResult<bool> {
+    if ChangeKind::try_from(change.kind) != Ok(ChangeKind::Renamed) {
+        return Ok(true);
+    }
+    let Some(ino) = change
+        .node
+        .as_ref()
+        .map(|n| db.ino_of_remote(n.id))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(true);
+    };
+    Ok(match db.last_rename_of(ino)? {
+        None => true,
+        Some((parent, name)) => {
+            name == change.name.as_ref() && db.ino_of_remote(change.parent)? == Some(parent)
+        }
+    })
+}
+
 /// Refreshes a known node from the server's state. A new version of a clean file
 /// moves it to a fresh body (open handles keep the old one) and drops its chunks.
 pub(crate) fn refresh_node(
@@ -652,7 +709,8 @@ pub(crate) fn remove_entry(
     };
     if node.kind == Kind::Directory {
         adjust_nlink(db, parent, -1)?;
-        return detach(db, ino, effects);
+        effects.orphaned_dirs.push(ino);
+        return Ok(());
     }
     node.nlink = node.nlink.saturating_sub(1);
     node.ctime = now();

@@ -332,6 +332,7 @@ impl Vfs {
             if !node.local_only {
                 db.queue(
                     &Op::Remove {
+                        ino: node.ino,
                         parent,
                         name: name.to_vec(),
                         directory,
@@ -473,6 +474,7 @@ impl Vfs {
                 if let Some(old) = replaced.as_ref().filter(|n| !n.local_only) {
                     db.push(
                         &Op::Remove {
+                            ino: old.ino,
                             parent: new_parent,
                             name: new_name.to_vec(),
                             directory: old.kind == Kind::Directory,
@@ -485,6 +487,7 @@ impl Vfs {
                 // Into a folder the server does not have: gone from the server.
                 db.queue(
                     &Op::Remove {
+                        ino: source_node.ino,
                         parent,
                         name: name.to_vec(),
                         directory: moving_dir,

@@ -608,6 +608,30 @@ impl Db<'_> {
             .query_row(params![ino as i64], |r| r.get(0))?)
     }
 
+    /// Where the last queued rename of node `ino` puts it: `(new_parent, new_name)`.
+    pub fn last_rename_of(&self, ino: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let text: Option<String> = self
+            .0
+            .prepare_cached(
+                "SELECT op FROM outbox WHERE json_extract(op, '$.Rename.ino') = ?1 \
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![ino as i64], |r| r.get(0))
+            .optional()?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        match serde_json::from_str(&text) {
+            Ok(Op::Rename {
+                new_parent,
+                new_name,
+                ..
+            }) => Ok(Some((new_parent, new_name))),
+            Ok(_) => Ok(None),
+            Err(e) => Err(CacheError::Corrupt(format!("outbox rename of {ino}: {e}"))),
+        }
+    }
+
     pub fn queued_count(&self) -> Result<u64> {
         Ok(self
             .0

@@ -35,8 +35,12 @@ pub enum Op {
         no_replace: bool,
         exchange: bool,
     },
-    /// Unlink (`directory` false) or rmdir (`directory` true).
+    /// Unlink (`directory` false) or rmdir (`directory` true) of the entry naming
+    /// `ino` (0 in journals written before removals named their node: whatever the
+    /// name holds).
     Remove {
+        #[serde(default)]
+        ino: u64,
         parent: u64,
         name: Vec<u8>,
         directory: bool,

@@ -113,6 +113,8 @@ pub struct RemoveOp {
     pub recursive: bool,
     pub directory_only: bool,
     pub non_directory_only: bool,
+    /// The node meant to go; 0 for whatever `name` holds.
+    pub node: u64,
 }
 
 /// Attribute changes; `None` leaves a field alone.

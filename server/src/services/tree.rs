@@ -111,6 +111,7 @@ impl Tree for TreeApi {
             recursive: r.recursive,
             directory_only: r.directory_only,
             non_directory_only: r.non_directory_only,
+            node: r.node,
         };
         self.0.meta.remove(&caller, op).await?;
         Ok(Response::new(proto::Empty {}))

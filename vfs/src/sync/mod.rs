@@ -150,7 +150,13 @@ impl Vfs {
                 continue;
             }
             let Ok(Some(_)) = self.mirror.read(|db| db.remote_of(ino)) else {
-                continue; // its creation is still queued
+                // Its creation is still queued; if nothing is, it is stranded
+                // (checked once).
+                let queued = self.mirror.read(|db| db.create_queued_after(ino, 0));
+                if matches!(queued, Ok(false)) && lock(&self.made_again).insert(ino) {
+                    lock(&self.stranded).insert(ino);
+                }
+                continue;
             };
             self.upload_existing(ino).await?;
         }

@@ -295,6 +295,14 @@ impl Vfs {
                     None => {
                         warn!(?queued.op, "skipped: a node it names is unknown to the server");
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        // The node it changes may be left with nothing queued to
+                        // send it (its creation went the same way): checked once,
+                        // as a stranded node.
+                        if let Some(subject) = queued.op.subject()
+                            && lock(&self.made_again).insert(subject)
+                        {
+                            lock(&self.stranded).insert(subject);
+                        }
                         return Ok(Applied::Done);
                     }
                 } ),+ )
@@ -430,17 +438,31 @@ impl Vfs {
                 }
             }
             Op::Remove {
+                ino,
                 parent,
                 name,
                 directory,
             } => {
                 let parent_id = ids!(*parent);
+                // The node itself, so that what another device put under the name
+                // since is not taken away with it.
+                let node = match *ino {
+                    0 => 0,
+                    ino => match self.mirror.read(|db| db.remote_of(ino)).ok().flatten() {
+                        Some(node) => node,
+                        None => {
+                            debug!(ino, "not removed on the server: it never reached it");
+                            return Ok(Applied::Done);
+                        }
+                    },
+                };
                 let request = proto::RemoveRequest {
                     parent: parent_id,
                     name: name.clone().into(),
                     recursive: false,
                     directory_only: *directory,
                     non_directory_only: !*directory,
+                    node,
                 };
                 match self.client.remove(request).await {
                     Err(e) if e.kind == ErrorKind::NotFound => Ok(()),

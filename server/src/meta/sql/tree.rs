@@ -472,6 +472,7 @@ pub fn remove(w: &Write<'_>, op: &RemoveOp) -> Result<()> {
     name_ok(&op.name)?;
     access::writable_dir(w.db, w.caller, op.parent)?;
     let row = rows::child(w.db, op.parent, &op.name)?
+        .filter(|row| op.node == 0 || row.id() == op.node)
         .ok_or_else(|| ServerError::not_found(String::from_utf8_lossy(&op.name)))?;
     if op.directory_only && !row.is_dir() {
         return Err(ServerError::new(
