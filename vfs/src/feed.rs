@@ -191,10 +191,7 @@ impl Vfs {
         let Some(last) = changes.last().map(|c| c.seq) else {
             return;
         };
-        if changes
-            .iter()
-            .all(|c| c.device_id == me && !names_again(c))
-        {
+        if changes.iter().all(|c| c.device_id == me && !names_again(c)) {
             // Only this device's own changes, none to apply. The cursor is saved
             // when the feed catches up; replaying them after a crash is harmless.
             self.counters.cursor.store(last, Ordering::Relaxed);

@@ -416,8 +416,13 @@ impl Vfs {
                             // the moved content becomes its new version.
                             let mut effects = Effects::default();
                             let _ = self.tx(|db| {
+                                // Only then: the node's own later versions (another
+                                // device's edit since) reach it through the feed,
+                                // with their content.
+                                let took_target = db.remote_of(*ino)? != Some(node.id);
                                 claim_remote(db, *ino, node.id, &mut effects)?;
-                                if let Some(mut local) = db.node(*ino)?
+                                if took_target
+                                    && let Some(mut local) = db.node(*ino)?
                                     && local.kind == Kind::File
                                     && local.version != node.version
                                 {
