@@ -51,3 +51,13 @@ fn outage_seed_60_a_folder_replaced_and_named_again_in_one_feed_batch_keeps_its_
 fn outage_seed_72_a_file_whose_creation_was_skipped_is_sent_again() {
     passes(72, FaultSet::Outages);
 }
+
+/// Device0 renamed its clean `b/f3` over `b/y/f0` just after device1 committed a
+/// new version of `b/f3`. The server moved that newer content into `b/y/f0`, and
+/// device0 took the reply's version number for the bytes it held: the old content
+/// under the new size, a mix of two versions. Now a clean file whose moved content
+/// is not the one held here switches to the server's version and fetches it.
+#[test]
+fn outage_seed_114_a_rename_over_a_file_moves_the_servers_newer_content() {
+    passes(114, FaultSet::Outages);
+}

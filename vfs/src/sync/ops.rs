@@ -13,7 +13,9 @@ use tracing::{debug, warn};
 use super::{Applied, Stop};
 use crate::core::{KernelNote, Vfs, lock};
 use crate::error::retry_later;
-use crate::feed::{Effects, claim_remote, keep_edit_as_new, remove_entry, requeue_created};
+use crate::feed::{
+    Effects, claim_remote, keep_edit_as_new, refresh_node, remove_entry, requeue_created,
+};
 use crate::listing::{apply_remote, timestamp};
 
 fn unqueued_since(queued: i64) -> Duration {
@@ -416,9 +418,8 @@ impl Vfs {
                             // the moved content becomes its new version.
                             let mut effects = Effects::default();
                             let _ = self.tx(|db| {
-                                // Only then: the node's own later versions (another
-                                // device's edit since) reach it through the feed,
-                                // with their content.
+                                // Only then: the node's own later versions reach it
+                                // through the feed, with their content.
                                 let took_target = db.remote_of(*ino)? != Some(node.id);
                                 claim_remote(db, *ino, node.id, &mut effects)?;
                                 if took_target
@@ -426,8 +427,20 @@ impl Vfs {
                                     && local.kind == Kind::File
                                     && local.version != node.version
                                 {
-                                    local.version = node.version;
-                                    db.update_node(&local)?;
+                                    // What moved is the server's current content of
+                                    // the source, which another device may have
+                                    // edited since this one last saw it.
+                                    let same = local.manifest.as_deref().is_some_and(|m| {
+                                        Self::decode_manifest(m).is_ok_and(|m| {
+                                            m.content_hash[..] == node.content_hash[..]
+                                        })
+                                    });
+                                    if local.dirty || same {
+                                        local.version = node.version;
+                                        db.update_node(&local)?;
+                                    } else {
+                                        refresh_node(db, *ino, &node, &mut effects)?;
+                                    }
                                 }
                                 Ok(())
                             });
