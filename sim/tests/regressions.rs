@@ -61,3 +61,13 @@ fn outage_seed_72_a_file_whose_creation_was_skipped_is_sent_again() {
 fn outage_seed_114_a_rename_over_a_file_moves_the_servers_newer_content() {
     passes(114, FaultSet::Outages);
 }
+
+/// Device2 created `a/f4` after device0's `a/f4` had come and gone on the server.
+/// Replaying that older history, device2's feed put device0's file over its own
+/// and then removed it, and device2's own creation (skipped as its own) never put
+/// the file back. This device's own creation is now applied when the node it made
+/// is out of view here and no removal of it is queued.
+#[test]
+fn outage_seed_113_a_file_made_here_survives_the_replay_of_an_older_file_of_that_name() {
+    passes(113, FaultSet::Outages);
+}

@@ -504,38 +504,42 @@ impl Vfs {
     }
 }
 
-/// A change of this device's own that is applied all the same: a rename or removal.
-/// The mirror may know a node from a listing newer than the feed's position, and
-/// the feed then replays what other devices did to it before; that older history
-/// must not have the last word over this device's later rename or removal, whose
-/// own journal entries come after it.
+/// A change of this device's own that may need applying all the same: a creation,
+/// rename or removal. The mirror may know a node from a listing or a reply newer
+/// than the feed's position, and the feed then replays what other devices did
+/// before; that older history must not have the last word over this device's
+/// later change, whose own journal entry comes after it.
 fn names_again(change: &proto::Change) -> bool {
     matches!(
         ChangeKind::try_from(change.kind),
-        Ok(ChangeKind::Renamed | ChangeKind::Removed)
+        Ok(ChangeKind::Created | ChangeKind::Renamed | ChangeKind::Removed)
     )
 }
 
-/// True when this device's own rename `change` still says where the node goes here:
-/// no later rename of it is queued (that one's own entry will follow).
+/// True when this device's own `change` still says what the mirror should hold:
+/// - a rename, when no later rename of the node is queued (that one's own entry
+///   follows);
+/// - a creation, only for a node the replay took out of view (one named here stays
+///   as it is, and one whose removal is queued stays gone);
+/// - a removal, always (it only takes away the entry that names its node).
 fn own_still_holds(db: &Db<'_>, change: &proto::Change) -> VfsResult<bool> {
-    if ChangeKind::try_from(change.kind) != Ok(ChangeKind::Renamed) {
-        return Ok(true);
-    }
-    let Some(ino) = change
+    let ino = change
         .node
         .as_ref()
         .map(|n| db.ino_of_remote(n.id))
         .transpose()?
-        .flatten()
-    else {
-        return Ok(true);
-    };
-    Ok(match db.last_rename_of(ino)? {
-        None => true,
-        Some((parent, name)) => {
-            name == change.name.as_ref() && db.ino_of_remote(change.parent)? == Some(parent)
+        .flatten();
+    Ok(match (ChangeKind::try_from(change.kind), ino) {
+        (Ok(ChangeKind::Renamed), Some(ino)) => match db.last_rename_of(ino)? {
+            None => true,
+            Some((parent, name)) => {
+                name == change.name.as_ref() && db.ino_of_remote(change.parent)? == Some(parent)
+            }
+        },
+        (Ok(ChangeKind::Created), Some(ino)) => {
+            db.any_entry_of(ino)?.is_none() && !db.remove_queued_of(ino)?
         }
+        _ => true,
     })
 }
 

@@ -608,6 +608,16 @@ impl Db<'_> {
             .query_row(params![ino as i64], |r| r.get(0))?)
     }
 
+    /// True when a queued removal takes node `ino` away.
+    pub fn remove_queued_of(&self, ino: u64) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE json_extract(op, '$.Remove.ino') = ?1)",
+            )?
+            .query_row(params![ino as i64], |r| r.get(0))?)
+    }
+
     /// Where the last queued rename of node `ino` puts it: `(new_parent, new_name)`.
     pub fn last_rename_of(&self, ino: u64) -> Result<Option<(u64, Vec<u8>)>> {
         let text: Option<String> = self

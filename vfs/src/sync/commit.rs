@@ -11,7 +11,7 @@ use loft_remote::content::{ChunkIndex, Manifest};
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto;
 use loft_remote::transfer::{UploadStats, upload, upload_small};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Stop;
 use crate::attr::now;
@@ -333,6 +333,13 @@ impl Vfs {
         let Some(committed) = reply.node else {
             return Ok(());
         };
+        debug!(
+            ino,
+            id = committed.id,
+            version = reply.version,
+            conflict = reply.conflict,
+            "committed"
+        );
         let mut effects = Effects::default();
         let claimed = self.tx(|db| claim_remote(db, ino, committed.id, &mut effects));
         if let Err(error) = claimed {
