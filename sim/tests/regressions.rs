@@ -71,3 +71,13 @@ fn outage_seed_114_a_rename_over_a_file_moves_the_servers_newer_content() {
 fn outage_seed_113_a_file_made_here_survives_the_replay_of_an_older_file_of_that_name() {
     passes(113, FaultSet::Outages);
 }
+
+/// Device0's edit of `b/f3` was being committed when the feed said device2 had
+/// deleted the file, so its creation was queued again; the commit came back as a
+/// conflicted copy, and the queued creation then put an empty `b/f3` on the server
+/// and moved the file's mapping to it. A creation queued for a node the server has
+/// meanwhile is now dropped.
+#[test]
+fn outage_seed_77_a_creation_queued_for_a_file_committed_meanwhile_is_dropped() {
+    passes(77, FaultSet::Outages);
+}

@@ -324,6 +324,20 @@ impl Vfs {
                 symlink,
                 mtime,
             } => {
+                if self
+                    .mirror
+                    .read(|db| db.remote_of(*ino))
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
+                    // Made on the server meanwhile: a commit in flight when the
+                    // creation was queued (another device had deleted the file) came
+                    // back as a conflicted copy. Creating it again would put an
+                    // empty file under the old name.
+                    debug!(ino, "already on the server; not created again");
+                    return Ok(Applied::Done);
+                }
                 let parent_id = ids!(*parent);
                 if *kind == Kind::File as u8 {
                     let node = self.mirror.read(|db| db.node(*ino)).ok().flatten();
