@@ -147,6 +147,9 @@ pub struct Vfs {
     /// Nodes whose creation the server refused because their folder was not
     /// found there (`sync::stranded`).
     pub(crate) stranded: Mutex<BTreeSet<u64>>,
+    /// Nodes this device removed (their removal queued): the feed does not bring
+    /// them back from their own creation's journal entry (`feed::own_still_holds`).
+    pub(crate) removed_here: Mutex<BTreeSet<u64>>,
     /// Nodes whose creation was queued again because an operation named them
     /// unmapped (`sync::ops`); once each per run.
     pub(crate) made_again: Mutex<HashSet<u64>>,
@@ -201,6 +204,7 @@ impl Vfs {
             pending: Mutex::new(HashMap::new()),
             stale_bodies: Mutex::new(HashMap::new()),
             stranded: Mutex::new(BTreeSet::new()),
+            removed_here: Mutex::new(BTreeSet::new()),
             made_again: Mutex::new(HashSet::new()),
             removed_while_open: Mutex::new(HashMap::new()),
             reconcile: AtomicBool::new(false),

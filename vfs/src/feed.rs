@@ -7,7 +7,7 @@
 //! directory listed while the feed still lags behind is safe: replaying changes it
 //! already shows only passes through states the server had.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -199,13 +199,15 @@ impl Vfs {
             return;
         }
         let mut effects = Effects::default();
+        let removed_here = lock(&self.removed_here).clone();
         let applied = self.tx(|db| {
             for change in changes {
-                if change.device_id == me && !(names_again(change) && own_still_holds(db, change)?)
+                if change.device_id == me
+                    && !(names_again(change) && own_still_holds(db, change, &removed_here)?)
                 {
                     continue;
                 }
-                self.apply_change(db, change, &mut effects)?;
+                self.apply_change(db, change, change.device_id == me, &mut effects)?;
             }
             db.set_setting(FEED_CURSOR, &last.to_string())?;
             Ok(())
@@ -224,10 +226,14 @@ impl Vfs {
         }
     }
 
+    /// Applies one change; `own`: this device made it (then only where the node
+    /// goes is taken from it: attributes this device changed since may not be on
+    /// the server yet).
     fn apply_change(
         &self,
         db: &Db<'_>,
         change: &proto::Change,
+        own: bool,
         effects: &mut Effects,
     ) -> VfsResult<()> {
         let Some(remote) = &change.node else {
@@ -251,7 +257,7 @@ impl Vfs {
                 }
             }
             Ok(ChangeKind::Created) => match db.ino_of_remote(change.parent)? {
-                Some(parent) => place(db, parent, &change.name, ino, remote, effects)?,
+                Some(parent) => place(db, parent, &change.name, ino, remote, !own, effects)?,
                 None => {
                     if let Some(ino) = ino {
                         refresh_node(db, ino, remote, effects)?;
@@ -276,7 +282,7 @@ impl Vfs {
                     unname(db, old_parent, &change.old_name, ino, directory, effects)?;
                 }
                 match db.ino_of_remote(change.parent)? {
-                    Some(parent) => place(db, parent, &change.name, ino, remote, effects)?,
+                    Some(parent) => place(db, parent, &change.name, ino, remote, !own, effects)?,
                     None => {
                         // Moved somewhere this device has not looked at: out of view.
                         if let Some(ino) = ino
@@ -495,7 +501,7 @@ impl Vfs {
                 {
                     continue; // moved here, the move not sent yet
                 }
-                place(db, dir, name, ino, remote, &mut effects)?;
+                place(db, dir, name, ino, remote, true, &mut effects)?;
             }
             Ok(())
         })?;
@@ -517,12 +523,16 @@ fn names_again(change: &proto::Change) -> bool {
 }
 
 /// True when this device's own `change` still says what the mirror should hold:
-/// - a rename, when no later rename of the node is queued (that one's own entry
-///   follows);
+/// - a rename, of a node still here, when no later rename of it is queued (that
+///   one's own entry follows);
 /// - a creation, only for a node the replay took out of view (one named here stays
-///   as it is, and one whose removal is queued stays gone);
+///   as it is, and one removed here, `removed_here`, stays gone);
 /// - a removal, always (it only takes away the entry that names its node).
-fn own_still_holds(db: &Db<'_>, change: &proto::Change) -> VfsResult<bool> {
+fn own_still_holds(
+    db: &Db<'_>,
+    change: &proto::Change,
+    removed_here: &BTreeSet<u64>,
+) -> VfsResult<bool> {
     let ino = change
         .node
         .as_ref()
@@ -530,14 +540,24 @@ fn own_still_holds(db: &Db<'_>, change: &proto::Change) -> VfsResult<bool> {
         .transpose()?
         .flatten();
     Ok(match (ChangeKind::try_from(change.kind), ino) {
-        (Ok(ChangeKind::Renamed), Some(ino)) => match db.last_rename_of(ino)? {
-            None => true,
-            Some((parent, name)) => {
-                name == change.name.as_ref() && db.ino_of_remote(change.parent)? == Some(parent)
-            }
-        },
+        // Only a node still here: one gone here (removed, or replaced by a rename over
+        // it whose reply has not come yet) is not brought back.
+        (Ok(ChangeKind::Renamed), None) => false,
+        (Ok(ChangeKind::Renamed), Some(ino)) => {
+            db.node(ino)?.is_some()
+                && !removed_here.contains(&ino)
+                && match db.last_rename_of(ino)? {
+                    None => true,
+                    Some((parent, name)) => {
+                        name == change.name.as_ref()
+                            && db.ino_of_remote(change.parent)? == Some(parent)
+                    }
+                }
+        }
         (Ok(ChangeKind::Created), Some(ino)) => {
-            db.any_entry_of(ino)?.is_none() && !db.remove_queued_of(ino)?
+            db.any_entry_of(ino)?.is_none()
+                && !removed_here.contains(&ino)
+                && !db.remove_queued_of(ino)?
         }
         _ => true,
     })
@@ -594,13 +614,15 @@ fn held_here(db: &Db<'_>, parent: u64, name: &[u8], ino: Option<u64>) -> VfsResu
 }
 
 /// Puts the server's entry `(parent, name) → remote` into the mirror, replacing what
-/// held the name unless that is a local change not yet sent.
+/// held the name unless that is a local change not yet sent. `refresh`: a node known
+/// here also takes the server's attributes.
 fn place(
     db: &Db<'_>,
     parent: u64,
     name: &[u8],
     ino: Option<u64>,
     remote: &proto::Node,
+    refresh: bool,
     effects: &mut Effects,
 ) -> VfsResult<()> {
     let Some(dir) = db.node(parent)? else {
@@ -611,7 +633,11 @@ fn place(
     }
     match db.lookup(parent, name)? {
         Some(existing) if Some(existing) == ino => {
-            return refresh_node(db, existing, remote, effects);
+            return if refresh {
+                refresh_node(db, existing, remote, effects)
+            } else {
+                Ok(())
+            };
         }
         Some(existing) => {
             if held_here(db, parent, name, ino)? {
@@ -625,7 +651,9 @@ fn place(
     }
     let ino = match ino {
         Some(ino) => {
-            refresh_node(db, ino, remote, effects)?;
+            if refresh {
+                refresh_node(db, ino, remote, effects)?;
+            }
             drop_stale_names(db, ino, remote, effects)?;
             ino
         }

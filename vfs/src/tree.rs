@@ -75,6 +75,9 @@ fn touch_dir(db: &Db<'_>, dir: &mut Node, stamp: Nanos, nlink_delta: i32) -> Vfs
     Ok(())
 }
 
+/// How many removals made here `Vfs::removed_here` remembers.
+const REMOVED_HERE_KEPT: usize = 100_000;
+
 impl Vfs {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
         if name.len() > NAME_MAX {
@@ -269,10 +272,19 @@ impl Vfs {
 
     /// Drops one link of `ino` (already removed from its directory, in `db`). A node
     /// nobody names and nobody has open is forgotten by the caller afterwards.
-    fn unlink_node(db: &Db<'_>, ino: u64, stamp: Nanos) -> VfsResult<Option<Node>> {
+    /// Takes a link from `ino` (a name removed here: unlink, rmdir, a rename over it).
+    fn unlink_node(&self, db: &Db<'_>, ino: u64, stamp: Nanos) -> VfsResult<Option<Node>> {
         let Some(mut node) = db.node(ino)? else {
             return Ok(None);
         };
+        let mut removed_here = lock(&self.removed_here);
+        removed_here.insert(ino);
+        // Inodes only grow: the oldest removals, whose journal entries came back long
+        // ago, go first.
+        while removed_here.len() > REMOVED_HERE_KEPT {
+            removed_here.pop_first();
+        }
+        drop(removed_here);
         node.nlink = if node.kind == Kind::Directory {
             0
         } else {
@@ -340,7 +352,7 @@ impl Vfs {
                     stamp,
                 )?;
             }
-            Self::unlink_node(db, target, stamp)
+            self.unlink_node(db, target, stamp)
         })?;
         self.forget_if_unused(gone)?;
         self.wake.notify_one();
@@ -452,7 +464,7 @@ impl Vfs {
                     if target_node.kind == Kind::Directory {
                         to_dir.nlink = to_dir.nlink.saturating_sub(1).max(2);
                     }
-                    replaced = Self::unlink_node(db, target, stamp)?;
+                    replaced = self.unlink_node(db, target, stamp)?;
                 }
                 db.remove_entry(parent, name)?;
                 db.add_entry(new_parent, new_name, source)?;
