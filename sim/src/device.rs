@@ -88,6 +88,8 @@ impl SimDevice {
         config.upload_debounce = Duration::from_millis(5);
         config.create_wait = Duration::from_millis(200);
         config.retry_cap = Duration::from_millis(200);
+        // The server says "caught up" every 5 s on an idle stream.
+        config.feed_silence = Duration::from_secs(7);
         config.disk_reserve = 0;
         config.device = name;
         let vfs = Vfs::new(config, client, rt.clone())?;

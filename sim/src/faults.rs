@@ -152,6 +152,8 @@ pub struct Faults {
     /// Feed events to deliver ahead of the server's (bad input from the wire).
     forged: Mutex<VecDeque<proto::WatchEvent>>,
     forged_ready: Notify,
+    /// Streams opened before the last `stall_open_streams` deliver nothing more.
+    stalls: AtomicU64,
     pub counts: FaultCounts,
 }
 
@@ -163,6 +165,7 @@ impl Faults {
             clock,
             forged: Mutex::new(VecDeque::new()),
             forged_ready: Notify::new(),
+            stalls: AtomicU64::new(0),
             counts: FaultCounts::default(),
         })
     }
@@ -179,6 +182,13 @@ impl Faults {
     pub fn forge(&self, event: proto::WatchEvent) {
         self.forged.lock().unwrap().push_back(event);
         self.forged_ready.notify_one();
+    }
+
+    /// The feed streams open now stop delivering, without an error, as over a
+    /// connection gone half-open; streams opened later work.
+    pub fn stall_open_streams(&self) {
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+        self.forged_ready.notify_waiters();
     }
 
     fn roll(&self, percent: u8) -> bool {
@@ -266,6 +276,8 @@ struct Feed {
     /// A change held back until the next event.
     held: Option<proto::WatchEvent>,
     ended: bool,
+    /// `Faults::stalls` when the stream opened.
+    stalls: u64,
 }
 
 impl Feed {
@@ -273,6 +285,9 @@ impl Feed {
         loop {
             if self.ended {
                 return None;
+            }
+            if self.faults.stalls.load(Ordering::Relaxed) > self.stalls {
+                return std::future::pending().await;
             }
             if let Some(event) = self.faults.forged.lock().unwrap().pop_front() {
                 self.faults.counts.forged.fetch_add(1, Ordering::Relaxed);
@@ -485,6 +500,7 @@ impl RemoteClient for FaultyClient {
             ready: VecDeque::new(),
             held: None,
             ended: false,
+            stalls: self.faults.stalls.load(Ordering::Relaxed),
         };
         Ok(futures::stream::unfold(feed, |mut feed| async move {
             let event = feed.next().await?;

@@ -1,5 +1,5 @@
 //! Bad input from the wire: changes delivered twice, out of order, naming a parent
-//! the device does not know, or older than a reset. A device must never build a
+//! the device does not know, or older than a reset; a stream that goes silent. A device must never build a
 //! wrong tree from them; where it cannot tell what it missed, it lists its folders
 //! again. Each test runs the real server and two client cores.
 
@@ -218,4 +218,16 @@ fn a_change_older_than_a_reset_is_skipped() {
     let tree = pair.agree();
     assert!(holds(&tree, "later", later), "{tree:?}");
     assert!(!tree.contains_key("stale"), "{tree:?}");
+}
+
+/// A feed stream that stops delivering without an error (a connection gone
+/// half-open) is followed again once it has been silent too long.
+#[test]
+fn a_feed_gone_silent_is_followed_again() {
+    let pair = Pair::start(7);
+    let before = pair.write("a", 1);
+    assert!(holds(&pair.agree(), "a", before));
+    pair.reader.faults.stall_open_streams();
+    let after = pair.write("b", 2);
+    assert!(holds(&pair.agree(), "b", after));
 }

@@ -31,6 +31,10 @@ pub struct VfsConfig {
     /// The longest pause between tries to reach the server (5 s; simulations shorten
     /// it).
     pub retry_cap: Duration,
+    /// A change feed that delivers nothing for this long is taken as broken and
+    /// followed again. The server says "caught up" at least every 5 s on an idle
+    /// stream, so only a stream stuck on the way (a half-open connection) is silent.
+    pub feed_silence: Duration,
 }
 
 impl VfsConfig {
@@ -45,6 +49,7 @@ impl VfsConfig {
             owner: None,
             device: String::new(),
             retry_cap: crate::backoff::MAX_BACKOFF,
+            feed_silence: Duration::from_secs(20),
         }
     }
 }

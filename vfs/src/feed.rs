@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use loft_cache::mirror::{Db, Kind, Node, Op};
 use loft_remote::client::RemoteError;
+use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, ChangeKind, watch_event::Event};
 use tracing::{debug, info, warn};
 
@@ -91,7 +92,8 @@ impl Vfs {
         let cursor = stored.and_then(|c| c.parse().ok()).unwrap_or(u64::MAX);
         let mut stream = self.client.watch(USER_FEED, cursor).await?;
         let mut delivered = Delivered::after(if cursor == u64::MAX { 0 } else { cursor });
-        let mut next = stream.next().await;
+        let silence = self.config.feed_silence;
+        let mut next = next_event(&mut stream, silence).await;
         while let Some(event) = next.take() {
             let event = event?;
             backoff.reset();
@@ -152,7 +154,7 @@ impl Vfs {
                 None => {}
             }
             if next.is_none() {
-                next = stream.next().await;
+                next = next_event(&mut stream, silence).await;
             }
         }
         Ok(())
@@ -507,6 +509,23 @@ impl Vfs {
         })?;
         self.after_changes(effects);
         Ok(())
+    }
+}
+
+/// The feed's next event; an error when none came for `silence`.
+async fn next_event<S>(
+    stream: &mut S,
+    silence: Duration,
+) -> Option<Result<proto::WatchEvent, RemoteError>>
+where
+    S: futures::Stream<Item = Result<proto::WatchEvent, RemoteError>> + Unpin,
+{
+    match tokio::time::timeout(silence, stream.next()).await {
+        Ok(event) => event,
+        Err(_) => Some(Err(RemoteError::new(
+            ErrorKind::Unavailable,
+            format!("the change feed was silent for {silence:?}"),
+        ))),
     }
 }
 
