@@ -30,6 +30,9 @@ use crate::listing::{apply_remote, upsert_remote};
 /// of the home and of every shared item, in one sequence). Mirrors that followed the
 /// home's journal alone kept theirs under another key, so they start with a reset.
 pub(crate) const FEED_CURSOR: &str = "user_feed_cursor";
+/// Set while a relisting the feed asked for (a change that came late) is not done:
+/// the cursor has moved past that change, so the next stream lists first.
+const RELIST_PENDING: &str = "user_feed_relist_pending";
 /// The Watch namespace that means "everything the user belongs to".
 const USER_FEED: u64 = 0;
 /// Changes applied in one mirror transaction at most.
@@ -90,6 +93,18 @@ impl Vfs {
         // No cursor yet: ask from beyond the end, which answers with a reset to the
         // head; what the mirror holds by then is listed again.
         let cursor = stored.and_then(|c| c.parse().ok()).unwrap_or(u64::MAX);
+        if self
+            .rx(|db| Ok(db.setting(RELIST_PENDING)?))
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            info!("a relisting was left unfinished: listing the mirror's folders again");
+            if !self.relist_in_background().await {
+                return Ok(());
+            }
+            self.relist_done();
+        }
         let mut stream = self.client.watch(USER_FEED, cursor).await?;
         let mut delivered = Delivered::after(if cursor == u64::MAX { 0 } else { cursor });
         let silence = self.config.feed_silence;
@@ -122,6 +137,12 @@ impl Vfs {
                             false
                         }
                     });
+                    if late {
+                        // Recorded first: the cursor moves past the late change below.
+                        if let Err(error) = self.tx(|db| Ok(db.set_setting(RELIST_PENDING, "1")?)) {
+                            warn!("recording a relisting to do: {error}");
+                        }
+                    }
                     self.apply_feed(&batch, me);
                     if late {
                         info!(
@@ -130,6 +151,7 @@ impl Vfs {
                         if !self.relist_in_background().await {
                             return Ok(());
                         }
+                        self.relist_done();
                         delivered.relisted(None);
                     }
                 }
@@ -158,6 +180,12 @@ impl Vfs {
             }
         }
         Ok(())
+    }
+
+    fn relist_done(&self) {
+        if let Err(error) = self.tx(|db| Ok(db.remove_setting(RELIST_PENDING)?)) {
+            warn!("recording a relisting done: {error}");
+        }
     }
 
     /// Lists the mirror's folders again (off the runtime's threads); false if that

@@ -684,6 +684,13 @@ impl Db<'_> {
             .execute(params![key, value])?;
         Ok(())
     }
+
+    pub fn remove_setting(&self, key: &str) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM settings WHERE key = ?1")?
+            .execute([key])?;
+        Ok(())
+    }
 }
 
 impl Db<'_> {
