@@ -130,17 +130,19 @@ impl Vfs {
             node.dirty = new.kind == Kind::File;
             node.local_only = local_only;
             node.ino = db.insert_node(&node)?;
+            if node.kind == Kind::File {
+                // Not uploaded before the caller has made the body file and, for
+                // `create`, opened and closed it: a sync round in between would commit
+                // it empty. Marked before the creation is queued, which a sync round
+                // may see as soon as this transaction ends.
+                lock(&self.pending).entry(node.ino).or_default().ready_at =
+                    Some(Instant::now() + UNTIL_CLOSED);
+            }
             db.add_entry(parent, name, node.ino)?;
             touch_dir(db, &mut dir, stamp, i32::from(new.kind == Kind::Directory))?;
             db.queue(&Op::create_of(&node, parent, name.to_vec()), stamp)?;
             Ok(node)
         })?;
-        if node.kind == Kind::File {
-            // Not uploaded before the caller has made the body file and, for `create`,
-            // opened and closed it: a sync round in between would commit it empty.
-            lock(&self.pending).entry(node.ino).or_default().ready_at =
-                Some(Instant::now() + UNTIL_CLOSED);
-        }
         self.wake.notify_one();
         Ok(node)
     }
