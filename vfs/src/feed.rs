@@ -587,9 +587,10 @@ fn own_still_holds(
         .transpose()?
         .flatten();
     Ok(match (ChangeKind::try_from(change.kind), ino) {
-        // Only a node still here: one gone here (removed, or replaced by a rename over
-        // it whose reply has not come yet) is not brought back.
-        (Ok(ChangeKind::Renamed), None) => false,
+        // Only a node this device maps: a creation or rename whose reply has not come
+        // yet is recorded by that reply, and the node may be gone here since (removed,
+        // or replaced by a rename over it); it is not brought back.
+        (Ok(ChangeKind::Renamed | ChangeKind::Created), None) => false,
         (Ok(ChangeKind::Renamed), Some(ino)) => {
             db.node(ino)?.is_some()
                 && !removed_here.contains(&ino)
