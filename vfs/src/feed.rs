@@ -8,8 +8,8 @@
 //! already shows only passes through states the server had.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -229,11 +229,10 @@ impl Vfs {
             return;
         }
         let mut effects = Effects::default();
-        let removed_here = lock(&self.removed_here).clone();
         let applied = self.tx(|db| {
             for change in changes {
                 if change.device_id == me
-                    && !(names_again(change) && own_still_holds(db, change, &removed_here)?)
+                    && !(names_again(change) && own_still_holds(db, change, &self.removed_here)?)
                 {
                     continue;
                 }
@@ -578,8 +577,9 @@ fn names_again(change: &proto::Change) -> bool {
 fn own_still_holds(
     db: &Db<'_>,
     change: &proto::Change,
-    removed_here: &BTreeSet<u64>,
+    removed_here: &Mutex<BTreeSet<u64>>,
 ) -> VfsResult<bool> {
+    let removed = |ino: u64| lock(removed_here).contains(&ino);
     let ino = change
         .node
         .as_ref()
@@ -593,7 +593,7 @@ fn own_still_holds(
         (Ok(ChangeKind::Renamed | ChangeKind::Created), None) => false,
         (Ok(ChangeKind::Renamed), Some(ino)) => {
             db.node(ino)?.is_some()
-                && !removed_here.contains(&ino)
+                && !removed(ino)
                 && match db.last_rename_of(ino)? {
                     None => true,
                     Some((parent, name)) => {
@@ -603,9 +603,7 @@ fn own_still_holds(
                 }
         }
         (Ok(ChangeKind::Created), Some(ino)) => {
-            db.any_entry_of(ino)?.is_none()
-                && !removed_here.contains(&ino)
-                && !db.remove_queued_of(ino)?
+            db.any_entry_of(ino)?.is_none() && !removed(ino) && !db.remove_queued_of(ino)?
         }
         _ => true,
     })

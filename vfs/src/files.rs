@@ -229,13 +229,6 @@ impl Vfs {
         if !node.dirty {
             return Ok(());
         }
-        let path = self.bodies.path(ino, node.body);
-        if let Err(e) = std::fs::metadata(&path)
-            && e.kind() == std::io::ErrorKind::NotFound
-        {
-            warn!(ino, "dirty file lost its body; keeping it empty");
-            self.bodies.create_body(ino, node.body, 0)?;
-        }
         self.tx(|db| {
             let Some(mut node) = db.node(ino)? else {
                 return Ok(());
@@ -243,7 +236,14 @@ impl Vfs {
             if !node.dirty {
                 return Ok(());
             }
-            let meta = std::fs::metadata(self.bodies.path(ino, node.body))?;
+            let meta = match std::fs::metadata(self.bodies.path(ino, node.body)) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    warn!(ino, "dirty file lost its body; keeping it empty");
+                    self.bodies.create_body(ino, node.body, 0)?.metadata()?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let size = meta.len();
             let mtime = meta.modified().map(nanos_of).unwrap_or(node.mtime);
             if size != node.size || mtime != node.mtime {
