@@ -153,8 +153,8 @@ impl Vfs {
                 // Its creation is still queued; if nothing is, it is stranded
                 // (checked once).
                 let queued = self.mirror.read(|db| db.create_queued_after(ino, 0));
-                if matches!(queued, Ok(false)) && lock(&self.made_again).insert(ino) {
-                    lock(&self.stranded).insert(ino);
+                if matches!(queued, Ok(false)) {
+                    self.strand_once(ino);
                 }
                 continue;
             };

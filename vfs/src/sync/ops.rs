@@ -300,10 +300,8 @@ impl Vfs {
                         // The node it changes may be left with nothing queued to
                         // send it (its creation went the same way): checked once,
                         // as a stranded node.
-                        if let Some(subject) = queued.op.subject()
-                            && lock(&self.made_again).insert(subject)
-                        {
-                            lock(&self.stranded).insert(subject);
+                        if let Some(subject) = queued.op.subject() {
+                            self.strand_once(subject);
                         }
                         return Ok(Applied::Done);
                     }
@@ -324,13 +322,7 @@ impl Vfs {
                 symlink,
                 mtime,
             } => {
-                if self
-                    .mirror
-                    .read(|db| db.remote_of(*ino))
-                    .ok()
-                    .flatten()
-                    .is_some()
-                {
+                if self.remote_id(*ino).await?.is_some() {
                     // Made on the server meanwhile: a commit in flight when the
                     // creation was queued (another device had deleted the file) came
                     // back as a conflicted copy. Creating it again would put an
@@ -403,12 +395,7 @@ impl Vfs {
                 let (parent_id, new_parent_id) = ids!(*parent, *new_parent);
                 // The node itself, so that a name another device gave to another
                 // node since (or a conflict that forked this one) is not moved.
-                let node = self
-                    .mirror
-                    .read(|db| db.remote_of(*ino))
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
+                let node = self.remote_id(*ino).await?.unwrap_or(0);
                 let request = proto::RenameRequest {
                     parent: parent_id,
                     name: name.clone().into(),
@@ -480,7 +467,7 @@ impl Vfs {
                 // since is not taken away with it.
                 let node = match *ino {
                     0 => 0,
-                    ino => match self.mirror.read(|db| db.remote_of(ino)).ok().flatten() {
+                    ino => match self.remote_id(ino).await? {
                         Some(node) => node,
                         None => {
                             debug!(ino, "not removed on the server: it never reached it");

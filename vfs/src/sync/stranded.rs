@@ -18,6 +18,14 @@ use crate::error::retry_later;
 use crate::feed::{Effects, remove_entry, requeue_created};
 
 impl Vfs {
+    /// Marks `ino` stranded, unless its creation was queued again once already
+    /// (`made_again`): a node that keeps failing is not sent round for ever.
+    pub(crate) fn strand_once(&self, ino: u64) {
+        if lock(&self.made_again).insert(ino) {
+            lock(&self.stranded).insert(ino);
+        }
+    }
+
     /// Sends stranded nodes on their way again.
     pub(crate) async fn rescue_stranded(self: &Arc<Self>) -> Result<(), Stop> {
         let stranded: Vec<u64> = lock(&self.stranded).iter().copied().collect();
