@@ -203,6 +203,7 @@ impl Mirror {
             true,
         )?;
         schema::migrate(&mut conn)?;
+        Db(&conn).key_old_operations()?;
         let has_root: bool = conn.query_row(
             "SELECT EXISTS(SELECT 1 FROM nodes WHERE ino = ?1)",
             [ROOT_INO],
@@ -535,9 +536,45 @@ impl Db<'_> {
 
     pub fn push(&self, op: &Op, now: i64) -> Result<()> {
         let text = serde_json::to_string(op).expect("operations serialize");
+        let (to_parent, to_name) = op.made_entry().unzip();
         self.0
-            .prepare_cached("INSERT INTO outbox(op, queued) VALUES (?1, ?2)")?
-            .execute(params![text, now])?;
+            .prepare_cached(
+                "INSERT INTO outbox(op, queued, subject, to_parent, to_name) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                text,
+                now,
+                op.indexed_node() as i64,
+                to_parent.map(|p| p as i64),
+                to_name
+            ])?;
+        Ok(())
+    }
+
+    /// Fills in the index keys of operations queued before the journal had them.
+    fn key_old_operations(&self) -> Result<()> {
+        let rows: Vec<(i64, String)> = {
+            let mut stmt = self
+                .0
+                .prepare("SELECT seq, op FROM outbox WHERE subject IS NULL")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (seq, text) in rows {
+            let op: Op = serde_json::from_str(&text)
+                .map_err(|e| CacheError::Corrupt(format!("outbox row {seq}: {e}")))?;
+            let (to_parent, to_name) = op.made_entry().unzip();
+            self.0.execute(
+                "UPDATE outbox SET subject = ?2, to_parent = ?3, to_name = ?4 WHERE seq = ?1",
+                params![
+                    seq,
+                    op.indexed_node() as i64,
+                    to_parent.map(|p| p as i64),
+                    to_name
+                ],
+            )?;
+        }
         Ok(())
     }
 
@@ -571,7 +608,7 @@ impl Db<'_> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM outbox WHERE seq > ?1 \
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE subject = ?2 AND seq > ?1 \
                  AND json_extract(op, '$.Create.ino') = ?2)",
             )?
             .query_row(params![seq, ino as i64], |r| r.get(0))?)
@@ -580,20 +617,10 @@ impl Db<'_> {
     /// True when a queued rename or link puts an entry at `(parent, name)`: the
     /// entry there is a change made here, not yet on the server.
     pub fn name_queued(&self, parent: u64, name: &[u8]) -> Result<bool> {
-        // Names are stored as JSON arrays of bytes; json_extract gives them back
-        // as that text.
-        let name = format!(
-            "[{}]",
-            name.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
-        );
         Ok(self
             .0
             .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM outbox WHERE \
-                 (json_extract(op, '$.Rename.new_parent') = ?1 \
-                  AND json_extract(op, '$.Rename.new_name') = ?2) \
-                 OR (json_extract(op, '$.Link.parent') = ?1 \
-                  AND json_extract(op, '$.Link.name') = ?2))",
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE to_parent = ?1 AND to_name = ?2)",
             )?
             .query_row(params![parent as i64, name], |r| r.get(0))?)
     }
@@ -603,7 +630,8 @@ impl Db<'_> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM outbox WHERE json_extract(op, '$.Rename.ino') = ?1)",
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE subject = ?1 \
+                 AND json_extract(op, '$.Rename.ino') = ?1)",
             )?
             .query_row(params![ino as i64], |r| r.get(0))?)
     }
@@ -613,7 +641,8 @@ impl Db<'_> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM outbox WHERE json_extract(op, '$.Remove.ino') = ?1)",
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE subject = ?1 \
+                 AND json_extract(op, '$.Remove.ino') = ?1)",
             )?
             .query_row(params![ino as i64], |r| r.get(0))?)
     }
@@ -623,7 +652,7 @@ impl Db<'_> {
         let text: Option<String> = self
             .0
             .prepare_cached(
-                "SELECT op FROM outbox WHERE json_extract(op, '$.Rename.ino') = ?1 \
+                "SELECT op FROM outbox WHERE subject = ?1 AND json_extract(op, '$.Rename.ino') = ?1 \
                  ORDER BY seq DESC LIMIT 1",
             )?
             .query_row(params![ino as i64], |r| r.get(0))

@@ -95,6 +95,30 @@ impl Op {
     }
 }
 
+impl Op {
+    /// The node the journal indexes the operation under: its subject, or for a
+    /// removal the node it takes away (0 when the journal predates that).
+    pub(crate) fn indexed_node(&self) -> u64 {
+        match self {
+            Op::Remove { ino, .. } => *ino,
+            other => other.subject().unwrap_or(0),
+        }
+    }
+
+    /// The entry a rename or link makes, `(parent, name)`.
+    pub(crate) fn made_entry(&self) -> Option<(u64, &[u8])> {
+        match self {
+            Op::Rename {
+                new_parent,
+                new_name,
+                ..
+            } => Some((*new_parent, new_name)),
+            Op::Link { parent, name, .. } => Some((*parent, name)),
+            _ => None,
+        }
+    }
+}
+
 /// An operation as queued.
 #[derive(Clone, Debug)]
 pub struct Queued {

@@ -80,6 +80,18 @@ CREATE TABLE settings(
 -- 1: kept on this device only (.loftignore, user.loft.ignore); never sent.
 ALTER TABLE nodes ADD COLUMN local_only INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- 2: the journal is searched by the node an operation names and by the entry a
+-- rename or link makes, and the sync engine looks for unsent files on every round:
+-- indexes, so none of these reads the whole table. `subject` is NULL in rows
+-- queued before this migration until the mirror fills it in when it opens.
+ALTER TABLE outbox ADD COLUMN subject INTEGER;
+ALTER TABLE outbox ADD COLUMN to_parent INTEGER;
+ALTER TABLE outbox ADD COLUMN to_name BLOB;
+CREATE INDEX outbox_by_subject ON outbox(subject, seq);
+CREATE INDEX outbox_by_target ON outbox(to_parent, to_name);
+CREATE INDEX nodes_unsent ON nodes(ino) WHERE dirty = 1 AND local_only = 0;
+"#,
 ];
 
 /// Brings the schema up to date.
