@@ -32,6 +32,9 @@ pub(crate) enum Applied {
     Wait,
 }
 
+/// The least time from the start of one sync round to the start of the next.
+const ROUND_SPACING: Duration = Duration::from_millis(5);
+
 /// How long `wait_synced` waits for an unreachable server to come back.
 const OFFLINE_GRACE: Duration = Duration::from_secs(6);
 
@@ -48,6 +51,7 @@ impl Vfs {
                 continue;
             }
             backoff.reset();
+            let round_started = Instant::now();
             let next = match self.sync_round().await {
                 Ok(next) => next,
                 Err(Stop::Offline) => {
@@ -77,6 +81,9 @@ impl Vfs {
                     let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
                 }
             }
+            // Every create and close wakes the engine; in a burst of them, rounds
+            // are spaced so each finds a group of files ready instead of one.
+            tokio::time::sleep_until((round_started + ROUND_SPACING).into()).await;
         }
     }
 
