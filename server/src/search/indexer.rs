@@ -27,6 +27,9 @@ const LEASE_TTL: Duration = Duration::from_secs(60);
 /// Journal rows per batch.
 const BATCH: u32 = 200;
 
+/// How long the worker lets writes gather after one before it indexes them.
+const WRITE_GATHER: Duration = Duration::from_millis(200);
+
 /// How often the worker looks without being woken; filled by the binary's flags.
 #[derive(Clone, Debug)]
 pub struct IndexConfig {
@@ -178,11 +181,20 @@ impl Indexer {
                 if let Err(error) = self.run_pass().await {
                     tracing::warn!(%error, "search indexing pass failed");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(config.interval) => {}
-                    Ok(()) = changes.changed() => {}
-                    _ = self.wake.notified() => {}
+                let written = tokio::select! {
+                    _ = tokio::time::sleep(config.interval) => false,
+                    Ok(()) = changes.changed() => true,
+                    _ = self.wake.notified() => false,
                     _ = stop.wait_for(|stopping| *stopping) => return,
+                };
+                if written {
+                    // A burst of commits is indexed in a few passes of whole batches,
+                    // not one pass (and lease) per commit.
+                    tokio::select! {
+                        _ = tokio::time::sleep(WRITE_GATHER) => {}
+                        _ = self.wake.notified() => {}
+                        _ = stop.changed() => {}
+                    }
                 }
             }
         })
