@@ -612,6 +612,11 @@ impl Vfs {
                 }
                 node.ctime = stamp;
                 db.update_node(&node)?;
+                if atime.is_none() && goes_in_its_creation(db, &node)? {
+                    // tar's `futimens`, `fchown` and `fchmod` of each new file: no
+                    // call to the server each.
+                    return Ok(());
+                }
                 db.queue(
                     &Op::SetAttr {
                         ino,
@@ -715,4 +720,15 @@ impl Vfs {
             tracing::warn!(ino = handle.ino, "forgetting a removed directory: {error}");
         }
     }
+}
+
+/// True when a change of `node`'s mode, owner or modification time reaches the server
+/// with its creation: a new file whose first commit is still to be sent carries them
+/// as they are then (and a commit already on its way is checked against them when its
+/// answer comes, `sync::commit`).
+fn goes_in_its_creation(db: &Db<'_>, node: &Node) -> VfsResult<bool> {
+    Ok(node.kind == Kind::File
+        && node.dirty
+        && db.remote_of(node.ino)?.is_none()
+        && db.create_queued_after(node.ino, 0)?)
 }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use loft_cache::mirror::{Held, Kind, Node};
+use loft_cache::mirror::{Db, Held, Kind, Node, Op};
 use loft_remote::client::RemoteResult;
 use loft_remote::content::{ChunkIndex, Manifest};
 use loft_remote::errors::ErrorKind;
@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use super::Stop;
 use crate::attr::now;
 use crate::core::{KernelNote, Vfs, lock};
-use crate::error::retry_later;
+use crate::error::{VfsResult, retry_later};
 use crate::feed::{Effects, claim_remote, keep_edit_as_new};
 use crate::listing::timestamp;
 
@@ -341,7 +341,13 @@ impl Vfs {
             "committed"
         );
         let mut effects = Effects::default();
-        let claimed = self.tx(|db| claim_remote(db, ino, committed.id, &mut effects));
+        let claimed = self.tx(|db| {
+            claim_remote(db, ino, committed.id, &mut effects)?;
+            if prepared_node == 0 {
+                send_attributes_changed_since(db, ino, &request)?;
+            }
+            Ok(())
+        });
         if let Err(error) = claimed {
             warn!(ino, "recording a committed file's server id: {error}");
         }
@@ -437,4 +443,35 @@ impl Vfs {
             self.tell_kernel(KernelNote::Inode(parent));
         }
     }
+}
+
+/// A new file's mode, owner and time changed after its creation was sent (they went
+/// with it, `tree::goes_in_its_creation`): they follow as a change of their own.
+fn send_attributes_changed_since(
+    db: &Db<'_>,
+    ino: u64,
+    sent: &proto::CommitRequest,
+) -> VfsResult<()> {
+    let Some(node) = db.node(ino)? else {
+        return Ok(());
+    };
+    let changed = |now: u32, then: u32| (now != then).then_some(now);
+    let (mode, uid, gid) = (
+        changed(node.mode, sent.mode),
+        changed(node.uid, sent.uid),
+        changed(node.gid, sent.gid),
+    );
+    let mtime = (sent.mtime != Some(timestamp(node.mtime))).then_some(node.mtime);
+    if mode.is_some() || uid.is_some() || gid.is_some() || mtime.is_some() {
+        let change = Op::SetAttr {
+            ino,
+            mode,
+            uid,
+            gid,
+            atime: None,
+            mtime,
+        };
+        db.queue(&change, now())?;
+    }
+    Ok(())
 }
