@@ -122,6 +122,55 @@ fn each_kind_of_change_reaches_the_other_mount() {
     b.unmount();
 }
 
+/// As tar unpacks: mode, owner and time set on the open file before its first
+/// upload go with its creation; some files are changed again after the close, at
+/// the moment their first commit may be on its way.
+#[test]
+fn attributes_set_on_new_files_reach_the_other_mount() {
+    use std::os::unix::fs::MetadataExt;
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    let b = desktop.mount(&[]);
+    fs::create_dir(a.path().join("unpacked")).unwrap();
+    let stamp = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let files = 24u32;
+    for k in 0..files {
+        let path = a.path().join(format!("unpacked/f{k}"));
+        let mut file = fs::File::create(&path).unwrap();
+        file.write_all(format!("file {k}\n").as_bytes()).unwrap();
+        file.set_modified(stamp).unwrap();
+        std::os::unix::fs::fchown(&file, Some(1000 + k), Some(2000 + k)).unwrap();
+        file.set_permissions(fs::Permissions::from_mode(0o640))
+            .unwrap();
+        drop(file);
+        if k % 2 == 1 {
+            // After the debounce has begun: up to twice its default length.
+            std::thread::sleep(Duration::from_millis(u64::from(k) * 4));
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o604)).unwrap();
+        }
+    }
+    a.sync();
+    for k in 0..files {
+        let path = b.path().join(format!("unpacked/f{k}"));
+        let want_mode = if k % 2 == 1 { 0o604 } else { 0o640 };
+        wait_for(
+            &format!("f{k}'s attributes in the other mount"),
+            SYNC,
+            || {
+                let meta = fs::metadata(&path).ok()?;
+                (meta.mode() & 0o7777 == want_mode
+                    && meta.uid() == 1000 + k
+                    && meta.gid() == 2000 + k
+                    && meta.modified().ok()? == stamp)
+                    .then_some(())
+            },
+        );
+    }
+    a.unmount();
+    b.unmount();
+}
+
 #[test]
 fn remote_changes_rehydrate_pinned_files_and_drop_stale_chunks_of_others() {
     let server = TestServer::start();
