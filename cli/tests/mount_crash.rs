@@ -78,6 +78,31 @@ fn fsynced_files_survive_a_killed_mount_process_and_reach_the_server() {
     mount.unmount();
 }
 
+/// Changes are committed to the mirror in groups a few milliseconds long: files
+/// written (not fsync'd) a moment before a `kill -9` are there after it. The server is
+/// down the whole time, so nothing comes back from it.
+#[test]
+fn files_written_a_moment_before_a_killed_mount_process_are_kept_offline() {
+    const NOTES: usize = 200;
+    let mut server = TestServer::start();
+    server.add_user("ann");
+    let device = Device::login(&server, "ann", "laptop");
+    let mount = device.mount(&[]);
+    server.kill9();
+    let notes = mount.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    for i in 0..NOTES {
+        std::fs::write(notes.join(note_name(i)), note(i)).unwrap();
+    }
+    // Two hundred times the mirror's commit window (5 ms).
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (parent, dir) = mount.kill9();
+    let mount = device.mount_at(parent, dir, &[]);
+    assert_eq!(mount.status()["online"], false);
+    check_notes(&mount.path().join("notes"), NOTES);
+    mount.unmount();
+}
+
 #[test]
 fn with_the_server_gone_held_files_read_and_placeholders_fail_with_eio() {
     let mut server = TestServer::start();

@@ -1,16 +1,19 @@
 //! The mirror: the device's copy of the drive's tree (nodes, entries, xattrs), the
 //! ledger of clean bytes held in local body files, the outbound journal and settings,
-//! in one SQLite database (WAL). Every local change is one transaction, so the mirror
-//! and the journal never disagree after a crash.
+//! in one SQLite database (WAL). Every local change is all or nothing, so the mirror
+//! and the journal never disagree after a crash; changes are committed in groups
+//! (`group`).
 
+mod group;
 mod outbox;
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use group::COMMIT_WINDOW;
 pub use outbox::{Op, Queued};
 
 use crate::{CacheError, Result};
@@ -116,7 +119,7 @@ pub struct Held {
 
 /// The mirror database.
 pub struct Mirror {
-    conn: Mutex<Connection>,
+    group: Arc<group::Group>,
     path: PathBuf,
 }
 
@@ -191,8 +194,9 @@ impl Mirror {
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // Commits reach the OS at once (a killed process loses nothing); `sync_wal`
-        // makes them durable against power loss when a caller fsyncs.
+        // Commits reach the OS at once (a killed process loses only the changes of
+        // the open group, `group`); `sync_wal` makes them durable against power loss
+        // when a caller fsyncs.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -216,36 +220,38 @@ impl Mirror {
             Db(&conn).insert_node(&root)?;
         }
         Ok(Mirror {
-            conn: Mutex::new(conn),
+            group: group::Group::start(conn),
             path: path.to_path_buf(),
         })
     }
 
-    /// Runs `f` on the database (no transaction: for reads).
+    /// Runs `f` on the database (no change: for reads). It sees every change made so
+    /// far, committed or not.
     pub fn read<T, E: From<CacheError>>(
         &self,
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&Db(&conn))
+        let state = self.group.lock();
+        f(&Db(&state.conn))
     }
 
-    /// Runs `f` in one transaction, committed if `f` returns `Ok`.
+    /// Runs `f` as one change: kept if `f` returns `Ok`, undone otherwise; committed
+    /// within [`COMMIT_WINDOW`].
     pub fn write<T, E: From<CacheError>>(
         &self,
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| E::from(CacheError::from(e)))?;
-        let out = f(&Db(&tx))?;
-        tx.commit().map_err(|e| E::from(CacheError::from(e)))?;
-        Ok(out)
+        self.group.change(|conn| f(&Db(conn)))
     }
 
-    /// Makes every committed transaction durable against power loss.
+    /// Commits every change made so far.
+    pub fn commit(&self) -> Result<()> {
+        self.group.commit()
+    }
+
+    /// Makes every change made so far durable against power loss.
     pub fn sync_wal(&self) -> Result<()> {
+        self.group.commit()?;
         let mut wal = self.path.as_os_str().to_owned();
         wal.push("-wal");
         match std::fs::File::open(&wal) {
@@ -253,6 +259,12 @@ impl Mirror {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(CacheError::io(PathBuf::from(wal))(e)),
         }
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.group.close();
     }
 }
 

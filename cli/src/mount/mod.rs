@@ -284,6 +284,9 @@ async fn serve(home: LoftHome, live: Live) -> Result<()> {
         engine.abort();
         let _ = engine.await;
     }
+    if let Err(error) = vfs.sync_metadata() {
+        warn!("committing the mirror: {error}");
+    }
     drop(vfs);
     session.close().await;
     Ok(())

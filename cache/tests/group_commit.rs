@@ -1,0 +1,51 @@
+//! Changes share a transaction for a few milliseconds: each is still all or nothing,
+//! and every change kept is in the file once the mirror is closed.
+
+use loft_cache::CacheError;
+use loft_cache::mirror::Mirror;
+
+fn setting(mirror: &Mirror, key: &str) -> Option<String> {
+    mirror.read(|db| db.setting(key)).unwrap()
+}
+
+#[test]
+fn a_failed_change_is_undone_alone_and_kept_ones_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.db");
+    let mirror = Mirror::open(&path, 0).unwrap();
+    mirror.write(|db| db.set_setting("first", "1")).unwrap();
+    let failed: Result<(), CacheError> = mirror.write(|db| {
+        db.set_setting("second", "2")?;
+        db.set_setting("first", "changed")?;
+        Err(CacheError::Corrupt("refused".into()))
+    });
+    assert!(failed.is_err());
+    mirror.write(|db| db.set_setting("third", "3")).unwrap();
+    assert_eq!(setting(&mirror, "first").as_deref(), Some("1"));
+    assert_eq!(setting(&mirror, "second"), None);
+    assert_eq!(setting(&mirror, "third").as_deref(), Some("3"));
+    drop(mirror);
+
+    let mirror = Mirror::open(&path, 0).unwrap();
+    assert_eq!(setting(&mirror, "first").as_deref(), Some("1"));
+    assert_eq!(setting(&mirror, "second"), None);
+    assert_eq!(setting(&mirror, "third").as_deref(), Some("3"));
+}
+
+#[test]
+fn a_change_that_panics_is_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::open(&dir.path().join("mirror.db"), 0).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = mirror.write(|db| {
+            db.set_setting("half", "done")?;
+            panic!("in the middle of a change");
+            #[allow(unreachable_code)]
+            Ok::<_, CacheError>(())
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(setting(&mirror, "half"), None);
+    mirror.write(|db| db.set_setting("after", "yes")).unwrap();
+    assert_eq!(setting(&mirror, "after").as_deref(), Some("yes"));
+}
