@@ -667,7 +667,54 @@ async fn check(
     }
 }
 
+/// A folder in the trash counts the bytes of every file below it, at any depth.
+async fn a_trashed_folder_counts_the_files_below_it(backend: Kind) {
+    let f = fixture(backend).await;
+    let folder = |parent, name| NewNode {
+        kind: NodeKind::Directory,
+        mode: 0o755,
+        ..new_file(parent, name)
+    };
+    let outer = f
+        .meta
+        .create(&f.alice, folder(f.alice.root, "box"))
+        .await
+        .unwrap();
+    let inner = f
+        .meta
+        .create(&f.alice, folder(outer.id, "inner"))
+        .await
+        .unwrap();
+    for (parent, name, pool) in [(outer.id, "a", &[0][..]), (inner.id, "b", &[1, 2][..])] {
+        upload(&f, &f.alice, pool).await;
+        f.meta
+            .commit(
+                &f.alice,
+                CommitOp {
+                    node: 0,
+                    create: Some(new_file(parent, name)),
+                    base_version: 0,
+                    manifest: manifest_of(pool),
+                    mtime: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    f.meta
+        .remove(&f.alice, remove_op(f.alice.root, "box"))
+        .await
+        .unwrap();
+    let trash = f.meta.list_trash(&f.alice).await.unwrap();
+    assert_eq!(trash.len(), 1);
+    assert_eq!(
+        trash[0].size,
+        manifest_of(&[0]).size + manifest_of(&[1, 2]).size
+    );
+}
+
 on_both_backends!(
+    a_trashed_folder_counts_the_files_below_it,
     restoring_a_version_makes_a_new_current_one,
     bad_restores_are_not_found_and_change_nothing,
     trash_restores_to_the_old_path_or_beside_it,

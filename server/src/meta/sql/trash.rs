@@ -24,10 +24,12 @@ const SUBTREE: &str = "WITH RECURSIVE below(id) AS (SELECT CAST(?1 AS BIGINT) UN
 
 /// Bytes of the current versions of the files in the tree rooted at `id`.
 pub fn subtree_size(db: &dyn Db, id: u64) -> Result<u64> {
+    // Each inode of the subtree is looked up by its id: written as a join, SQLite
+    // may scan every inode of the store and probe the subtree for each.
     db.query_one(
         &format!(
-            "{SUBTREE} SELECT CAST(COALESCE(SUM(i.size), 0) AS BIGINT) FROM inodes i JOIN below ON below.id = i.id \
-             WHERE i.kind = ?2"
+            "{SUBTREE} SELECT CAST(COALESCE(SUM((SELECT i.size FROM inodes i \
+             WHERE i.id = below.id AND i.kind = ?2)), 0) AS BIGINT) FROM below"
         ),
         args![id, NodeKind::File as i32],
     )?
