@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -154,6 +154,8 @@ pub struct Faults {
     forged_ready: Notify,
     /// Streams opened before the last `stall_open_streams` deliver nothing more.
     stalls: AtomicU64,
+    /// The next change delivered is the last of its stream (`end_after_next_change`).
+    end_after_change: AtomicBool,
     pub counts: FaultCounts,
 }
 
@@ -166,6 +168,7 @@ impl Faults {
             forged: Mutex::new(VecDeque::new()),
             forged_ready: Notify::new(),
             stalls: AtomicU64::new(0),
+            end_after_change: AtomicBool::new(false),
             counts: FaultCounts::default(),
         })
     }
@@ -189,6 +192,12 @@ impl Faults {
     pub fn stall_open_streams(&self) {
         self.stalls.fetch_add(1, Ordering::Relaxed);
         self.forged_ready.notify_waiters();
+    }
+
+    /// The feed stream that delivers the next change ends right after it, as when
+    /// the server closes the stream: its end is ready as soon as the change is read.
+    pub fn end_after_next_change(&self) {
+        self.end_after_change.store(true, Ordering::Relaxed);
     }
 
     fn roll(&self, percent: u8) -> bool {
@@ -276,6 +285,8 @@ struct Feed {
     /// A change held back until the next event.
     held: Option<proto::WatchEvent>,
     ended: bool,
+    /// Ends once `ready` is delivered.
+    ending: bool,
     /// `Faults::stalls` when the stream opened.
     stalls: u64,
 }
@@ -295,6 +306,10 @@ impl Feed {
             }
             if let Some(event) = self.ready.pop_front() {
                 return Some(event);
+            }
+            if self.ending {
+                self.ended = true;
+                return None;
             }
             let mode = self.mode.borrow_and_update().clone();
             if mode.cut {
@@ -353,6 +368,9 @@ impl Feed {
         self.ready.push_back(Ok(event));
         if let Some(held) = self.held.take() {
             self.ready.push_back(Ok(held));
+        }
+        if is_change && faults.end_after_change.swap(false, Ordering::Relaxed) {
+            self.ending = true;
         }
     }
 
@@ -500,6 +518,7 @@ impl RemoteClient for FaultyClient {
             ready: VecDeque::new(),
             held: None,
             ended: false,
+            ending: false,
             stalls: self.faults.stalls.load(Ordering::Relaxed),
         };
         Ok(futures::stream::unfold(feed, |mut feed| async move {

@@ -231,3 +231,17 @@ fn a_feed_gone_silent_is_followed_again() {
     let after = pair.write("b", 2);
     assert!(holds(&pair.agree(), "b", after));
 }
+
+/// A feed stream that ends right after a change (the server closed it): the change is
+/// applied, the ended stream is not read again, and the feed is followed anew.
+#[test]
+fn a_feed_that_ends_right_after_a_change_is_followed_again() {
+    let pair = Pair::start(8);
+    let before = pair.write("a", 1);
+    assert!(holds(&pair.agree(), "a", before));
+    pair.reader.faults.end_after_next_change();
+    let ending = pair.write("b", 2);
+    assert!(holds(&pair.agree(), "b", ending));
+    let after = pair.write("c", 3);
+    assert!(holds(&pair.agree(), "c", after));
+}

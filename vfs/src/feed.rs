@@ -109,6 +109,8 @@ impl Vfs {
         let mut delivered = Delivered::after(if cursor == u64::MAX { 0 } else { cursor });
         let silence = self.config.feed_silence;
         let mut next = next_event(&mut stream, silence).await;
+        // Seen while gathering a batch: the stream is not polled again after its end.
+        let mut ended = false;
         while let Some(event) = next.take() {
             let event = event?;
             backoff.reset();
@@ -121,8 +123,12 @@ impl Vfs {
                             Some(Some(Ok(proto::WatchEvent {
                                 event: Some(Event::Change(change)),
                             }))) => batch.push(change),
-                            Some(other) => {
-                                next = other;
+                            Some(Some(other)) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Some(None) => {
+                                ended = true;
                                 break;
                             }
                             None => break,
@@ -175,7 +181,7 @@ impl Vfs {
                 }
                 None => {}
             }
-            if next.is_none() {
+            if next.is_none() && !ended {
                 next = next_event(&mut stream, silence).await;
             }
         }
