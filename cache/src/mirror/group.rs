@@ -31,6 +31,11 @@ pub(crate) struct Grouped {
 }
 
 impl Grouped {
+    /// True when the open group has reached its window.
+    fn due(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= COMMIT_WINDOW)
+    }
+
     fn commit(&mut self) -> Result<()> {
         if self.since.take().is_some()
             && let Err(error) = self.conn.execute_batch("COMMIT")
@@ -91,26 +96,18 @@ impl Group {
             .conn
             .execute_batch("SAVEPOINT change")
             .map_err(|e| E::from(e.into()))?;
+        // A failed change returns (or a panicking one unwinds) with `undo` armed.
         let undo = Undo(&state.conn);
-        let out = f(&state.conn);
-        if out.is_ok() {
-            std::mem::forget(undo);
-        } else {
-            drop(undo);
+        let out = f(&state.conn)?;
+        std::mem::forget(undo);
+        state
+            .conn
+            .execute_batch("RELEASE change")
+            .map_err(|e| E::from(e.into()))?;
+        if state.due() {
+            state.commit().map_err(E::from)?;
         }
-        match out {
-            Ok(out) => {
-                state
-                    .conn
-                    .execute_batch("RELEASE change")
-                    .map_err(|e| E::from(e.into()))?;
-                if state.since.is_some_and(|t| t.elapsed() >= COMMIT_WINDOW) {
-                    state.commit().map_err(E::from)?;
-                }
-                Ok(out)
-            }
-            Err(error) => Err(error),
-        }
+        Ok(out)
     }
 
     /// Commits the open group now.
@@ -158,7 +155,7 @@ fn commit_quiet_tails(group: Weak<Group>) {
         drop(state);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         state = group.lock();
-        if state.since.is_some_and(|t| t.elapsed() >= COMMIT_WINDOW)
+        if state.due()
             && let Err(error) = state.commit()
         {
             warn!("committing the mirror: {error}");

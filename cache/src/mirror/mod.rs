@@ -244,11 +244,6 @@ impl Mirror {
         self.group.change(|conn| f(&Db(conn)))
     }
 
-    /// Commits every change made so far.
-    pub fn commit(&self) -> Result<()> {
-        self.group.commit()
-    }
-
     /// Makes every change made so far durable against power loss.
     pub fn sync_wal(&self) -> Result<()> {
         self.group.commit()?;
@@ -266,6 +261,16 @@ impl Drop for Mirror {
     fn drop(&mut self) {
         self.group.close();
     }
+}
+
+/// The journal's index columns of `op`: `(subject, to_parent, to_name)`.
+fn index_keys(op: &Op) -> (i64, Option<i64>, Option<&[u8]>) {
+    let (to_parent, to_name) = op.made_entry().unzip();
+    (
+        op.indexed_node() as i64,
+        to_parent.map(|p| p as i64),
+        to_name,
+    )
 }
 
 /// The mirror's operations, inside [`Mirror::read`] or [`Mirror::write`].
@@ -548,19 +553,13 @@ impl Db<'_> {
 
     pub fn push(&self, op: &Op, now: i64) -> Result<()> {
         let text = serde_json::to_string(op).expect("operations serialize");
-        let (to_parent, to_name) = op.made_entry().unzip();
+        let (subject, to_parent, to_name) = index_keys(op);
         self.0
             .prepare_cached(
                 "INSERT INTO outbox(op, queued, subject, to_parent, to_name) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![
-                text,
-                now,
-                op.indexed_node() as i64,
-                to_parent.map(|p| p as i64),
-                to_name
-            ])?;
+            .execute(params![text, now, subject, to_parent, to_name])?;
         Ok(())
     }
 
@@ -576,15 +575,10 @@ impl Db<'_> {
         for (seq, text) in rows {
             let op: Op = serde_json::from_str(&text)
                 .map_err(|e| CacheError::Corrupt(format!("outbox row {seq}: {e}")))?;
-            let (to_parent, to_name) = op.made_entry().unzip();
+            let (subject, to_parent, to_name) = index_keys(&op);
             self.0.execute(
                 "UPDATE outbox SET subject = ?2, to_parent = ?3, to_name = ?4 WHERE seq = ?1",
-                params![
-                    seq,
-                    op.indexed_node() as i64,
-                    to_parent.map(|p| p as i64),
-                    to_name
-                ],
+                params![seq, subject, to_parent, to_name],
             )?;
         }
         Ok(())
