@@ -130,13 +130,7 @@ impl Write<'_> {
              UPDATE inodes SET trashed = 1, ctime = ?2 WHERE id IN (SELECT id FROM below)",
             args![row.id(), self.now],
         )?;
-        let size = if row.is_dir() {
-            super::trash::subtree_size(self.db, row.id())?
-        } else if row.node.kind == NodeKind::File as i32 {
-            row.node.size
-        } else {
-            0
-        };
+        let size = super::trash::subtree_size(self.db, row.id())?;
         self.db.execute(
             "INSERT INTO trash(ns, inode, parent, name, deleted, device_id, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
              ON CONFLICT (ns, inode) DO UPDATE SET parent = excluded.parent, name = excluded.name, \
