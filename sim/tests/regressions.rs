@@ -81,3 +81,16 @@ fn outage_seed_113_a_file_made_here_survives_the_replay_of_an_older_file_of_that
 fn outage_seed_77_a_creation_queued_for_a_file_committed_meanwhile_is_dropped() {
     passes(77, FaultSet::Outages);
 }
+
+/// Device1 held a new file in `b/y` and an edit of `b/f1` when another device moved
+/// `b` into `a` (as `a/x`), a folder device1 had made offline and not sent yet. The
+/// move took `b` out of view on device1 with everything in it: the edit of `b/f1`
+/// was dropped, and the creations below it named a folder that was forgotten, so
+/// they were skipped when device1's own `a/x` came back as `b`'s server node. A
+/// folder out of view now keeps what it holds that is not sent yet, and a folder
+/// made here that turns out to be a stale one's server node takes its entries and
+/// its queued changes.
+#[test]
+fn all_faults_seed_13_a_folder_moved_out_of_view_keeps_the_changes_made_in_it() {
+    passes(13, FaultSet::All);
+}

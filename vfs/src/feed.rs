@@ -403,9 +403,9 @@ impl Vfs {
         }
         for ino in effects.unlinked {
             // A node named again later in the same transaction was moved, not
-            // removed.
+            // removed; a folder out of view that holds changes not sent stays.
             let unnamed = self.rx(|db| {
-                let named = db.any_entry_of(ino)?.is_some();
+                let named = db.any_entry_of(ino)?.is_some() || db.has_entries(ino)?;
                 Ok(db.node(ino)?.filter(|_| !named))
             });
             let Ok(Some(node)) = unnamed else {
@@ -800,15 +800,25 @@ pub(crate) fn remove_entry(
     Ok(())
 }
 
-/// Takes a node that no entry names any more out of view, with its subtree; dirty
-/// files below it are kept as new files where they were.
+/// Takes a node that no entry names any more out of view, with its subtree. What
+/// below it holds changes not sent yet stays in it, under its server id: those
+/// changes still reach the server where the folder went, and the folder comes back
+/// into view with them when this device meets it there (a listing, or a folder
+/// made here that turns out to be it).
 fn detach(db: &Db<'_>, ino: u64, effects: &mut Effects) -> VfsResult<()> {
     let Some(mut node) = db.node(ino)? else {
         return Ok(());
     };
     if node.kind == Kind::Directory {
         for (name, child) in db.entries(ino)? {
-            remove_entry(db, ino, &name, child, effects)?;
+            let unsent = match db.node(child)? {
+                Some(inner) if inner.kind == Kind::Directory => holds_unsent(db, child)?,
+                Some(inner) => is_unsent(db, &inner)?,
+                None => false,
+            };
+            if !unsent {
+                remove_entry(db, ino, &name, child, effects)?;
+            }
         }
     }
     node.nlink = 0;
@@ -855,9 +865,19 @@ pub(crate) fn claim_remote(
     remote: u64,
     effects: &mut Effects,
 ) -> VfsResult<()> {
-    if let Some(other) = db.ino_of_remote(remote)?.filter(|other| *other != ino)
-        && let Some(node) = db.node(other)?
+    let Some(other) = db.ino_of_remote(remote)?.filter(|other| *other != ino) else {
+        db.set_remote(ino, remote)?;
+        return Ok(());
+    };
+    let stale = db.node(other)?;
+    // A folder taken out of view may be forgotten while it still holds what was
+    // made here: its entries stay, under its inode number.
+    if stale.as_ref().is_none_or(|n| n.kind == Kind::Directory)
+        && db.node(ino)?.is_some_and(|n| n.kind == Kind::Directory)
     {
+        adopt_entries(db, other, ino, effects)?;
+    }
+    if let Some(node) = stale {
         if node.kind == Kind::File && node.dirty {
             keep_edit_as_new(db, &node)?;
         } else {
@@ -872,9 +892,36 @@ pub(crate) fn claim_remote(
                 }
             }
             db.forget_remote(other)?;
+            if node.kind == Kind::Directory {
+                // Forgotten once nothing names it or is left in it.
+                effects.unlinked.push(other);
+            }
         }
     }
     db.set_remote(ino, remote)?;
+    Ok(())
+}
+
+/// Folder `to` takes the place of `from`, a stale view of the same server folder:
+/// the entries of `from` whose names `to` does not hold move into `to`, and queued
+/// changes that name `from` as a folder name `to`. What was made here below the
+/// stale view (kept there when the folder moved out of sight) reaches the server
+/// in the folder's place.
+fn adopt_entries(db: &Db<'_>, from: u64, to: u64, effects: &mut Effects) -> VfsResult<()> {
+    for (name, child) in db.entries(from)? {
+        if db.lookup(to, &name)?.is_some() {
+            continue;
+        }
+        db.remove_entry(from, &name)?;
+        db.add_entry(to, &name, child)?;
+        if db.node(child)?.is_some_and(|n| n.kind == Kind::Directory) {
+            adjust_nlink(db, from, -1)?;
+            adjust_nlink(db, to, 1)?;
+        }
+        effects.name_gone(from, child, name);
+    }
+    effects.notes.push(KernelNote::Inode(to));
+    db.repoint_queued_parent(from, to)?;
     Ok(())
 }
 

@@ -584,6 +584,37 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Queued operations that name folder `from` as a parent name folder `to`
+    /// instead: `from` was found to be a stale view of the server folder `to` took.
+    pub fn repoint_queued_parent(&self, from: u64, to: u64) -> Result<()> {
+        let rows: Vec<(i64, String)> = {
+            let mut stmt = self.0.prepare_cached(
+                "SELECT seq, op FROM outbox WHERE json_extract(op, '$.Create.parent') = ?1 \
+                 OR json_extract(op, '$.Link.parent') = ?1 \
+                 OR json_extract(op, '$.Remove.parent') = ?1 \
+                 OR json_extract(op, '$.Rename.parent') = ?1 \
+                 OR json_extract(op, '$.Rename.new_parent') = ?1",
+            )?;
+            let rows = stmt.query_map([from as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (seq, text) in rows {
+            let mut op: Op = serde_json::from_str(&text)
+                .map_err(|e| CacheError::Corrupt(format!("outbox row {seq}: {e}")))?;
+            if !op.repoint_parent(from, to) {
+                continue;
+            }
+            let text = serde_json::to_string(&op).expect("operations serialize");
+            let (subject, to_parent, to_name) = index_keys(&op);
+            self.0.execute(
+                "UPDATE outbox SET op = ?2, subject = ?3, to_parent = ?4, to_name = ?5 \
+                 WHERE seq = ?1",
+                params![seq, text, subject, to_parent, to_name],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The first `limit` queued operations, oldest first.
     pub fn queued(&self, limit: u32) -> Result<Vec<Queued>> {
         let mut stmt = self
@@ -600,6 +631,20 @@ impl Db<'_> {
             out.push(Queued { seq, op, queued });
         }
         Ok(out)
+    }
+
+    /// The operation queued at position `seq`, if it is still queued.
+    pub fn queued_op(&self, seq: i64) -> Result<Option<Op>> {
+        let text: Option<String> = self
+            .0
+            .prepare_cached("SELECT op FROM outbox WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?;
+        text.map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| CacheError::Corrupt(format!("outbox row {seq}: {e}")))
+        })
+        .transpose()
     }
 
     pub fn unqueue(&self, seq: i64) -> Result<()> {

@@ -105,6 +105,31 @@ impl Op {
         }
     }
 
+    /// Makes every folder the operation names `from` name `to` instead; true if it
+    /// named `from`.
+    pub(crate) fn repoint_parent(&mut self, from: u64, to: u64) -> bool {
+        let mut changed = false;
+        let mut repoint = |parent: &mut u64| {
+            if *parent == from {
+                *parent = to;
+                changed = true;
+            }
+        };
+        match self {
+            Op::Create { parent, .. } | Op::Link { parent, .. } | Op::Remove { parent, .. } => {
+                repoint(parent)
+            }
+            Op::Rename {
+                parent, new_parent, ..
+            } => {
+                repoint(parent);
+                repoint(new_parent);
+            }
+            Op::SetAttr { .. } | Op::SetXattr { .. } | Op::RemoveXattr { .. } => {}
+        }
+        changed
+    }
+
     /// The entry a rename or link makes, `(parent, name)`.
     pub(crate) fn made_entry(&self) -> Option<(u64, &[u8])> {
         match self {

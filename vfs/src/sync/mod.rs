@@ -30,6 +30,9 @@ pub(crate) enum Applied {
     Done,
     /// Not yet: a new file waits for its first close.
     Wait,
+    /// The journal holds a newer form of it (a folder it names was found to be a
+    /// stale view of another): the batch is read again.
+    Rewritten,
 }
 
 /// The least time from the start of one sync round to the start of the next.
@@ -139,6 +142,7 @@ impl Vfs {
                         blocked = true;
                         break;
                     }
+                    Applied::Rewritten => break,
                 }
             }
             self.flush_new_files(&mut group).await?;

@@ -91,6 +91,11 @@ impl Vfs {
             .map(|parent_id| (*ino, parent_id, name.clone())))
     }
 
+    /// True when the journal's entry for `queued` changed after it was read.
+    fn rewritten(&self, queued: &Queued) -> bool {
+        matches!(self.mirror.read(|db| db.queued_op(queued.seq)), Ok(Some(op)) if op != queued.op)
+    }
+
     /// True when the node `op` changes was made local-only after it was queued.
     fn now_local_only(&self, op: &Op) -> bool {
         op.subject().is_some_and(
@@ -294,6 +299,7 @@ impl Vfs {
                         }
                         return Ok(Applied::Done);
                     }
+                    None if self.rewritten(queued) => return Ok(Applied::Rewritten),
                     None => {
                         warn!(?queued.op, "skipped: a node it names is unknown to the server");
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
