@@ -198,7 +198,8 @@ impl Vfs {
     /// failed and the stream should start over.
     pub(crate) async fn relist_in_background(self: &Arc<Self>) -> bool {
         let vfs = self.clone();
-        let relisted = tokio::task::spawn_blocking(move || vfs.relist_all())
+        let span = tracing::Span::current();
+        let relisted = tokio::task::spawn_blocking(move || span.in_scope(|| vfs.relist_all()))
             .await
             .unwrap_or(Ok(()));
         if let Err(error) = relisted {
@@ -227,7 +228,20 @@ impl Vfs {
         let Some(last) = changes.last().map(|c| c.seq) else {
             return;
         };
-        if changes.iter().all(|c| c.device_id == me && !names_again(c)) {
+        let own_version_missed_in_batch = || {
+            self.rx(|db| {
+                for change in changes.iter().filter(|c| c.device_id == me) {
+                    if own_version_missed(db, change)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            })
+            .unwrap_or(false)
+        };
+        if changes.iter().all(|c| c.device_id == me && !names_again(c))
+            && !own_version_missed_in_batch()
+        {
             // Only this device's own changes, none to apply. The cursor is saved
             // when the feed catches up; replaying them after a crash is harmless.
             self.counters.cursor.store(last, Ordering::Relaxed);
@@ -239,6 +253,7 @@ impl Vfs {
             for change in changes {
                 if change.device_id == me
                     && !(names_again(change) && own_still_holds(db, change, &self.removed_here)?)
+                    && !own_version_missed(db, change)?
                 {
                     continue;
                 }
@@ -283,6 +298,8 @@ impl Vfs {
             name = %String::from_utf8_lossy(&change.name),
             old_parent = change.old_parent,
             ino,
+            version = remote.version,
+            size = remote.size,
             "applying a change"
         );
         match ChangeKind::try_from(change.kind) {
@@ -424,7 +441,9 @@ impl Vfs {
         }
         for ino in effects.rehydrate {
             let vfs = self.clone();
+            let span = tracing::Span::current();
             self.rt.spawn_blocking(move || {
+                let _span = span.enter();
                 if let Err(error) = vfs.hydrate(ino) {
                     warn!(ino, "fetching a pinned file's new version: {error}");
                 }
@@ -466,6 +485,7 @@ impl Vfs {
         let Some(remote) = remote else {
             return Ok(());
         };
+        debug!(dir, remote, "listing a folder again");
         let entries = self
             .fetch_listing(remote)
             .map_err(|e| self.remote_failed(e))?;
@@ -574,6 +594,25 @@ fn names_again(change: &proto::Change) -> bool {
     )
 }
 
+/// True when this device's own `change` carries a newer version of a file than the
+/// mirror holds, and nothing here is newer: the mirror lost track of a commit of its
+/// own (the replay of older history took the node away, and its own creation,
+/// replayed after, brought it back as it was first made).
+fn own_version_missed(db: &Db<'_>, change: &proto::Change) -> VfsResult<bool> {
+    if ChangeKind::try_from(change.kind) != Ok(ChangeKind::Modified) {
+        return Ok(false);
+    }
+    let Some(remote) = &change.node else {
+        return Ok(false);
+    };
+    let Some(ino) = live_ino_of_remote(db, remote.id)? else {
+        return Ok(false);
+    };
+    Ok(db.node(ino)?.is_some_and(|node| {
+        node.kind == Kind::File && !node.dirty && remote.version > node.version
+    }) && !db.queued_for(ino)?)
+}
+
 /// True when this device's own `change` still says what the mirror should hold:
 /// - a rename, of a node still here, when no later rename of it is queued (that
 ///   one's own entry follows);
@@ -627,6 +666,15 @@ pub(crate) fn refresh_node(
         return Ok(());
     };
     let old_version = node.version;
+    tracing::trace!(
+        ino,
+        old_version,
+        dirty = node.dirty,
+        size = node.size,
+        version = remote.version,
+        remote_size = remote.size,
+        "refreshing a node from the server"
+    );
     apply_remote(&mut node, remote);
     if node.kind == Kind::File && !node.dirty && node.version != old_version {
         effects.freed += db.release_all(ino)?;
@@ -707,6 +755,15 @@ fn place(
                 refresh_node(db, ino, remote, effects)?;
             }
             drop_stale_names(db, ino, remote, effects)?;
+            // A file this device made, named again after the replay of older
+            // history took its name (and its last link) away in the same batch.
+            if let Some(mut node) = db.node(ino)?
+                && node.kind != Kind::Directory
+                && node.nlink == 0
+            {
+                node.nlink = 1;
+                db.update_node(&node)?;
+            }
             ino
         }
         // An unlisted folder shows the server's entries when it is first looked at.
@@ -783,6 +840,7 @@ pub(crate) fn remove_entry(
     {
         return keep_folder_as_new(db, parent, name, &dir, effects);
     }
+    debug!(parent, name = %String::from_utf8_lossy(name), ino, "entry taken away");
     db.remove_entry(parent, name)?;
     effects.name_gone(parent, ino, name.to_vec());
     let Some(mut node) = db.node(ino)? else {

@@ -169,6 +169,7 @@ impl Vfs {
         };
         self.counters.online.store(true, Ordering::Relaxed);
         let mut effects = Effects::default();
+        let mut behind = false;
         self.tx(|db| {
             let Some(parent) = db.node(dir)? else {
                 return Ok(());
@@ -176,7 +177,13 @@ impl Vfs {
             let mut subdirs = 0;
             for entry in &entries {
                 let Some(remote) = &entry.node else { continue };
-                if db.lookup(dir, &entry.name)?.is_some() {
+                if let Some(known) = db.lookup(dir, &entry.name)? {
+                    // A folder listed again (after a conflict, or a folder made
+                    // here that proved to be one the server had) may name a file
+                    // whose newer version passed this device by: the sync engine
+                    // lists the folders again once its journal is drained.
+                    behind |= db.remote_of(known)? == Some(remote.id)
+                        && db.node(known)?.is_some_and(|n| n.version < remote.version);
                     continue;
                 }
                 if let Some(known) = db.ino_of_remote(remote.id)?
@@ -201,6 +208,10 @@ impl Vfs {
         // A node met under a new name left its old one (no node is unlinked here).
         for note in effects.notes {
             self.tell_kernel(note);
+        }
+        if behind {
+            self.reconcile.store(true, Ordering::Relaxed);
+            self.wake.notify_one();
         }
         Ok(())
     }

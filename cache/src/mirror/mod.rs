@@ -320,6 +320,7 @@ impl Db<'_> {
 
     /// Forgets a node (its xattrs and ledger rows too); its id mapping stays.
     pub fn delete_node(&self, ino: u64) -> Result<()> {
+        tracing::trace!(ino, "node forgotten");
         self.0
             .prepare_cached("DELETE FROM nodes WHERE ino = ?1")?
             .execute([ino])?;
@@ -366,6 +367,7 @@ impl Db<'_> {
     }
 
     pub fn add_entry(&self, parent: u64, name: &[u8], ino: u64) -> Result<()> {
+        tracing::trace!(parent, name = %String::from_utf8_lossy(name), ino, "entry added");
         self.0
             .prepare_cached(
                 "INSERT OR REPLACE INTO dentries(parent, name, ino) VALUES (?1, ?2, ?3)",
@@ -375,6 +377,7 @@ impl Db<'_> {
     }
 
     pub fn remove_entry(&self, parent: u64, name: &[u8]) -> Result<()> {
+        tracing::trace!(parent, name = %String::from_utf8_lossy(name), "entry removed");
         self.0
             .prepare_cached("DELETE FROM dentries WHERE parent = ?1 AND name = ?2")?
             .execute(params![parent, name])?;
@@ -399,6 +402,7 @@ impl Db<'_> {
 
     /// Maps `ino` to `remote`, dropping any other inode's claim on that id.
     pub fn set_remote(&self, ino: u64, remote: u64) -> Result<()> {
+        tracing::trace!(ino, remote, "server id mapped");
         self.0
             .prepare_cached("DELETE FROM idmap WHERE remote = ?1 OR ino = ?2")?
             .execute(params![remote, ino])?;
@@ -676,6 +680,14 @@ impl Db<'_> {
             .query_row(params![parent as i64, name], |r| r.get(0))?)
     }
 
+    /// True when any queued operation changes node `ino`.
+    pub fn queued_for(&self, ino: u64) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM outbox WHERE subject = ?1)")?
+            .query_row(params![ino as i64], |r| r.get(0))?)
+    }
+
     /// True when a queued rename moves node `ino`.
     pub fn rename_queued_of(&self, ino: u64) -> Result<bool> {
         Ok(self
@@ -774,18 +786,21 @@ impl Db<'_> {
 }
 
 impl Db<'_> {
-    /// Nodes no entry names (unlinked while open when the process ended).
-    /// Folders whose entries came from the server (those a feed reset lists again).
+    /// Folders whose entries the mirror holds: listed ones, and ones marked to be
+    /// listed again (those a feed reset or a late change lists again).
     pub fn listed_dirs(&self) -> Result<Vec<u64>> {
-        let mut stmt = self
-            .0
-            .prepare("SELECT ino FROM nodes WHERE kind = ?1 AND listed ORDER BY ino")?;
+        let mut stmt = self.0.prepare(
+            "SELECT ino FROM nodes WHERE kind = ?1 \
+                 AND (listed OR EXISTS(SELECT 1 FROM dentries WHERE parent = nodes.ino)) \
+                 ORDER BY ino",
+        )?;
         let rows = stmt.query_map([Kind::Directory as u8], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Forgets which server node `ino` was (it is to be created there again).
     pub fn forget_remote(&self, ino: u64) -> Result<()> {
+        tracing::trace!(ino, "server id forgotten");
         self.0
             .prepare_cached("DELETE FROM idmap WHERE ino = ?1")?
             .execute([ino])?;
@@ -801,6 +816,7 @@ impl Db<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Nodes no entry names (unlinked while open when the process ended).
     pub fn orphans(&self) -> Result<Vec<Node>> {
         let sql = format!(
             "SELECT {NODE_COLUMNS} FROM nodes WHERE ino != {ROOT_INO} AND \

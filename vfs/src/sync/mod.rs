@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::backoff::Backoff;
 use crate::core::{Vfs, lock};
@@ -73,7 +73,10 @@ impl Vfs {
                 // feed and other devices may have left: folders show the server's
                 // entries again, changes not sent stay.
                 let vfs = self.clone();
-                tokio::spawn(async move { vfs.relist_in_background().await });
+                tokio::spawn(
+                    async move { vfs.relist_in_background().await }
+                        .instrument(tracing::Span::current()),
+                );
             }
             let notified = self.wake.notified();
             match next {
