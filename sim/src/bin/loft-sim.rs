@@ -37,7 +37,7 @@ struct Args {
     /// Print every seed's trace, not only failing ones.
     #[arg(long)]
     trace: bool,
-    /// Keep each seed's log in memory (LOFT_LOG's filter, `loft_vfs=debug,info` by
+    /// Keep each seed's log in memory (LOFT_LOG's filter, `loft_vfs=debug,loft_cache=trace,info` by
     /// default) and write a failing seed's to DIR/seed-N.log, with its trace.
     #[arg(long, value_name = "DIR")]
     failure_logs: Option<PathBuf>,
@@ -77,7 +77,7 @@ fn init_logging(seed_log: Option<&SeedLog>) {
         Some(log) => {
             let log = log.clone();
             tracing_subscriber::fmt()
-                .with_env_filter(filter("loft_vfs=debug,info"))
+                .with_env_filter(filter("loft_vfs=debug,loft_cache=trace,info"))
                 .with_ansi(false)
                 .with_writer(move || log.clone())
                 .init();
