@@ -10,7 +10,8 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,13 +37,28 @@ type Tree = BTreeMap<String, Option<[u8; 32]>>;
 /// Carries out `op` in the mount at `root`. Refusals (a missing file, a folder
 /// not empty) are part of the workload; a read that returns something other than
 /// one write, whole, is not.
-fn apply(root: &Path, op: &Op) -> std::io::Result<()> {
+/// Carries out `op` in the mount at `root`; returns the file it wrote, or the one a
+/// rename replaced (its inode).
+fn apply(root: &Path, op: &Op) -> std::io::Result<Option<u64>> {
     match op {
         Op::Write { path, token } => {
             let path = root.join(path);
             fs::create_dir_all(path.parent().expect("a parent"))?;
-            fs::write(path, token.bytes())
+            let mut file = fs::File::create(path)?;
+            file.write_all(&token.bytes())?;
+            Ok(Some(file.metadata()?.ino()))
         }
+        Op::Rename { from, to } if from != to => {
+            let replaced = fs::symlink_metadata(root.join(to)).ok().map(|m| m.ino());
+            apply_other(root, op).map(|()| replaced)
+        }
+        _ => apply_other(root, op).map(|()| None),
+    }
+}
+
+fn apply_other(root: &Path, op: &Op) -> std::io::Result<()> {
+    match op {
+        Op::Write { .. } => unreachable!("writes are applied above"),
         Op::Read { path } => {
             let content = fs::read(root.join(path))?;
             assert!(
@@ -182,7 +198,7 @@ fn run_seed(seed: u64) {
         let mut line = step.to_string();
         match &step {
             Step::Op { device, op } => match apply(mounts[*device].path(), op) {
-                Ok(()) => written[*device].completed(op),
+                Ok(file) => written[*device].completed(op, file),
                 Err(error) => {
                     line.push_str(&format!(" -> {error}"));
                     // Only the refusals a racing workload meets. ESTALE is the

@@ -108,12 +108,24 @@ impl SimDevice {
         })
     }
 
-    /// Carries out `op` as a process on this device would.
-    pub fn apply(&self, op: &Op) -> Result<(), OpError> {
+    /// Carries out `op` as a process on this device would. Returns the file it
+    /// wrote, or the one a rename replaced (its inode).
+    pub fn apply(&self, op: &Op) -> Result<Option<u64>, OpError> {
         let _span = tracing::info_span!("device", n = self.index).entered();
         tracing::debug!(%op, "operation");
         match op {
-            Op::Write { path, token } => self.write(path, &token.bytes()),
+            Op::Write { path, token } => self.write(path, &token.bytes()).map(Some),
+            Op::Rename { from, to } if from != to => {
+                let replaced = self.resolve(to).ok();
+                self.apply_other(op).map(|()| replaced)
+            }
+            _ => self.apply_other(op).map(|()| None),
+        }
+    }
+
+    fn apply_other(&self, op: &Op) -> Result<(), OpError> {
+        match op {
+            Op::Write { .. } => unreachable!("writes are applied above"),
             Op::Read { path } => {
                 let content = self.read(self.resolve(path)?)?;
                 if !content.is_empty() && Token::parse(&content).is_none() {
@@ -149,8 +161,9 @@ impl SimDevice {
         }
     }
 
-    /// Replaces (or creates) the file at `path`, creating missing parent folders.
-    fn write(&self, path: &str, content: &[u8]) -> Result<(), OpError> {
+    /// Replaces (or creates) the file at `path`, creating missing parent folders;
+    /// returns the file's inode.
+    fn write(&self, path: &str, content: &[u8]) -> Result<u64, OpError> {
         let (parent_path, name) = split(path);
         let mut parent = ROOT_INO;
         for part in parent_path.split('/').filter(|part| !part.is_empty()) {
@@ -162,7 +175,7 @@ impl SimDevice {
                 Err(error) => return Err(error.into()),
             };
         }
-        let fh = match self.vfs.lookup(parent, name.as_bytes()) {
+        let (ino, fh) = match self.vfs.lookup(parent, name.as_bytes()) {
             Ok(attr) => {
                 // O_TRUNC as the kernel sends it (no atomic O_TRUNC): a setattr to
                 // size 0, then the open.
@@ -175,12 +188,13 @@ impl SimDevice {
                     write: true,
                     truncate: false,
                 };
-                self.vfs.open(attr.ino, mode)?.fh
+                (attr.ino, self.vfs.open(attr.ino, mode)?.fh)
             }
             Err(VfsError::NotFound) => {
-                self.vfs
-                    .create(parent, name.as_bytes(), 0o644, 0, 0, true)?
-                    .fh
+                let created = self
+                    .vfs
+                    .create(parent, name.as_bytes(), 0o644, 0, 0, true)?;
+                (created.attr.ino, created.fh)
             }
             Err(error) => return Err(error.into()),
         };
@@ -193,7 +207,8 @@ impl SimDevice {
         }
         let released = self.vfs.release(fh);
         written?;
-        Ok(released?)
+        released?;
+        Ok(ino)
     }
 
     /// A whole file's content through one handle.

@@ -217,8 +217,8 @@ fn run_into(config: &SimConfig, report: &mut Report) -> Result<()> {
         let mut line = step.to_string();
         match &step {
             Step::Op { device, op } => match devices[*device].apply(op) {
-                Ok(()) => {
-                    written[*device].completed(op);
+                Ok(file) => {
+                    written[*device].completed(op, file);
                     report.ops_done += 1;
                 }
                 Err(OpError::Torn { len, start }) => {

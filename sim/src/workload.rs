@@ -120,20 +120,34 @@ pub fn random_op(rng: &mut impl Rng, seed: u64, device: usize, writes: &mut u64)
 #[derive(Clone, Debug, Default)]
 pub struct Written {
     pub files: BTreeMap<String, Token>,
+    /// The file each write went to (its inode on the device), where known.
+    inos: BTreeMap<String, u64>,
 }
 
 impl Written {
-    /// Records an operation the device completed.
-    pub fn completed(&mut self, op: &Op) {
+    /// Records an operation the device completed; `file` is the inode a write went
+    /// to, or the one a rename replaced. Writing a file, or renaming over it,
+    /// replaces what this device wrote to it before, under whatever name it had
+    /// then (another device may have moved it since).
+    pub fn completed(&mut self, op: &Op, file: Option<u64>) {
+        if let Some(ino) = file {
+            self.forget_file(ino);
+        }
         match op {
             Op::Write { path, token } => {
+                match file {
+                    Some(ino) => self.inos.insert(path.clone(), ino),
+                    None => self.inos.remove(path),
+                };
                 self.files.insert(path.clone(), *token);
             }
             Op::Unlink { path } => {
                 self.files.remove(path);
+                self.inos.remove(path);
             }
             Op::Rename { from, to } if from != to => {
                 self.files.remove(to);
+                self.inos.remove(to);
                 let moved: Vec<String> = self
                     .files
                     .keys()
@@ -143,10 +157,27 @@ impl Written {
                 for path in moved {
                     let token = self.files.remove(&path).expect("listed above");
                     let new = format!("{to}{}", &path[from.len()..]);
+                    if let Some(ino) = self.inos.remove(&path) {
+                        self.inos.insert(new.clone(), ino);
+                    }
                     self.files.insert(new, token);
                 }
             }
             Op::Read { .. } | Op::Mkdir { .. } | Op::Rmdir { .. } | Op::Rename { .. } => {}
+        }
+    }
+
+    /// Forgets the writes this device made to file `ino`.
+    fn forget_file(&mut self, ino: u64) {
+        let paths: Vec<String> = self
+            .inos
+            .iter()
+            .filter(|(_, written)| **written == ino)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in paths {
+            self.files.remove(&path);
+            self.inos.remove(&path);
         }
     }
 }
@@ -179,19 +210,74 @@ mod tests {
             len: 1,
         };
         let mut written = Written::default();
-        written.completed(&Op::Write {
-            path: "a/x/f1".into(),
-            token,
-        });
-        written.completed(&Op::Write {
-            path: "ab".into(),
-            token,
-        });
-        written.completed(&Op::Rename {
-            from: "a".into(),
-            to: "c".into(),
-        });
+        written.completed(
+            &Op::Write {
+                path: "a/x/f1".into(),
+                token,
+            },
+            Some(7),
+        );
+        written.completed(
+            &Op::Write {
+                path: "ab".into(),
+                token,
+            },
+            Some(8),
+        );
+        written.completed(
+            &Op::Rename {
+                from: "a".into(),
+                to: "c".into(),
+            },
+            None,
+        );
         let paths: Vec<&String> = written.files.keys().collect();
         assert_eq!(paths, ["ab", "c/x/f1"]);
+    }
+
+    #[test]
+    fn a_write_to_a_file_moved_by_another_device_replaces_the_earlier_one() {
+        let token = |write| Token {
+            seed: 1,
+            device: 0,
+            write,
+            len: 1,
+        };
+        let mut written = Written::default();
+        written.completed(
+            &Op::Write {
+                path: "b/y/f4".into(),
+                token: token(4),
+            },
+            Some(6),
+        );
+        // Another device renamed b/y/f4 to b/f3; this device writes the same file.
+        written.completed(
+            &Op::Write {
+                path: "b/f3".into(),
+                token: token(6),
+            },
+            Some(6),
+        );
+        // A different file keeps its write.
+        written.completed(
+            &Op::Write {
+                path: "a/f1".into(),
+                token: token(7),
+            },
+            Some(9),
+        );
+        let kept: Vec<u64> = written.files.values().map(|t| t.write).collect();
+        assert_eq!(kept, [7, 6]);
+        // Another device moved a/f1 to b/y/f0; this device renames b/f3 over it.
+        written.completed(
+            &Op::Rename {
+                from: "b/f3".into(),
+                to: "b/y/f0".into(),
+            },
+            Some(9),
+        );
+        let paths: Vec<&String> = written.files.keys().collect();
+        assert_eq!(paths, ["b/y/f0"]);
     }
 }
