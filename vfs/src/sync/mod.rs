@@ -72,10 +72,16 @@ impl Vfs {
                 // Repairs what races between this device's changes, the change
                 // feed and other devices may have left: folders show the server's
                 // entries again, changes not sent stay.
+                // A relisting that fails (the server gone again) is tried again at
+                // a later quiet round (at most one a second while nothing happens).
                 let vfs = self.clone();
                 tokio::spawn(
-                    async move { vfs.relist_in_background().await }
-                        .instrument(tracing::Span::current()),
+                    async move {
+                        if !vfs.relist_in_background().await {
+                            vfs.reconcile.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    .instrument(tracing::Span::current()),
                 );
             }
             let notified = self.wake.notified();
