@@ -55,6 +55,10 @@ pub(crate) struct Effects {
     /// feed replays history, and a folder replaced by a name it takes back later
     /// must keep what it holds).
     pub orphaned_dirs: Vec<u64>,
+    /// Edited files no entry names whose server node another inode took over:
+    /// `(ino, parent, name)`, linked again beside that inode's entry under a
+    /// conflicted copy's name once the transaction is over.
+    pub orphaned_edits: Vec<(u64, u64, Vec<u8>)>,
 }
 
 impl Effects {
@@ -318,6 +322,19 @@ impl Vfs {
             },
             Ok(ChangeKind::Renamed) => {
                 let new_parent = db.ino_of_remote(change.parent)?;
+                if new_parent.is_none()
+                    && let Some(ino) = ino
+                    && db
+                        .node(ino)?
+                        .is_some_and(|n| n.kind == Kind::File && n.dirty)
+                {
+                    // Edited here, and moved where this device has not looked: it
+                    // stays where it is while its edit goes to the server (to the
+                    // moved node); the folders are listed again after that, which
+                    // takes the old name away.
+                    self.reconcile.store(true, Ordering::Relaxed);
+                    return Ok(());
+                }
                 if remote.kind == proto::NodeKind::Directory as i32
                     && let Some(parent) = new_parent
                     && held_here(db, parent, &change.name, ino)?
@@ -382,6 +399,11 @@ impl Vfs {
             }
         }
         self.unhold(effects.freed);
+        for (ino, parent, name) in std::mem::take(&mut effects.orphaned_edits) {
+            if let Err(error) = self.keep_orphaned_edit(ino, parent, &name) {
+                warn!(ino, "keeping an edit whose file went out of view: {error}");
+            }
+        }
         for (ino, body) in effects.stale_bodies {
             let in_use = {
                 let mut files = lock(&self.files);
@@ -937,6 +959,14 @@ pub(crate) fn claim_remote(
     }
     if let Some(node) = stale {
         if node.kind == Kind::File && node.dirty {
+            if db.any_entry_of(other)?.is_none()
+                && let Some((parent, name)) = db.any_entry_of(ino)?
+            {
+                // Out of view here (moved where this device has not looked, or
+                // its name taken), and now its server node is this one's: the
+                // edit goes beside it.
+                effects.orphaned_edits.push((other, parent, name));
+            }
             keep_edit_as_new(db, &node)?;
         } else {
             // A folder has one name; a file as many as its links.

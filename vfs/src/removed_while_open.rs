@@ -32,21 +32,58 @@ impl Vfs {
         let Some((parent, name)) = lock(&self.removed_while_open).remove(&node.ino) else {
             return Ok(false);
         };
+        // Dirty now means written since: an edit made before the removal arrived
+        // was kept by the feed, and the node was not removed.
+        let Some(kept) = self.link_edit_again(node.ino, parent, &name, false)? else {
+            return Ok(false);
+        };
+        info!(
+            "{} was written here after another device removed it; kept as {}",
+            String::from_utf8_lossy(&name),
+            String::from_utf8_lossy(&kept)
+        );
+        Ok(true)
+    }
+
+    /// An edited file that no entry names any more, whose server node another
+    /// inode took over: it is linked again in `parent`, under a conflicted copy's
+    /// name of `name` (the other inode's), and created anew on the server.
+    pub(crate) fn keep_orphaned_edit(&self, ino: u64, parent: u64, name: &[u8]) -> VfsResult<()> {
+        if let Some(kept) = self.link_edit_again(ino, parent, name, true)? {
+            info!(
+                "an edit made here to a file moved out of view was kept as {}",
+                String::from_utf8_lossy(&kept)
+            );
+        }
+        Ok(())
+    }
+
+    /// Links dirty node `ino` at `(parent, name)`, or under a conflicted copy's
+    /// name if that is taken (always, when `beside`), and queues its creation.
+    /// Returns the name, or `None` when the node is gone, clean or named already.
+    fn link_edit_again(
+        &self,
+        ino: u64,
+        parent: u64,
+        name: &[u8],
+        beside: bool,
+    ) -> VfsResult<Option<Vec<u8>>> {
         let date = Utc::now().format("%Y-%m-%d").to_string();
         let placed = self.tx(|db| {
-            // Dirty now means written since: an edit made before the removal
-            // arrived was kept by the feed, and the node was not removed.
-            let Some(mut node) = db.node(node.ino)?.filter(|n| n.dirty) else {
+            let Some(mut node) = db.node(ino)?.filter(|n| n.dirty) else {
                 return Ok(None);
             };
+            if db.any_entry_of(ino)?.is_some() {
+                return Ok(None);
+            }
             let parent = match db.node(parent)? {
                 Some(dir) if dir.kind == Kind::Directory && dir.nlink > 0 => parent,
                 _ => ROOT_INO,
             };
-            let mut kept = name.clone();
+            let mut kept = name.to_vec();
             let mut attempt = 1;
-            while db.lookup(parent, &kept)?.is_some() {
-                kept = conflicted_copy_name(&name, &self.config.device, &date, attempt);
+            while beside && attempt == 1 || db.lookup(parent, &kept)?.is_some() {
+                kept = conflicted_copy_name(name, &self.config.device, &date, attempt);
                 attempt += 1;
             }
             db.add_entry(parent, &kept, node.ino)?;
@@ -56,15 +93,13 @@ impl Vfs {
             Ok(Some((parent, kept)))
         })?;
         let Some((parent, kept)) = placed else {
-            return Ok(false);
+            return Ok(None);
         };
-        info!(
-            "{} was written here after another device removed it; kept as {}",
-            String::from_utf8_lossy(&name),
-            String::from_utf8_lossy(&kept)
-        );
-        self.tell_kernel(KernelNote::Entry { parent, name: kept });
+        self.tell_kernel(KernelNote::Entry {
+            parent,
+            name: kept.clone(),
+        });
         self.tell_kernel(KernelNote::Inode(parent));
-        Ok(true)
+        Ok(Some(kept))
     }
 }
