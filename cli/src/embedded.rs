@@ -75,14 +75,26 @@ async fn socket_accepts(path: &Path) -> bool {
     tokio::net::UnixStream::connect(path).await.is_ok()
 }
 
+/// How this process uses the device's embedded server.
+pub enum Embedded {
+    /// This process runs it.
+    Owner(EmbeddedServer),
+    /// Another process runs it. The connection that found it stays open while this
+    /// process runs: the owner keeps serving while any connection is open, and this
+    /// process's own gRPC connection comes a moment after (an owner whose command
+    /// ended in between used to stop, and the command here failed with "connection
+    /// refused").
+    Guest(tokio::net::UnixStream),
+}
+
 /// Makes sure an embedded server serves this device, starting one in this process if
-/// none runs. Returns the server if this process owns it.
-pub async fn ensure(home: &LoftHome, device: &str) -> Result<Option<EmbeddedServer>> {
+/// none runs.
+pub async fn ensure(home: &LoftHome, device: &str) -> Result<Embedded> {
     home.create()?;
     let socket = home.embedded_socket();
     let deadline = tokio::time::Instant::now() + START_WAIT;
     loop {
-        if socket_accepts(&socket).await {
+        if let Ok(held) = tokio::net::UnixStream::connect(&socket).await {
             if load_token(home)?.is_none() {
                 return Err(anyhow!(
                     "the embedded server of {} is run by another process and this device has no token; \
@@ -90,10 +102,10 @@ pub async fn ensure(home: &LoftHome, device: &str) -> Result<Option<EmbeddedServ
                     home.data_dir.display()
                 ));
             }
-            return Ok(None);
+            return Ok(Embedded::Guest(held));
         }
         if let Some(lock) = try_lock(&home.embedded_lock())? {
-            return start(home, device, lock).await.map(Some);
+            return start(home, device, lock).await.map(Embedded::Owner);
         }
         if tokio::time::Instant::now() > deadline {
             return Err(anyhow!(

@@ -8,7 +8,7 @@ use loft_remote::RemoteClient;
 use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
 
 use crate::config::{ClientConfig, load_token};
-use crate::embedded::{self, EmbeddedServer};
+use crate::embedded::{self, Embedded, EmbeddedServer};
 use crate::home::LoftHome;
 
 /// What commands work with.
@@ -20,6 +20,9 @@ pub struct Session {
     pub grpc: GrpcClient,
     /// Set when this process runs the embedded server (kept alive for the command).
     pub embedded: Option<EmbeddedServer>,
+    /// When another process runs the embedded server: a connection to it, open
+    /// while this session lives, so that it keeps serving.
+    _guest: Option<tokio::net::UnixStream>,
 }
 
 /// This device's name: from the config, else `hostname-xxxx`.
@@ -67,21 +70,24 @@ impl Session {
             Some(server) => vec![server],
             None => config.servers.clone(),
         };
-        let (addresses, embedded) = if chosen.is_empty() {
+        let (addresses, embedded, guest) = if chosen.is_empty() {
             let mut config = config.clone();
             if config.device.is_none() {
                 // The embedded server's device is named once and remembered.
                 config.device = Some(default_device_name());
                 config.save(&home)?;
             }
-            let server = embedded::ensure(&home, &device_name(&config)).await?;
-            (vec![ServerAddress::Unix(home.embedded_socket())], server)
+            let address = vec![ServerAddress::Unix(home.embedded_socket())];
+            match embedded::ensure(&home, &device_name(&config)).await? {
+                Embedded::Owner(server) => (address, Some(server), None),
+                Embedded::Guest(held) => (address, None, Some(held)),
+            }
         } else {
             let addresses = chosen
                 .iter()
                 .map(|server| server.parse::<ServerAddress>().map_err(anyhow::Error::msg))
                 .collect::<Result<Vec<_>>>()?;
-            (addresses, None)
+            (addresses, None, None)
         };
         let token = load_token(&home)?.ok_or_else(|| {
             anyhow!("not signed in: run `loft login --server URL --user NAME --password-file F`")
@@ -95,6 +101,7 @@ impl Session {
             client: Arc::new(client.clone()),
             grpc: client,
             embedded,
+            _guest: guest,
         })
     }
 }
