@@ -84,7 +84,7 @@ pub enum Embedded {
     /// process's own gRPC connection comes a moment after (an owner whose command
     /// ended in between used to stop, and the command here failed with "connection
     /// refused").
-    Guest(tokio::net::UnixStream),
+    Guest { _connection: tokio::net::UnixStream },
 }
 
 /// Makes sure an embedded server serves this device, starting one in this process if
@@ -102,7 +102,7 @@ pub async fn ensure(home: &LoftHome, device: &str) -> Result<Embedded> {
                     home.data_dir.display()
                 ));
             }
-            return Ok(Embedded::Guest(held));
+            return Ok(Embedded::Guest { _connection: held });
         }
         if let Some(lock) = try_lock(&home.embedded_lock())? {
             return start(home, device, lock).await.map(Embedded::Owner);

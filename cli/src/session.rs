@@ -8,7 +8,7 @@ use loft_remote::RemoteClient;
 use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
 
 use crate::config::{ClientConfig, load_token};
-use crate::embedded::{self, Embedded, EmbeddedServer};
+use crate::embedded::{self, Embedded};
 use crate::home::LoftHome;
 
 /// What commands work with.
@@ -18,11 +18,9 @@ pub struct Session {
     pub client: Arc<dyn RemoteClient>,
     /// The same client, for what only a gRPC client knows (which server it talks to).
     pub grpc: GrpcClient,
-    /// Set when this process runs the embedded server (kept alive for the command).
-    pub embedded: Option<EmbeddedServer>,
-    /// When another process runs the embedded server: a connection to it, open
-    /// while this session lives, so that it keeps serving.
-    _guest: Option<tokio::net::UnixStream>,
+    /// Set when the session uses the embedded server: run by this process (kept
+    /// alive for the command), or by another one this session holds a connection to.
+    embedded: Option<Embedded>,
 }
 
 /// This device's name: from the config, else `hostname-xxxx`.
@@ -49,7 +47,7 @@ impl Session {
         // This process's own connection must not count as another process's.
         drop(client);
         drop(grpc);
-        if let Some(server) = embedded {
+        if let Some(Embedded::Owner(server)) = embedded {
             server.linger().await;
         }
     }
@@ -70,24 +68,24 @@ impl Session {
             Some(server) => vec![server],
             None => config.servers.clone(),
         };
-        let (addresses, embedded, guest) = if chosen.is_empty() {
+        let (addresses, embedded) = if chosen.is_empty() {
             let mut config = config.clone();
             if config.device.is_none() {
                 // The embedded server's device is named once and remembered.
                 config.device = Some(default_device_name());
                 config.save(&home)?;
             }
-            let address = vec![ServerAddress::Unix(home.embedded_socket())];
-            match embedded::ensure(&home, &device_name(&config)).await? {
-                Embedded::Owner(server) => (address, Some(server), None),
-                Embedded::Guest(held) => (address, None, Some(held)),
-            }
+            let embedded = embedded::ensure(&home, &device_name(&config)).await?;
+            (
+                vec![ServerAddress::Unix(home.embedded_socket())],
+                Some(embedded),
+            )
         } else {
             let addresses = chosen
                 .iter()
                 .map(|server| server.parse::<ServerAddress>().map_err(anyhow::Error::msg))
                 .collect::<Result<Vec<_>>>()?;
-            (addresses, None, None)
+            (addresses, None)
         };
         let token = load_token(&home)?.ok_or_else(|| {
             anyhow!("not signed in: run `loft login --server URL --user NAME --password-file F`")
@@ -101,7 +99,6 @@ impl Session {
             client: Arc::new(client.clone()),
             grpc: client,
             embedded,
-            _guest: guest,
         })
     }
 }
