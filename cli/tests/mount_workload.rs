@@ -34,11 +34,10 @@ const SETTLE: Duration = Duration::from_secs(60);
 /// Path → content hash (`None` for a folder).
 type Tree = BTreeMap<String, Option<[u8; 32]>>;
 
-/// Carries out `op` in the mount at `root`. Refusals (a missing file, a folder
-/// not empty) are part of the workload; a read that returns something other than
-/// one write, whole, is not.
 /// Carries out `op` in the mount at `root`; returns the file it wrote, or the one a
-/// rename replaced (its inode).
+/// rename replaced (its inode). Refusals (a missing file, a folder not empty) are
+/// part of the workload; a read that returns something other than one write, whole,
+/// is not.
 fn apply(root: &Path, op: &Op) -> std::io::Result<Option<u64>> {
     match op {
         Op::Write { path, token } => {
@@ -48,17 +47,6 @@ fn apply(root: &Path, op: &Op) -> std::io::Result<Option<u64>> {
             file.write_all(&token.bytes())?;
             Ok(Some(file.metadata()?.ino()))
         }
-        Op::Rename { from, to } if from != to => {
-            let replaced = fs::symlink_metadata(root.join(to)).ok().map(|m| m.ino());
-            apply_other(root, op).map(|()| replaced)
-        }
-        _ => apply_other(root, op).map(|()| None),
-    }
-}
-
-fn apply_other(root: &Path, op: &Op) -> std::io::Result<()> {
-    match op {
-        Op::Write { .. } => unreachable!("writes are applied above"),
         Op::Read { path } => {
             let content = fs::read(root.join(path))?;
             assert!(
@@ -66,12 +54,20 @@ fn apply_other(root: &Path, op: &Op) -> std::io::Result<()> {
                 "{op}: read {} bytes that are no single write",
                 content.len()
             );
-            Ok(())
+            Ok(None)
         }
-        Op::Unlink { path } => fs::remove_file(root.join(path)),
-        Op::Mkdir { path } => fs::create_dir(root.join(path)),
-        Op::Rmdir { path } => fs::remove_dir(root.join(path)),
-        Op::Rename { from, to } => fs::rename(root.join(from), root.join(to)),
+        Op::Unlink { path } => fs::remove_file(root.join(path)).map(|()| None),
+        Op::Mkdir { path } => fs::create_dir(root.join(path)).map(|()| None),
+        Op::Rmdir { path } => fs::remove_dir(root.join(path)).map(|()| None),
+        Op::Rename { from, to } => {
+            let replaced = if from != to {
+                fs::symlink_metadata(root.join(to)).ok().map(|m| m.ino())
+            } else {
+                None
+            };
+            fs::rename(root.join(from), root.join(to))?;
+            Ok(replaced)
+        }
     }
 }
 

@@ -115,48 +115,45 @@ impl SimDevice {
         tracing::debug!(%op, "operation");
         match op {
             Op::Write { path, token } => self.write(path, &token.bytes()).map(Some),
-            Op::Rename { from, to } if from != to => {
-                let replaced = self.resolve(to).ok();
-                self.apply_other(op).map(|()| replaced)
-            }
-            _ => self.apply_other(op).map(|()| None),
-        }
-    }
-
-    fn apply_other(&self, op: &Op) -> Result<(), OpError> {
-        match op {
-            Op::Write { .. } => unreachable!("writes are applied above"),
             Op::Read { path } => {
                 let content = self.read(self.resolve(path)?)?;
                 if !content.is_empty() && Token::parse(&content).is_none() {
                     return Err(torn(&content));
                 }
-                Ok(())
+                Ok(None)
             }
             Op::Unlink { path } => {
                 let (parent, name) = self.parent_of(path)?;
-                Ok(self.vfs.unlink(parent, name.as_bytes())?)
+                self.vfs.unlink(parent, name.as_bytes())?;
+                Ok(None)
             }
             Op::Mkdir { path } => {
                 let (parent, name) = self.parent_of(path)?;
                 self.vfs.mkdir(parent, name.as_bytes(), 0o755, 0, 0)?;
-                Ok(())
+                Ok(None)
             }
             Op::Rmdir { path } => {
                 let (parent, name) = self.parent_of(path)?;
-                Ok(self.vfs.rmdir(parent, name.as_bytes())?)
+                self.vfs.rmdir(parent, name.as_bytes())?;
+                Ok(None)
             }
             Op::Rename { from, to } => {
+                let replaced = if from != to {
+                    self.resolve(to).ok()
+                } else {
+                    None
+                };
                 let (old_parent, old_name) = self.parent_of(from)?;
                 let (new_parent, new_name) = self.parent_of(to)?;
-                Ok(self.vfs.rename(
+                self.vfs.rename(
                     old_parent,
                     old_name.as_bytes(),
                     new_parent,
                     new_name.as_bytes(),
                     false,
                     false,
-                )?)
+                )?;
+                Ok(replaced)
             }
         }
     }
