@@ -399,7 +399,7 @@ impl Vfs {
             }
         }
         self.unhold(effects.freed);
-        for (ino, parent, name) in std::mem::take(&mut effects.orphaned_edits) {
+        for (ino, parent, name) in effects.orphaned_edits {
             if let Err(error) = self.keep_orphaned_edit(ino, parent, &name) {
                 warn!(ino, "keeping an edit whose file went out of view: {error}");
             }
@@ -627,7 +627,7 @@ fn own_version_missed(db: &Db<'_>, change: &proto::Change) -> VfsResult<bool> {
     let Some(remote) = &change.node else {
         return Ok(false);
     };
-    let Some(ino) = live_ino_of_remote(db, remote.id)? else {
+    let Some(ino) = db.ino_of_remote(remote.id)? else {
         return Ok(false);
     };
     Ok(db.node(ino)?.is_some_and(|node| {

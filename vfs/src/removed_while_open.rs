@@ -82,7 +82,7 @@ impl Vfs {
             };
             let mut kept = name.to_vec();
             let mut attempt = 1;
-            while beside && attempt == 1 || db.lookup(parent, &kept)?.is_some() {
+            while (beside && attempt == 1) || db.lookup(parent, &kept)?.is_some() {
                 kept = conflicted_copy_name(name, &self.config.device, &date, attempt);
                 attempt += 1;
             }
