@@ -245,3 +245,52 @@ fn a_feed_that_ends_right_after_a_change_is_followed_again() {
     let after = pair.write("c", 3);
     assert!(holds(&pair.agree(), "c", after));
 }
+
+/// A folder listed for the first time may name a file this device holds elsewhere,
+/// at an older version, when the feed has not told it yet of the move and the new
+/// version: the file shows the listing's version, never its old bytes under the new
+/// size.
+#[test]
+fn a_listing_ahead_of_the_feed_brings_a_moved_files_new_version() {
+    let pair = Pair::start(15);
+    let old = pair.write("d/a", 1);
+    // The reader holds d/a's bytes, and then knows folder e without listing it.
+    assert!(holds(&pair.agree(), "d/a", old));
+    pair.writer
+        .apply(&Op::Mkdir { path: "e".into() })
+        .unwrap();
+    let start = Instant::now();
+    while pair.reader.vfs.lookup(loft_vfs::ROOT_INO, b"e").is_err() {
+        assert!(start.elapsed() < DEADLINE, "the reader never saw folder e");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pair.reader.faults.stall_open_streams();
+    pair.writer
+        .apply(&Op::Rename {
+            from: "d/a".into(),
+            to: "e/a".into(),
+        })
+        .unwrap();
+    let new = Token {
+        seed: 0,
+        device: 0,
+        write: 2,
+        len: 300,
+    };
+    pair.writer
+        .apply(&Op::Write {
+            path: "e/a".into(),
+            token: new,
+        })
+        .unwrap();
+    while !pair.writer.is_quiet() {
+        assert!(start.elapsed() < DEADLINE, "the writer never sent its changes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Listing e now (the feed is stalled) finds the moved file at its new version.
+    let tree = pair.reader.tree().unwrap();
+    assert!(holds(&tree, "e/a", new), "{tree:?}");
+    assert!(!holds(&tree, "e/a", old), "{tree:?}");
+    let tree = pair.agree();
+    assert!(holds(&tree, "e/a", new), "{tree:?}");
+}

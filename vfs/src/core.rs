@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use loft_cache::bodies::Bodies;
@@ -170,6 +170,8 @@ pub struct Vfs {
     pub(crate) shared: Mutex<crate::shares::SharedRoots>,
     /// The user's quota as last heard, and files refused for it.
     pub(crate) quota: crate::quota::QuotaView,
+    /// This core itself, for work it hands to background tasks.
+    pub(crate) me: Weak<Vfs>,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,7 +190,7 @@ impl Vfs {
         let mirror = Mirror::open(&config.cache_dir.join("mirror.db"), now())?;
         let bodies = Bodies::open(&config.cache_dir.join("bodies"))?;
         let held = mirror.read(|db| db.held_bytes())?;
-        let vfs = Arc::new(Vfs {
+        let vfs = Arc::new_cyclic(|me| Vfs {
             mirror,
             bodies,
             client,
@@ -215,6 +217,7 @@ impl Vfs {
             kernel: OnceLock::new(),
             shared: Mutex::new(Default::default()),
             quota: Default::default(),
+            me: me.clone(),
         });
         vfs.recover()?;
         vfs.load_shares();

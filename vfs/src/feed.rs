@@ -384,7 +384,7 @@ impl Vfs {
 
     /// The work left after a feed transaction: kernel notes, forgotten nodes, stale
     /// bodies and pinned files to fetch again.
-    pub(crate) fn after_changes(self: &Arc<Self>, mut effects: Effects) {
+    pub(crate) fn after_changes(&self, mut effects: Effects) {
         if !effects.orphaned_dirs.is_empty() {
             let detached = self.tx(|db| {
                 while let Some(dir) = effects.orphaned_dirs.pop() {
@@ -462,7 +462,9 @@ impl Vfs {
             }
         }
         for ino in effects.rehydrate {
-            let vfs = self.clone();
+            let Some(vfs) = self.me.upgrade() else {
+                break;
+            };
             let span = tracing::Span::current();
             self.rt.spawn_blocking(move || {
                 let _span = span.enter();
@@ -761,6 +763,15 @@ fn place(
                 Ok(())
             };
         }
+        _ if moved_here_unsent(db, ino)? => {
+            // Moved by this device and the move not sent yet: it stays where this
+            // device put it (as a listing leaves it); the move's own change names
+            // it on the server.
+            return match ino {
+                Some(ino) if refresh => refresh_node(db, ino, remote, effects),
+                _ => Ok(()),
+            };
+        }
         Some(existing) => {
             if held_here(db, parent, name, ino)? {
                 // This device's change wins the name here; the server settles it
@@ -791,7 +802,7 @@ fn place(
         // An unlisted folder shows the server's entries when it is first looked at.
         None if !dir.listed => return Ok(()),
         None => {
-            let ino = upsert_remote(db, remote, dir.pinned)?;
+            let ino = upsert_remote(db, remote, dir.pinned, effects)?;
             if dir.pinned && remote.kind == proto::NodeKind::File as i32 {
                 effects.rehydrate.push(ino);
             }
@@ -808,6 +819,14 @@ fn place(
     });
     effects.notes.push(KernelNote::Inode(parent));
     Ok(())
+}
+
+/// True when `ino` is named here and a queued rename, not sent yet, moved it.
+fn moved_here_unsent(db: &Db<'_>, ino: Option<u64>) -> VfsResult<bool> {
+    let Some(ino) = ino else {
+        return Ok(false);
+    };
+    Ok(db.rename_queued_of(ino)? && db.any_entry_of(ino)?.is_some())
 }
 
 /// Before `ino` takes the server's name for `remote`: a folder, or a file with one

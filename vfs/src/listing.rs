@@ -9,7 +9,7 @@ use loft_remote::proto;
 use crate::attr::Nanos;
 use crate::core::{Vfs, lock};
 use crate::error::{VfsError, VfsResult};
-use crate::feed::{Effects, drop_stale_names};
+use crate::feed::{Effects, drop_stale_names, refresh_node};
 
 fn nanos(time: &Option<proto::Timestamp>) -> Nanos {
     time.as_ref()
@@ -52,13 +52,19 @@ pub(crate) fn apply_remote(node: &mut Node, remote: &proto::Node) {
     }
 }
 
-/// Inserts (or refreshes) the node behind a server entry; returns its inode.
-pub(crate) fn upsert_remote(db: &Db<'_>, remote: &proto::Node, pinned: bool) -> VfsResult<u64> {
+/// Inserts (or refreshes) the node behind a server entry; returns its inode. A known
+/// node is refreshed as a change from the feed would: a newer version of a clean
+/// file leaves its old bytes behind.
+pub(crate) fn upsert_remote(
+    db: &Db<'_>,
+    remote: &proto::Node,
+    pinned: bool,
+    effects: &mut Effects,
+) -> VfsResult<u64> {
     if let Some(ino) = db.ino_of_remote(remote.id)?
-        && let Some(mut node) = db.node(ino)?
+        && db.node(ino)?.is_some()
     {
-        apply_remote(&mut node, remote);
-        db.update_node(&node)?;
+        refresh_node(db, ino, remote, effects)?;
         return Ok(ino);
     }
     let mut node = Node::new(Kind::from_wire(remote.kind), 0, 0);
@@ -191,7 +197,7 @@ impl Vfs {
                 {
                     continue; // moved here, the move not sent yet
                 }
-                let ino = upsert_remote(db, remote, parent.pinned)?;
+                let ino = upsert_remote(db, remote, parent.pinned, &mut effects)?;
                 drop_stale_names(db, ino, remote, &mut effects)?;
                 db.add_entry(dir, &entry.name, ino)?;
                 if Kind::from_wire(remote.kind) == Kind::Directory {
@@ -205,10 +211,9 @@ impl Vfs {
             db.update_node(&parent)?;
             Ok(())
         })?;
-        // A node met under a new name left its old one (no node is unlinked here).
-        for note in effects.notes {
-            self.tell_kernel(note);
-        }
+        // A node met under a new name left its old one, and one met at a newer
+        // version its old bytes.
+        self.after_changes(effects);
         if behind {
             self.reconcile.store(true, Ordering::Relaxed);
             self.wake.notify_one();
