@@ -35,7 +35,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 type Tree = BTreeMap<String, Option<[u8; 32]>>;
 
 /// Carries out `op` in the mount at `root`; returns the file it wrote, or the one a
-/// rename replaced (its inode). Refusals (a missing file, a folder not empty) are
+/// rename replaced or an unlink removed (its inode). Refusals (a missing file, a folder not empty) are
 /// part of the workload; a read that returns something other than one write, whole,
 /// is not.
 fn apply(root: &Path, op: &Op) -> std::io::Result<Option<u64>> {
@@ -56,7 +56,10 @@ fn apply(root: &Path, op: &Op) -> std::io::Result<Option<u64>> {
             );
             Ok(None)
         }
-        Op::Unlink { path } => fs::remove_file(root.join(path)).map(|()| None),
+        Op::Unlink { path } => {
+            let removed = fs::symlink_metadata(root.join(path)).ok().map(|m| m.ino());
+            fs::remove_file(root.join(path)).map(|()| removed)
+        }
         Op::Mkdir { path } => fs::create_dir(root.join(path)).map(|()| None),
         Op::Rmdir { path } => fs::remove_dir(root.join(path)).map(|()| None),
         Op::Rename { from, to } => {

@@ -109,7 +109,7 @@ impl SimDevice {
     }
 
     /// Carries out `op` as a process on this device would. Returns the file it
-    /// wrote, or the one a rename replaced (its inode).
+    /// wrote, or the one a rename replaced or an unlink removed (its inode).
     pub fn apply(&self, op: &Op) -> Result<Option<u64>, OpError> {
         let _span = tracing::info_span!("device", n = self.index).entered();
         tracing::debug!(%op, "operation");
@@ -123,9 +123,10 @@ impl SimDevice {
                 Ok(None)
             }
             Op::Unlink { path } => {
+                let removed = self.resolve(path).ok();
                 let (parent, name) = self.parent_of(path)?;
                 self.vfs.unlink(parent, name.as_bytes())?;
-                Ok(None)
+                Ok(removed)
             }
             Op::Mkdir { path } => {
                 let (parent, name) = self.parent_of(path)?;

@@ -126,9 +126,10 @@ pub struct Written {
 
 impl Written {
     /// Records an operation the device completed; `file` is the inode a write went
-    /// to, or the one a rename replaced. Writing a file, or renaming over it,
-    /// replaces what this device wrote to it before, under whatever name it had
-    /// then (another device may have moved it since).
+    /// to, or the one a rename replaced or an unlink removed. Writing a file,
+    /// renaming over it or unlinking it replaces what this device wrote to it
+    /// before, under whatever name it had then (another device may have moved it
+    /// since).
     pub fn completed(&mut self, op: &Op, file: Option<u64>) {
         if let Some(ino) = file {
             self.forget_file(ino);
@@ -279,5 +280,32 @@ mod tests {
         );
         let paths: Vec<&String> = written.files.keys().collect();
         assert_eq!(paths, ["b/y/f0"]);
+    }
+
+    /// All-faults seed 171: a device wrote b/y/f0, another device renamed it to
+    /// b/f3, and the first device deleted b/f3: its write went with the file.
+    #[test]
+    fn unlinking_a_file_moved_by_another_device_drops_the_write_to_it() {
+        let mut written = Written::default();
+        let token = Token {
+            seed: 171,
+            device: 1,
+            write: 8,
+            len: 1,
+        };
+        written.completed(
+            &Op::Write {
+                path: "b/y/f0".into(),
+                token,
+            },
+            Some(14),
+        );
+        written.completed(
+            &Op::Unlink {
+                path: "b/f3".into(),
+            },
+            Some(14),
+        );
+        assert!(written.files.is_empty(), "{:?}", written.files);
     }
 }

@@ -256,9 +256,7 @@ fn a_listing_ahead_of_the_feed_brings_a_moved_files_new_version() {
     let old = pair.write("d/a", 1);
     // The reader holds d/a's bytes, and then knows folder e without listing it.
     assert!(holds(&pair.agree(), "d/a", old));
-    pair.writer
-        .apply(&Op::Mkdir { path: "e".into() })
-        .unwrap();
+    pair.writer.apply(&Op::Mkdir { path: "e".into() }).unwrap();
     let start = Instant::now();
     while pair.reader.vfs.lookup(loft_vfs::ROOT_INO, b"e").is_err() {
         assert!(start.elapsed() < DEADLINE, "the reader never saw folder e");
@@ -284,7 +282,10 @@ fn a_listing_ahead_of_the_feed_brings_a_moved_files_new_version() {
         })
         .unwrap();
     while !pair.writer.is_quiet() {
-        assert!(start.elapsed() < DEADLINE, "the writer never sent its changes");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the writer never sent its changes"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Listing e now (the feed is stalled) finds the moved file at its new version.
