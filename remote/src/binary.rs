@@ -1,5 +1,6 @@
-//! The part of `main` both binaries share: logging to stderr (filter from `LOFT_LOG`),
-//! a tokio runtime, and one `program: error` line with a failure exit code.
+//! The part of `main` both binaries share: the allocator's arenas capped, logging to
+//! stderr (filter from `LOFT_LOG`), a tokio runtime, and one `program: error` line
+//! with a failure exit code.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ pub fn run_main<E: std::fmt::Display>(
     default_log: &str,
     work: impl Future<Output = Result<(), E>>,
 ) -> ExitCode {
+    crate::allocator::limit_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOFT_LOG")

@@ -1,5 +1,6 @@
 //! Loft's wire: the gRPC protocol, the content format and the typed client.
 
+pub mod allocator;
 pub mod binary;
 pub mod client;
 pub mod conflict_name;
