@@ -295,3 +295,69 @@ fn a_listing_ahead_of_the_feed_brings_a_moved_files_new_version() {
     let tree = pair.agree();
     assert!(holds(&tree, "e/a", new), "{tree:?}");
 }
+
+/// A file edited here that another device renames onto a name where this device
+/// made a file of its own, neither sent yet: the edited file keeps its old name
+/// until the server has both changes, and then both edits are in the drive.
+#[test]
+fn a_rename_onto_a_name_taken_here_leaves_the_edited_file_named() {
+    let pair = Pair::start(16);
+    pair.write("d/a", 1);
+    pair.agree();
+    // The reader's calls are lost from here on; its open feed still delivers.
+    pair.reader.faults.set(FaultMode {
+        lose_request: 100,
+        ..FaultMode::default()
+    });
+    let token = |write| Token {
+        seed: 0,
+        device: 1,
+        write,
+        len: 100,
+    };
+    let edit = token(2);
+    let made_here = token(3);
+    pair.reader
+        .apply(&Op::Write {
+            path: "d/a".into(),
+            token: edit,
+        })
+        .unwrap();
+    pair.reader
+        .apply(&Op::Write {
+            path: "b".into(),
+            token: made_here,
+        })
+        .unwrap();
+    let cursor = |device: &SimDevice| device.vfs.mount_status().unwrap().cursor;
+    let before = cursor(&pair.writer);
+    pair.writer
+        .apply(&Op::Rename {
+            from: "d/a".into(),
+            to: "b".into(),
+        })
+        .unwrap();
+    let start = Instant::now();
+    while !(pair.writer.is_quiet()
+        && cursor(&pair.writer) > before
+        && cursor(&pair.reader) >= cursor(&pair.writer))
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the reader never saw the rename"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tree = pair.reader.tree().unwrap();
+    assert!(holds(&tree, "d/a", edit), "{tree:?}");
+    assert!(holds(&tree, "b", made_here), "{tree:?}");
+    pair.reader.faults.set(FaultMode::default());
+    let tree = pair.agree();
+    for token in [edit, made_here] {
+        assert!(
+            tree.values()
+                .any(|e| matches!(e, Entry::File { token: Some(t), .. } if *t == token)),
+            "{token:?} in {tree:?}"
+        );
+    }
+}

@@ -335,13 +335,18 @@ impl Vfs {
                     self.reconcile.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
-                if remote.kind == proto::NodeKind::Directory as i32
-                    && let Some(parent) = new_parent
+                if let Some(parent) = new_parent
                     && held_here(db, parent, &change.name, ino)?
                 {
-                    // Its new name holds a folder made here: the folder stays where
-                    // it was. Once this device's folder reaches the server and is
-                    // taken as that one, this one is made again for what it holds.
+                    // Its new name holds a change made here: the node stays where
+                    // it was (with any edit of it), not nameless. A folder's
+                    // conflicts settle when this device's folder reaches the server
+                    // and is taken as that one (this one is made again for what it
+                    // holds); a file's, once the server has this device's change
+                    // and the folders are listed again.
+                    if remote.kind != proto::NodeKind::Directory as i32 {
+                        self.reconcile.store(true, Ordering::Relaxed);
+                    }
                     return Ok(());
                 }
                 if let (Some(ino), Some(old_parent)) = (ino, db.ino_of_remote(change.old_parent)?)
@@ -453,11 +458,33 @@ impl Vfs {
             if node.nlink > 0 {
                 continue;
             }
+            let place = gone_names.remove(&ino);
             if self.is_open(ino) {
-                if let Some(place) = gone_names.remove(&ino) {
+                if let Some(place) = place {
                     self.removed_while_open(&node, place);
                 }
-            } else if let Err(error) = self.forget_node(&node) {
+                continue;
+            }
+            // Dirty now means written since the removal (a file edited before it was
+            // kept by the feed): a program had resolved the file just before the
+            // removal and wrote it, closing its handle before this step.
+            if node.dirty
+                && let Some(place) = place
+            {
+                self.removed_while_open(&node, place);
+                match self.keep_if_written_after_removal(&node) {
+                    Ok(true) => {
+                        self.upload_after_debounce(ino);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        warn!(ino, "keeping a file written after its removal: {error}");
+                        continue;
+                    }
+                }
+            }
+            if let Err(error) = self.forget_node(&node) {
                 warn!(ino, "forgetting a node removed remotely: {error}");
             }
         }

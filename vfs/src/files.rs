@@ -469,6 +469,12 @@ impl Vfs {
             && node.nlink == 0
             && !self.keep_if_written_after_removal(&node)?
         {
+            if node.dirty && !lock(&self.removed_here).contains(&ino) {
+                // Written after another device's removal reached the mirror and
+                // before the feed finished applying it: the feed keeps it
+                // (`after_changes`).
+                return Ok(());
+            }
             return self.forget_node(&node);
         }
         if handle.write && self.writers(ino) == 0 {
