@@ -361,3 +361,67 @@ fn a_rename_onto_a_name_taken_here_leaves_the_edited_file_named() {
         );
     }
 }
+
+/// A rename the server has carried out keeps its name while the feed, behind it,
+/// replays older history that named the same place (all-faults seeds 8 and 366):
+/// another device's file created there and moved away before the rename.
+#[test]
+fn a_sent_rename_keeps_its_name_while_the_feed_replays_older_history() {
+    let pair = Pair::start(17);
+    let cursor = |device: &SimDevice| device.vfs.mount_status().unwrap().cursor;
+    let start = Instant::now();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        while !done() {
+            assert!(start.elapsed() < DEADLINE, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mine = Token {
+        seed: 0,
+        device: 1,
+        write: 1,
+        len: 100,
+    };
+    pair.reader
+        .apply(&Op::Write {
+            path: "d/a".into(),
+            token: mine,
+        })
+        .unwrap();
+    pair.agree();
+    wait("the reader's creation never came back", &|| {
+        pair.reader.is_quiet() && cursor(&pair.reader) >= cursor(&pair.writer)
+    });
+    // From here the reader's feed is behind: another device's file comes to d/n
+    // and moves on to d/m, and then the reader moves its own file to d/n.
+    pair.reader.faults.stall_open_streams();
+    let theirs = pair.write("d/n", 2);
+    pair.writer
+        .apply(&Op::Rename {
+            from: "d/n".into(),
+            to: "d/m".into(),
+        })
+        .unwrap();
+    wait("the writer never sent its changes", &|| {
+        pair.writer.is_quiet()
+    });
+    pair.reader
+        .apply(&Op::Rename {
+            from: "d/a".into(),
+            to: "d/n".into(),
+        })
+        .unwrap();
+    wait("the reader never sent its rename", &|| {
+        pair.reader.is_quiet()
+    });
+    // The stalled feed is followed again and replays d/n's creation alone (the
+    // stream ends after it), so the feed's work after it is done before the
+    // reader's rename comes back.
+    pair.reader.faults.end_after_next_change();
+    wait("the reader's feed never caught up", &|| {
+        cursor(&pair.reader) >= cursor(&pair.writer)
+    });
+    let tree = pair.agree();
+    assert!(holds(&tree, "d/n", mine), "{tree:?}");
+    assert!(holds(&tree, "d/m", theirs), "{tree:?}");
+}

@@ -170,6 +170,9 @@ pub struct Vfs {
     pub(crate) shared: Mutex<crate::shares::SharedRoots>,
     /// The user's quota as last heard, and files refused for it.
     pub(crate) quota: crate::quota::QuotaView,
+    /// Renames the server carried out whose own change has not come back through
+    /// the feed yet (`renamed_here`).
+    pub(crate) renamed_here: crate::renamed_here::RenamedHere,
     /// This core itself, for work it hands to background tasks.
     pub(crate) me: Weak<Vfs>,
 }
@@ -217,6 +220,7 @@ impl Vfs {
             kernel: OnceLock::new(),
             shared: Mutex::new(Default::default()),
             quota: Default::default(),
+            renamed_here: Default::default(),
             me: me.clone(),
         });
         vfs.recover()?;

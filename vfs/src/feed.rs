@@ -25,6 +25,7 @@ use crate::core::{KernelNote, Vfs, lock};
 use crate::delivery::{Delivered, Delivery};
 use crate::error::VfsResult;
 use crate::listing::{apply_remote, upsert_remote};
+use crate::renamed_here::RenamedHere;
 
 /// Where the feed resumes: the last position applied in the user's feed (the journals
 /// of the home and of every shared item, in one sequence). Mirrors that followed the
@@ -167,6 +168,9 @@ impl Vfs {
                 }
                 Some(Event::Reset(head)) => {
                     info!("change feed reset to {head}: listing the mirror's folders again");
+                    // The changes before `head` will not come: nor will the own
+                    // changes of renames the server has carried out.
+                    self.renamed_here.clear();
                     if !self.relist_in_background().await {
                         return Ok(());
                     }
@@ -256,6 +260,15 @@ impl Vfs {
         let applied = self.tx(|db| {
             for change in changes {
                 if change.device_id == me
+                    && let Some(node) = &change.node
+                    && matches!(
+                        ChangeKind::try_from(change.kind),
+                        Ok(ChangeKind::Renamed | ChangeKind::Removed)
+                    )
+                {
+                    self.renamed_here.came_back(node.id);
+                }
+                if change.device_id == me
                     && !(names_again(change) && own_still_holds(db, change, &self.removed_here)?)
                     && !own_version_missed(db, change)?
                 {
@@ -306,6 +319,10 @@ impl Vfs {
             size = remote.size,
             "applying a change"
         );
+        let feed = Placing::Feed {
+            own,
+            renamed: &self.renamed_here,
+        };
         match ChangeKind::try_from(change.kind) {
             Ok(ChangeKind::Modified) => {
                 if let Some(ino) = ino {
@@ -313,7 +330,7 @@ impl Vfs {
                 }
             }
             Ok(ChangeKind::Created) => match db.ino_of_remote(change.parent)? {
-                Some(parent) => place(db, parent, &change.name, ino, remote, !own, effects)?,
+                Some(parent) => place(db, parent, &change.name, ino, remote, feed, effects)?,
                 None => {
                     if let Some(ino) = ino {
                         refresh_node(db, ino, remote, effects)?;
@@ -336,7 +353,7 @@ impl Vfs {
                     return Ok(());
                 }
                 if let Some(parent) = new_parent
-                    && held_here(db, parent, &change.name, ino)?
+                    && held_here(db, parent, &change.name, ino, Some(&self.renamed_here))?
                 {
                     // Its new name holds a change made here: the node stays where
                     // it was (with any edit of it), not nameless. A folder's
@@ -356,7 +373,7 @@ impl Vfs {
                     unname(db, old_parent, &change.old_name, ino, directory, effects)?;
                 }
                 match db.ino_of_remote(change.parent)? {
-                    Some(parent) => place(db, parent, &change.name, ino, remote, !own, effects)?,
+                    Some(parent) => place(db, parent, &change.name, ino, remote, feed, effects)?,
                     None => {
                         // Moved somewhere this device has not looked at: out of view.
                         if let Some(ino) = ino
@@ -607,7 +624,7 @@ impl Vfs {
                 {
                     continue; // moved here, the move not sent yet
                 }
-                place(db, dir, name, ino, remote, true, &mut effects)?;
+                place(db, dir, name, ino, remote, Placing::Listing, &mut effects)?;
             }
             Ok(())
         })?;
@@ -754,28 +771,52 @@ fn live_ino_of_remote(db: &Db<'_>, remote: u64) -> VfsResult<Option<u64>> {
 
 /// True when `(parent, name)` holds, instead of `ino`, a change made here and not
 /// sent: a node the server does not know, a dirty one, or one a queued rename or
-/// link put there.
-fn held_here(db: &Db<'_>, parent: u64, name: &[u8], ino: Option<u64>) -> VfsResult<bool> {
+/// link put there; or, for older history the feed replays (`renamed`), one a rename
+/// put there whose own change has not come back yet.
+fn held_here(
+    db: &Db<'_>,
+    parent: u64,
+    name: &[u8],
+    ino: Option<u64>,
+    renamed: Option<&RenamedHere>,
+) -> VfsResult<bool> {
     let Some(existing) = db.lookup(parent, name)?.filter(|e| Some(*e) != ino) else {
         return Ok(false);
     };
     Ok(db.remote_of(existing)?.is_none()
         || db.node(existing)?.is_some_and(|n| n.dirty)
-        || db.name_queued(parent, name)?)
+        || db.name_queued(parent, name)?
+        || renamed.is_some_and(|r| r.holds(existing, parent, name)))
+}
+
+/// Where an entry [`place`] puts comes from.
+#[derive(Clone, Copy)]
+enum Placing<'a> {
+    /// A change from the feed, which may be older history than what this device
+    /// did since; `own`: this device made it (then only where the node goes is
+    /// taken from it).
+    Feed { own: bool, renamed: &'a RenamedHere },
+    /// A listing: what it shows stands, attributes included.
+    Listing,
 }
 
 /// Puts the server's entry `(parent, name) → remote` into the mirror, replacing what
-/// held the name unless that is a local change not yet sent. `refresh`: a node known
-/// here also takes the server's attributes.
+/// held the name unless that is a local change not yet sent (or, for a change from
+/// the feed, a rename whose own change has not come back). A node known here also
+/// takes the server's attributes, unless the change is this device's own.
 fn place(
     db: &Db<'_>,
     parent: u64,
     name: &[u8],
     ino: Option<u64>,
     remote: &proto::Node,
-    refresh: bool,
+    placing: Placing<'_>,
     effects: &mut Effects,
 ) -> VfsResult<()> {
+    let (refresh, renamed) = match placing {
+        Placing::Feed { own, renamed } => (!own, Some(renamed)),
+        Placing::Listing => (true, None),
+    };
     let Some(dir) = db.node(parent)? else {
         return Ok(());
     };
@@ -800,7 +841,7 @@ fn place(
             };
         }
         Some(existing) => {
-            if held_here(db, parent, name, ino)? {
+            if held_here(db, parent, name, ino, renamed)? {
                 // This device's change wins the name here; the server settles it
                 // (a conflicted copy) when the change arrives there.
                 return Ok(());

@@ -26,6 +26,7 @@ mod listing;
 mod pin;
 mod quota;
 mod removed_while_open;
+mod renamed_here;
 mod shares;
 mod status;
 mod sync;

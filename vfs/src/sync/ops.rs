@@ -452,6 +452,8 @@ impl Vfs {
                                 Ok(())
                             });
                             self.after_changes(effects);
+                            self.renamed_here
+                                .record(*ino, *new_parent, new_name, node.id);
                         }
                         Ok(())
                     }
