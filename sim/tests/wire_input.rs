@@ -95,6 +95,16 @@ impl Drop for Pair {
     }
 }
 
+/// Waits until `done` holds; fails the test, saying `what` did not happen, after
+/// the deadline.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < DEADLINE, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn holds(tree: &Tree, path: &str, token: Token) -> bool {
     matches!(tree.get(path), Some(Entry::File { token: Some(t), .. }) if *t == token)
 }
@@ -257,11 +267,9 @@ fn a_listing_ahead_of_the_feed_brings_a_moved_files_new_version() {
     // The reader holds d/a's bytes, and then knows folder e without listing it.
     assert!(holds(&pair.agree(), "d/a", old));
     pair.writer.apply(&Op::Mkdir { path: "e".into() }).unwrap();
-    let start = Instant::now();
-    while pair.reader.vfs.lookup(loft_vfs::ROOT_INO, b"e").is_err() {
-        assert!(start.elapsed() < DEADLINE, "the reader never saw folder e");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the reader never saw folder e", || {
+        pair.reader.vfs.lookup(loft_vfs::ROOT_INO, b"e").is_ok()
+    });
     pair.reader.faults.stall_open_streams();
     pair.writer
         .apply(&Op::Rename {
@@ -281,13 +289,9 @@ fn a_listing_ahead_of_the_feed_brings_a_moved_files_new_version() {
             token: new,
         })
         .unwrap();
-    while !pair.writer.is_quiet() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the writer never sent its changes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the writer never sent its changes", || {
+        pair.writer.is_quiet()
+    });
     // Listing e now (the feed is stalled) finds the moved file at its new version.
     let tree = pair.reader.tree().unwrap();
     assert!(holds(&tree, "e/a", new), "{tree:?}");
@@ -337,17 +341,11 @@ fn a_rename_onto_a_name_taken_here_leaves_the_edited_file_named() {
             to: "b".into(),
         })
         .unwrap();
-    let start = Instant::now();
-    while !(pair.writer.is_quiet()
-        && cursor(&pair.writer) > before
-        && cursor(&pair.reader) >= cursor(&pair.writer))
-    {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the reader never saw the rename"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the reader never saw the rename", || {
+        pair.writer.is_quiet()
+            && cursor(&pair.writer) > before
+            && cursor(&pair.reader) >= cursor(&pair.writer)
+    });
     let tree = pair.reader.tree().unwrap();
     assert!(holds(&tree, "d/a", edit), "{tree:?}");
     assert!(holds(&tree, "b", made_here), "{tree:?}");
@@ -369,13 +367,6 @@ fn a_rename_onto_a_name_taken_here_leaves_the_edited_file_named() {
 fn a_sent_rename_keeps_its_name_while_the_feed_replays_older_history() {
     let pair = Pair::start(17);
     let cursor = |device: &SimDevice| device.vfs.mount_status().unwrap().cursor;
-    let start = Instant::now();
-    let wait = |what: &str, done: &dyn Fn() -> bool| {
-        while !done() {
-            assert!(start.elapsed() < DEADLINE, "{what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     let mine = Token {
         seed: 0,
         device: 1,
@@ -389,7 +380,7 @@ fn a_sent_rename_keeps_its_name_while_the_feed_replays_older_history() {
         })
         .unwrap();
     pair.agree();
-    wait("the reader's creation never came back", &|| {
+    wait_until("the reader's creation never came back", || {
         pair.reader.is_quiet() && cursor(&pair.reader) >= cursor(&pair.writer)
     });
     // From here the reader's feed is behind: another device's file comes to d/n
@@ -402,7 +393,7 @@ fn a_sent_rename_keeps_its_name_while_the_feed_replays_older_history() {
             to: "d/m".into(),
         })
         .unwrap();
-    wait("the writer never sent its changes", &|| {
+    wait_until("the writer never sent its changes", || {
         pair.writer.is_quiet()
     });
     pair.reader
@@ -411,14 +402,14 @@ fn a_sent_rename_keeps_its_name_while_the_feed_replays_older_history() {
             to: "d/n".into(),
         })
         .unwrap();
-    wait("the reader never sent its rename", &|| {
+    wait_until("the reader never sent its rename", || {
         pair.reader.is_quiet()
     });
     // The stalled feed is followed again and replays d/n's creation alone (the
     // stream ends after it), so the feed's work after it is done before the
     // reader's rename comes back.
     pair.reader.faults.end_after_next_change();
-    wait("the reader's feed never caught up", &|| {
+    wait_until("the reader's feed never caught up", || {
         cursor(&pair.reader) >= cursor(&pair.writer)
     });
     let tree = pair.agree();
