@@ -486,10 +486,9 @@ impl Vfs {
             // kept by the feed): a program had resolved the file just before the
             // removal and wrote it, closing its handle before this step.
             if node.dirty
-                && let Some(place) = place
+                && let Some((parent, name)) = place
             {
-                self.removed_while_open(&node, place);
-                match self.keep_if_written_after_removal(&node) {
+                match self.keep_written_after_removal(ino, parent, &name) {
                     Ok(true) => {
                         self.upload_after_debounce(ino);
                         continue;

@@ -32,14 +32,26 @@ impl Vfs {
         let Some((parent, name)) = lock(&self.removed_while_open).remove(&node.ino) else {
             return Ok(false);
         };
+        self.keep_written_after_removal(node.ino, parent, &name)
+    }
+
+    /// Node `ino`, which another device removed from `(parent, name)` and no entry
+    /// names, is linked again there (or beside) if it was written since. Returns
+    /// true when it was.
+    pub(crate) fn keep_written_after_removal(
+        &self,
+        ino: u64,
+        parent: u64,
+        name: &[u8],
+    ) -> VfsResult<bool> {
         // Dirty now means written since: an edit made before the removal arrived
         // was kept by the feed, and the node was not removed.
-        let Some(kept) = self.link_edit_again(node.ino, parent, &name, false)? else {
+        let Some(kept) = self.link_edit_again(ino, parent, name, false)? else {
             return Ok(false);
         };
         info!(
             "{} was written here after another device removed it; kept as {}",
-            String::from_utf8_lossy(&name),
+            String::from_utf8_lossy(name),
             String::from_utf8_lossy(&kept)
         );
         Ok(true)
