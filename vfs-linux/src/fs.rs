@@ -29,6 +29,13 @@ use crate::errno::errno;
 /// invalidates them itself when it changes something the kernel may have cached.
 pub(crate) const TTL: Duration = Duration::from_secs(1);
 
+/// Flags of a handle made by `create`. Its `close` sends no `FLUSH`: all that a flush
+/// does for an open handle (the body's size and time into the mirror, a refused
+/// commit's EDQUOT) is done by the `RELEASE` that follows, and a file this handle
+/// created has no commit yet to refuse. The caller waits one round trip less per new
+/// file.
+const CREATED: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
 /// A backing file registered for passthrough, shared by an inode's handles.
 struct Backing {
     id: BackingId,
@@ -456,17 +463,11 @@ impl Filesystem for LoftFs {
                     &attr,
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    CREATED,
                     backing,
                 );
             }
-            Ok(Serve::Cached) => reply.created(
-                &TTL,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok(Serve::Cached) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), CREATED),
             Err(error) => {
                 let _ = self.vfs.release(fh);
                 reply.error(error);
