@@ -138,7 +138,16 @@ impl Vfs {
                     group.push((queued.seq, new_file));
                     continue;
                 }
-                self.flush_new_files(&mut group).await?;
+                if !group.is_empty() {
+                    self.flush_new_files(&mut group).await?;
+                    // The group's upload took a while: this file's debounce may have
+                    // ended meanwhile, and it starts the next group instead of going
+                    // up alone.
+                    if let Some(new_file) = self.ready_new_file(&queued).await? {
+                        group.push((queued.seq, new_file));
+                        continue;
+                    }
+                }
                 match self.apply(&queued).await? {
                     Applied::Done => {
                         if let Err(error) = self.mirror.write(|db| db.unqueue(queued.seq)) {
