@@ -463,7 +463,61 @@ async fn a_commit_can_create_its_file(backend: Kind) {
     assert!(second.conflict_name.is_some());
 }
 
+async fn journal_head(f: &Fixture) -> u64 {
+    let page = f.meta.journal_since(&f.alice, f.alice.home_ns, 0, 1000);
+    page.await.unwrap().head
+}
+
+async fn a_removal_batch_is_all_or_nothing(backend: Kind) {
+    let f = fixture(backend).await;
+    let root = f.alice.root;
+    let dir = f
+        .meta
+        .create(&f.alice, new_node(root, "d", NodeKind::Directory))
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        f.meta
+            .create(&f.alice, new_node(dir.id, name, NodeKind::File))
+            .await
+            .unwrap();
+    }
+    let before = journal_head(&f).await;
+    // A name that is not there fails the whole batch: `a`, before it, stays.
+    let missing = vec![
+        remove(dir.id, "a"),
+        remove(dir.id, "nothing"),
+        remove(dir.id, "b"),
+    ];
+    assert_eq!(
+        kind(f.meta.remove_many(&f.alice, missing).await),
+        Some(ErrorKind::NotFound)
+    );
+    assert!(f.meta.lookup(&f.alice, dir.id, b"a").await.is_ok());
+    assert_eq!(journal_head(&f).await, before);
+    // In order: the folder's files, then the folder.
+    let all = vec![remove(dir.id, "a"), remove(dir.id, "b"), remove(root, "d")];
+    f.meta.remove_many(&f.alice, all).await.unwrap();
+    assert_eq!(
+        kind(f.meta.lookup(&f.alice, root, b"d").await),
+        Some(ErrorKind::NotFound)
+    );
+    let changes = f
+        .meta
+        .journal_since(&f.alice, f.alice.home_ns, before, 1000)
+        .await
+        .unwrap()
+        .changes;
+    let removed: Vec<_> = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Removed as i32)
+        .map(|c| c.name.to_vec())
+        .collect();
+    assert_eq!(removed, [b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]);
+}
+
 on_both_backends!(
+    a_removal_batch_is_all_or_nothing,
     errors_are_the_posix_ones,
     directory_link_counts_follow_subdirectories,
     hard_links_share_one_node,

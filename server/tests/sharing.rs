@@ -120,6 +120,7 @@ const MATRIX: &[(&str, [Outcome; 9])] = &[
     ("hard_link",       [A,    A,     P,    P,     N,      N,      U,      U,       U]),
     ("rename",          [A,    A,     P,    P,     N,      N,      U,      U,       U]),
     ("remove",          [A,    A,     P,    P,     N,      N,      U,      U,       U]),
+    ("remove_batch",    [A,    A,     P,    P,     N,      N,      U,      U,       U]),
     ("setattr",         [A,    A,     P,    P,     N,      N,      U,      U,       U]),
     ("set_xattr",       [A,    A,     P,    P,     N,      N,      U,      U,       U]),
     ("get_xattr",       [A,    A,     A,    A,     N,      N,      U,      U,       U]),
@@ -204,6 +205,19 @@ async fn run(op: &str, who: &str, client: &GrpcClient, f: &Fixture) -> Outcome {
                     name: mine("x").into_bytes().into(),
                     ..Default::default()
                 })
+                .await,
+        ),
+        "remove_batch" => outcome(
+            client
+                .remove_batch(
+                    ["xb1", "xb2"]
+                        .map(|prefix| proto::RemoveRequest {
+                            parent: proj,
+                            name: mine(prefix).into_bytes().into(),
+                            ..Default::default()
+                        })
+                        .to_vec(),
+                )
                 .await,
         ),
         "setattr" => outcome(
@@ -343,7 +357,7 @@ async fn permission_matrix(kind: Kind) {
     let mut trashed = BTreeMap::new();
     let mut links = BTreeMap::new();
     for who in WHO {
-        for prefix in ["r", "x", "t"] {
+        for prefix in ["r", "x", "xb1", "xb2", "t"] {
             owner
                 .create(file(proj.id, &named(prefix, who)))
                 .await

@@ -429,6 +429,9 @@ impl RemoteClient for FaultyClient {
     async fn remove(&self, request: proto::RemoveRequest) -> RemoteResult<()> {
         self.call(self.inner.remove(request)).await
     }
+    async fn remove_batch(&self, requests: Vec<proto::RemoveRequest>) -> RemoteResult<()> {
+        self.call(self.inner.remove_batch(requests)).await
+    }
     async fn set_attr(&self, request: proto::SetAttrRequest) -> RemoteResult<proto::Node> {
         self.call(self.inner.set_attr(request)).await
     }

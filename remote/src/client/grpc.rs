@@ -311,6 +311,12 @@ impl RemoteClient for GrpcClient {
         Ok(())
     }
 
+    async fn remove_batch(&self, requests: Vec<proto::RemoveRequest>) -> RemoteResult<()> {
+        let request = proto::RemoveBatchRequest { removes: requests };
+        unary!(self, tree, remove_batch, request)?;
+        Ok(())
+    }
+
     async fn set_attr(&self, request: proto::SetAttrRequest) -> RemoteResult<proto::Node> {
         Ok(unary!(self, tree, set_attr, request)?.into_inner())
     }

@@ -89,6 +89,9 @@ pub trait RemoteClient: Send + Sync + 'static {
     async fn link(&self, node: u64, new_parent: u64, new_name: &[u8]) -> RemoteResult<proto::Node>;
     async fn rename(&self, request: proto::RenameRequest) -> RemoteResult<proto::RenameReply>;
     async fn remove(&self, request: proto::RemoveRequest) -> RemoteResult<()>;
+    /// Several removals in one server transaction, in order: all, or none (the first
+    /// failure's error).
+    async fn remove_batch(&self, requests: Vec<proto::RemoveRequest>) -> RemoteResult<()>;
     async fn set_attr(&self, request: proto::SetAttrRequest) -> RemoteResult<proto::Node>;
     async fn get_xattr(&self, id: u64, name: &[u8]) -> RemoteResult<Vec<u8>>;
     async fn set_xattr(&self, id: u64, name: &[u8], value: &[u8], flags: u32) -> RemoteResult<()>;

@@ -411,6 +411,8 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<proto::Node>;
     async fn rename(&self, caller: &Caller, op: RenameOp) -> Result<RenameOutcome>;
     async fn remove(&self, caller: &Caller, op: RemoveOp) -> Result<()>;
+    /// Several removals in one transaction, in order: all of them, or none.
+    async fn remove_many(&self, caller: &Caller, ops: Vec<RemoveOp>) -> Result<()>;
     async fn set_attr(&self, caller: &Caller, change: AttrChange) -> Result<proto::Node>;
     async fn get_xattr(&self, caller: &Caller, id: u64, name: &[u8]) -> Result<Vec<u8>>;
     async fn set_xattr(

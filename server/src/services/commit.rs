@@ -6,7 +6,7 @@ use loft_remote::content::Manifest;
 use loft_remote::proto::{self, NodeKind, commit_server::Commit};
 use tonic::{Request, Response, Status};
 
-use super::State;
+use super::{MAX_BATCH, State};
 use crate::auth::caller;
 use crate::error::ServerError;
 use crate::meta::{CommitOp, NewNode, from_timestamp};
@@ -75,9 +75,6 @@ impl Commit for CommitApi {
         Ok(Response::new(reply(outcome)))
     }
 }
-
-/// Commits in one batch at most.
-const MAX_BATCH: usize = 1024;
 
 fn commit_op(r: proto::CommitRequest) -> Result<CommitOp, ServerError> {
     let manifest = r

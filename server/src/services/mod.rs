@@ -35,6 +35,9 @@ pub use watch::WatchApi;
 /// Largest gRPC message either side sends: a 4 MiB chunk plus framing.
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// Items (commits, removals) in one batch call at most.
+const MAX_BATCH: usize = 1024;
+
 /// What every service shares.
 pub struct State {
     pub meta: Arc<dyn MetaStore>,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use loft_remote::proto::{self, tree_server::Tree};
 use tonic::{Request, Response, Status};
 
-use super::State;
+use super::{MAX_BATCH, State};
 use crate::auth::caller;
+use crate::error::ServerError;
 use crate::meta::{AttrChange, NewNode, RemoveOp, RenameOp, XattrMode, from_timestamp};
 
 pub struct TreeApi(pub Arc<State>);
@@ -104,16 +105,26 @@ impl Tree for TreeApi {
 
     async fn remove(&self, request: Request<proto::RemoveRequest>) -> Reply<proto::Empty> {
         let caller = caller(&request)?;
-        let r = request.into_inner();
-        let op = RemoveOp {
-            parent: r.parent,
-            name: r.name.to_vec(),
-            recursive: r.recursive,
-            directory_only: r.directory_only,
-            non_directory_only: r.non_directory_only,
-            node: r.node,
-        };
+        let op = remove_op(request.into_inner());
         self.0.meta.remove(&caller, op).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn remove_batch(
+        &self,
+        request: Request<proto::RemoveBatchRequest>,
+    ) -> Reply<proto::Empty> {
+        let caller = caller(&request)?;
+        let removes = request.into_inner().removes;
+        if removes.len() > MAX_BATCH {
+            return Err(ServerError::invalid(format!(
+                "a batch holds at most {MAX_BATCH} removals, not {}",
+                removes.len()
+            ))
+            .into());
+        }
+        let ops = removes.into_iter().map(remove_op).collect();
+        self.0.meta.remove_many(&caller, ops).await?;
         Ok(Response::new(proto::Empty {}))
     }
 
@@ -172,5 +183,16 @@ impl Tree for TreeApi {
         let r = request.into_inner();
         self.0.meta.remove_xattr(&caller, r.id, &r.name).await?;
         Ok(Response::new(proto::Empty {}))
+    }
+}
+
+fn remove_op(r: proto::RemoveRequest) -> RemoveOp {
+    RemoveOp {
+        parent: r.parent,
+        name: r.name.to_vec(),
+        recursive: r.recursive,
+        directory_only: r.directory_only,
+        non_directory_only: r.non_directory_only,
+        node: r.node,
     }
 }

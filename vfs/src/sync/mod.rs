@@ -5,6 +5,7 @@
 
 mod commit;
 mod ops;
+mod removals;
 mod stranded;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tracing::{Instrument, info, warn};
 
 use crate::backoff::Backoff;
 use crate::core::{Vfs, lock};
+use removals::ReadyRemoval;
 
 /// A new file to create with its content: `(ino, parent's server id, name)`.
 pub(crate) type NewFile = (u64, u64, Vec<u8>);
@@ -132,31 +134,45 @@ impl Vfs {
                 break;
             }
             let mut blocked = false;
+            // Runs of new files and of removals each go up in one call. At most one
+            // of the two is gathering at a time, so the journal's order holds.
             let mut group: Vec<(i64, NewFile)> = Vec::new();
+            let mut removals: Vec<ReadyRemoval> = Vec::new();
             for queued in batch {
-                if let Some(new_file) = self.ready_new_file(&queued).await? {
-                    group.push((queued.seq, new_file));
-                    continue;
-                }
-                if !group.is_empty() {
-                    self.flush_new_files(&mut group).await?;
-                    // The group's upload took a while: this file's debounce may have
-                    // ended meanwhile, and it starts the next group instead of going
-                    // up alone.
-                    if let Some(new_file) = self.ready_new_file(&queued).await? {
-                        group.push((queued.seq, new_file));
-                        continue;
+                let applied = if let Some(new_file) = self.ready_new_file(&queued).await? {
+                    match self.flush_removals(&mut removals).await? {
+                        Applied::Done => {
+                            group.push((queued.seq, new_file));
+                            continue;
+                        }
+                        other => other,
                     }
-                }
-                match self.apply(&queued).await? {
-                    Applied::Done => {
-                        if let Err(error) = self.mirror.write(|db| db.unqueue(queued.seq)) {
-                            warn!("updating the outbound journal: {error}");
-                            return Ok(None);
+                } else {
+                    if !group.is_empty() {
+                        self.flush_new_files(&mut group).await?;
+                        // The group's upload took a while: this file's debounce may
+                        // have ended meanwhile, and it starts the next group instead
+                        // of going up alone.
+                        if let Some(new_file) = self.ready_new_file(&queued).await? {
+                            group.push((queued.seq, new_file));
+                            continue;
                         }
                     }
+                    if let Some(request) = self.ready_removal(&queued).await? {
+                        removals.push((queued, request));
+                        continue;
+                    }
+                    match self.flush_removals(&mut removals).await? {
+                        Applied::Done => match self.apply(&queued).await? {
+                            Applied::Done if !self.unqueue(&[queued.seq]) => return Ok(None),
+                            applied => applied,
+                        },
+                        other => other,
+                    }
+                };
+                match applied {
+                    Applied::Done => {}
                     Applied::Wait => {
-                        again = Some(Instant::now() + Duration::from_millis(20));
                         blocked = true;
                         break;
                     }
@@ -164,7 +180,11 @@ impl Vfs {
                 }
             }
             self.flush_new_files(&mut group).await?;
+            if matches!(self.flush_removals(&mut removals).await?, Applied::Wait) {
+                blocked = true;
+            }
             if blocked {
+                again = Some(Instant::now() + Duration::from_millis(20));
                 break;
             }
         }
@@ -205,15 +225,22 @@ impl Vfs {
         let files: Vec<_> = group.iter().map(|(_, file)| file.clone()).collect();
         self.upload_new_batch(&files).await?;
         let seqs: Vec<i64> = group.drain(..).map(|(seq, _)| seq).collect();
-        if let Err(error) = self.mirror.write(|db| {
-            for seq in &seqs {
+        self.unqueue(&seqs);
+        Ok(())
+    }
+
+    /// Takes sent operations off the outbound journal; false (logged) if it could not.
+    fn unqueue(&self, seqs: &[i64]) -> bool {
+        let done = self.mirror.write(|db| {
+            for seq in seqs {
                 db.unqueue(*seq)?;
             }
             Ok::<_, loft_cache::CacheError>(())
-        }) {
+        });
+        if let Err(error) = &done {
             warn!("updating the outbound journal: {error}");
         }
-        Ok(())
+        done.is_ok()
     }
 
     /// When a dirty file's debounce ends, if it has not yet.

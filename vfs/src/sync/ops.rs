@@ -10,6 +10,7 @@ use loft_remote::errors::ErrorKind;
 use loft_remote::proto;
 use tracing::{debug, warn};
 
+use super::removals::remove_request;
 use super::{Applied, Stop};
 use crate::core::{KernelNote, Vfs, lock};
 use crate::error::retry_later;
@@ -97,7 +98,7 @@ impl Vfs {
     }
 
     /// True when the node `op` changes was made local-only after it was queued.
-    fn now_local_only(&self, op: &Op) -> bool {
+    pub(crate) fn now_local_only(&self, op: &Op) -> bool {
         op.subject().is_some_and(
             |ino| matches!(self.mirror.read(|db| db.node(ino)), Ok(Some(node)) if node.local_only),
         )
@@ -154,7 +155,7 @@ impl Vfs {
                 return Ok(());
             };
             if node.kind == Kind::File && node.dirty {
-                return keep_edit_as_new(db, &node);
+                return keep_edit_as_new(db, &node, &mut effects);
             }
             if let Some((parent, name)) = db.any_entry_of(ino)? {
                 remove_entry(db, parent, &name, ino, &mut effects)?;
@@ -483,14 +484,7 @@ impl Vfs {
                         }
                     },
                 };
-                let request = proto::RemoveRequest {
-                    parent: parent_id,
-                    name: name.clone().into(),
-                    recursive: false,
-                    directory_only: *directory,
-                    non_directory_only: !*directory,
-                    node,
-                };
+                let request = remove_request(parent_id, name, *directory, node);
                 match self.client.remove(request).await {
                     Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
                     Err(e) if e.kind == ErrorKind::NotEmpty => {

@@ -247,6 +247,13 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
         self.change(caller, move |w| tree::remove(w, &op)).await
     }
 
+    async fn remove_many(&self, caller: &Caller, ops: Vec<RemoveOp>) -> Result<()> {
+        self.change(caller, move |w| {
+            ops.iter().try_for_each(|op| tree::remove(w, op))
+        })
+        .await
+    }
+
     async fn set_attr(&self, caller: &Caller, change: AttrChange) -> Result<proto::Node> {
         self.change(caller, move |w| tree::set_attr(w, &change))
             .await
