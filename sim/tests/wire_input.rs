@@ -416,3 +416,54 @@ fn a_sent_rename_keeps_its_name_while_the_feed_replays_older_history() {
     assert!(holds(&tree, "d/n", mine), "{tree:?}");
     assert!(holds(&tree, "d/m", theirs), "{tree:?}");
 }
+
+/// An edit here, not sent, to a file another device moves into a new folder and
+/// then deletes there: the edit follows the move and is kept as a new file where
+/// the file went.
+#[test]
+fn an_edit_to_a_file_moved_and_deleted_elsewhere_is_kept() {
+    let pair = Pair::start(18);
+    pair.write("d/a", 1);
+    pair.agree();
+    pair.writer.apply(&Op::Mkdir { path: "e".into() }).unwrap();
+    wait_until("the reader never saw folder e", || {
+        pair.reader.vfs.lookup(loft_vfs::ROOT_INO, b"e").is_ok()
+    });
+    // The reader's calls are lost from here on; its open feed still delivers.
+    pair.reader.faults.set(FaultMode {
+        lose_request: 100,
+        ..FaultMode::default()
+    });
+    let edit = Token {
+        seed: 0,
+        device: 1,
+        write: 2,
+        len: 100,
+    };
+    pair.reader
+        .apply(&Op::Write {
+            path: "d/a".into(),
+            token: edit,
+        })
+        .unwrap();
+    let cursor = |device: &SimDevice| device.vfs.mount_status().unwrap().cursor;
+    pair.writer
+        .apply(&Op::Rename {
+            from: "d/a".into(),
+            to: "e/a".into(),
+        })
+        .unwrap();
+    pair.writer
+        .apply(&Op::Unlink { path: "e/a".into() })
+        .unwrap();
+    wait_until("the reader never saw the move and the removal", || {
+        pair.writer.is_quiet() && cursor(&pair.reader) >= cursor(&pair.writer)
+    });
+    pair.reader.faults.set(FaultMode::default());
+    let tree = pair.agree();
+    assert!(
+        tree.values()
+            .any(|e| matches!(e, Entry::File { token: Some(t), .. } if *t == edit)),
+        "the edit is lost: {tree:?}"
+    );
+}

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use loft_cache::mirror::{Db, Kind, Node, Op};
+use loft_cache::mirror::{Db, Kind, Node, Op, ROOT_INO};
 use loft_remote::client::RemoteError;
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{self, ChangeKind, watch_event::Event};
@@ -422,6 +422,10 @@ impl Vfs {
         }
         self.unhold(effects.freed);
         for (ino, parent, name) in effects.orphaned_edits {
+            if lock(&self.removed_here).contains(&ino) {
+                // Removed here while open: its edit goes with it.
+                continue;
+            }
             if let Err(error) = self.keep_orphaned_edit(ino, parent, &name) {
                 warn!(ino, "keeping an edit whose file went out of view: {error}");
             }
@@ -1009,14 +1013,23 @@ pub(crate) fn keep_as_new(db: &Db<'_>, parent: u64, name: &[u8], node: &Node) ->
     Ok(())
 }
 
+/// The name an edit is kept under (as its conflicted copy, at the top of the drive)
+/// when the file it was made to had no name here as its server node went.
+const RECOVERED_EDIT: &[u8] = b"recovered edit";
+
 /// A dirty file whose server node is gone (deleted, or merged into another by a
 /// rename over it): it stays where it is, and the sync engine creates it again on
-/// the server with this content.
-pub(crate) fn keep_edit_as_new(db: &Db<'_>, node: &Node) -> VfsResult<()> {
+/// the server with this content. One with no name here (moved by another device
+/// into a folder this device has not listed) is linked at the top of the drive
+/// once the transaction is over.
+pub(crate) fn keep_edit_as_new(db: &Db<'_>, node: &Node, effects: &mut Effects) -> VfsResult<()> {
     match db.any_entry_of(node.ino)? {
         Some((parent, name)) => keep_as_new(db, parent, &name, node),
         None => {
             db.forget_remote(node.ino)?;
+            effects
+                .orphaned_edits
+                .push((node.ino, ROOT_INO, RECOVERED_EDIT.to_vec()));
             Ok(())
         }
     }
@@ -1045,15 +1058,16 @@ pub(crate) fn claim_remote(
     }
     if let Some(node) = stale {
         if node.kind == Kind::File && node.dirty {
-            if db.any_entry_of(other)?.is_none()
-                && let Some((parent, name)) = db.any_entry_of(ino)?
-            {
-                // Out of view here (moved where this device has not looked, or
-                // its name taken), and now its server node is this one's: the
-                // edit goes beside it.
-                effects.orphaned_edits.push((other, parent, name));
+            match (db.any_entry_of(other)?, db.any_entry_of(ino)?) {
+                (None, Some((parent, name))) => {
+                    // Out of view here (moved where this device has not looked, or
+                    // its name taken), and now its server node is this one's: the
+                    // edit goes beside it.
+                    db.forget_remote(other)?;
+                    effects.orphaned_edits.push((other, parent, name));
+                }
+                _ => keep_edit_as_new(db, &node, effects)?,
             }
-            keep_edit_as_new(db, &node)?;
         } else {
             // A folder has one name; a file as many as its links.
             for _ in 0..node.nlink.max(1) {

@@ -310,13 +310,15 @@ impl Vfs {
             Err(error) if error.kind == ErrorKind::NotFound => {
                 // The server node is gone: these bytes become a new file where the
                 // file is here.
+                let mut effects = Effects::default();
                 let kept = self.tx(|db| match db.node(ino)? {
-                    Some(node) if node.dirty => keep_edit_as_new(db, &node),
+                    Some(node) if node.dirty => keep_edit_as_new(db, &node, &mut effects),
                     _ => Ok(()),
                 });
                 if let Err(kept) = kept {
                     warn!(ino, "keeping a file whose server node is gone: {kept}");
                 }
+                self.after_changes(effects);
                 self.wake.notify_one();
                 return Ok(());
             }
