@@ -1,6 +1,7 @@
 //! Bad input of every kind is refused with a clear error and changes nothing: wrong
 //! passwords, forged, expired and revoked tokens, chunks that lie about their id,
-//! commits of chunks the caller never uploaded, invalid names, undecodable messages.
+//! commits of chunks the caller never uploaded, invalid names, oversized batches,
+//! undecodable messages.
 
 mod common;
 
@@ -428,6 +429,42 @@ async fn commit_of_chunks_never_uploaded_fails() {
     );
     assert_eq!(after.versions, before.versions);
     assert_eq!(after.journal, before.journal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_batches_are_refused_and_change_nothing() {
+    let server = TestServer::start();
+    server.add_user("alice");
+    let (client, session) = login_client(&server, "alice", "laptop").await;
+    new_file(&client, session.root, b"kept.txt").await;
+    let before = server.snapshot();
+    // One more than a batch may hold, each naming a file that exists.
+    let removes = vec![
+        proto::RemoveRequest {
+            parent: session.root,
+            name: b"kept.txt".to_vec().into(),
+            ..Default::default()
+        };
+        1025
+    ];
+    let error = assert_kind(
+        client.remove_batch(removes).await,
+        ErrorKind::InvalidArgument,
+        "1025 removals",
+    );
+    assert!(error.message.contains("at most 1024"), "{error:?}");
+    let commits = vec![proto::CommitRequest::default(); 1025];
+    assert_kind(
+        client.commit_batch(commits).await,
+        ErrorKind::InvalidArgument,
+        "1025 commits",
+    );
+    assert_eq!(
+        server.snapshot(),
+        before,
+        "a refused batch changed the server"
+    );
+    client.lookup(session.root, b"kept.txt").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

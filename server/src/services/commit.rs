@@ -6,7 +6,7 @@ use loft_remote::content::Manifest;
 use loft_remote::proto::{self, NodeKind, commit_server::Commit};
 use tonic::{Request, Response, Status};
 
-use super::{MAX_BATCH, State};
+use super::{State, batch_size_ok};
 use crate::auth::caller;
 use crate::error::ServerError;
 use crate::meta::{CommitOp, NewNode, from_timestamp};
@@ -31,13 +31,7 @@ impl Commit for CommitApi {
     ) -> Result<Response<proto::CommitBatchReply>, Status> {
         let caller = caller(&request)?;
         let commits = request.into_inner().commits;
-        if commits.len() > MAX_BATCH {
-            return Err(ServerError::invalid(format!(
-                "a batch holds at most {MAX_BATCH} commits, not {}",
-                commits.len()
-            ))
-            .into());
-        }
+        batch_size_ok(commits.len(), "commits")?;
         let ops = commits
             .into_iter()
             .map(commit_op)

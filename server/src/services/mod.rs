@@ -38,6 +38,16 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Items (commits, removals) in one batch call at most.
 const MAX_BATCH: usize = 1024;
 
+/// Refuses a batch call of more than [`MAX_BATCH`] `what`.
+fn batch_size_ok(len: usize, what: &str) -> Result<(), crate::error::ServerError> {
+    if len > MAX_BATCH {
+        return Err(crate::error::ServerError::invalid(format!(
+            "a batch holds at most {MAX_BATCH} {what}, not {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// What every service shares.
 pub struct State {
     pub meta: Arc<dyn MetaStore>,

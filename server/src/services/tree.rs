@@ -5,9 +5,8 @@ use std::sync::Arc;
 use loft_remote::proto::{self, tree_server::Tree};
 use tonic::{Request, Response, Status};
 
-use super::{MAX_BATCH, State};
+use super::{State, batch_size_ok};
 use crate::auth::caller;
-use crate::error::ServerError;
 use crate::meta::{AttrChange, NewNode, RemoveOp, RenameOp, XattrMode, from_timestamp};
 
 pub struct TreeApi(pub Arc<State>);
@@ -116,13 +115,7 @@ impl Tree for TreeApi {
     ) -> Reply<proto::Empty> {
         let caller = caller(&request)?;
         let removes = request.into_inner().removes;
-        if removes.len() > MAX_BATCH {
-            return Err(ServerError::invalid(format!(
-                "a batch holds at most {MAX_BATCH} removals, not {}",
-                removes.len()
-            ))
-            .into());
-        }
+        batch_size_ok(removes.len(), "removals")?;
         let ops = removes.into_iter().map(remove_op).collect();
         self.0.meta.remove_many(&caller, ops).await?;
         Ok(Response::new(proto::Empty {}))
