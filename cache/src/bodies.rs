@@ -6,6 +6,10 @@
 //! body takes a spare when there is one: a rename instead of freeing an inode and
 //! allocating another. Creating and deleting many small files costs far less that way
 //! (ext4 searches past recently freed inodes when it allocates one).
+//!
+//! Removal happens on a thread of its own: a file system call that drops a node does
+//! not wait for its body to be emptied or deleted. Bodies a process leaves behind
+//! when it ends are strays, swept at the next start.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -13,7 +17,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::SystemTime;
 
 use crate::{CacheError, Result};
@@ -26,6 +30,8 @@ pub const SPARES_KEPT: usize = 16_384;
 pub struct Bodies {
     dir: PathBuf,
     spares: Arc<Mutex<Spares>>,
+    /// Bodies to remove, for the removal thread; `None` on that thread's own copy.
+    removals: Option<mpsc::Sender<PathBuf>>,
 }
 
 /// Empty files in `dir`, ready to become bodies.
@@ -55,14 +61,30 @@ impl Bodies {
             }
         }
         let next = names.iter().max().map_or(0, |n| n + 1);
-        Ok(Bodies {
+        let mut bodies = Bodies {
             dir: dir.to_path_buf(),
             spares: Arc::new(Mutex::new(Spares {
                 dir: spare_dir,
                 names,
                 next,
             })),
-        })
+            removals: None,
+        };
+        let remover = bodies.clone();
+        let (sender, receiver) = mpsc::channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("body-removal".into())
+            .spawn(move || {
+                // Ends when every other copy of the `Bodies` is gone.
+                for path in receiver {
+                    if let Err(error) = remover.discard(&path) {
+                        tracing::warn!("removing a body: {error}");
+                    }
+                }
+            })
+            .map_err(CacheError::io(dir))?;
+        bodies.removals = Some(sender);
+        Ok(bodies)
     }
 
     fn spares(&self) -> std::sync::MutexGuard<'_, Spares> {
@@ -141,14 +163,25 @@ impl Bodies {
         Ok(file)
     }
 
-    /// Removes a body (kept as a spare while the pool has room); a missing one is
-    /// fine.
+    /// Removes a body (kept as a spare while the pool has room), on the removal
+    /// thread; a missing one is fine. Nothing names the body again: a node's next
+    /// body has the next generation, and inode numbers are not reused.
     pub fn remove(&self, ino: u64, body: u64) -> Result<()> {
         let path = self.path(ino, body);
-        if self.keep_spare(&path)? {
+        match &self.removals {
+            Some(removals) => match removals.send(path) {
+                Ok(()) => Ok(()),
+                Err(mpsc::SendError(path)) => self.discard(&path),
+            },
+            None => self.discard(&path),
+        }
+    }
+
+    fn discard(&self, path: &Path) -> Result<()> {
+        if self.keep_spare(path)? {
             return Ok(());
         }
-        match std::fs::remove_file(&path) {
+        match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CacheError::io(path)(e)),
             _ => Ok(()),
         }
