@@ -139,37 +139,36 @@ impl Vfs {
             let mut group: Vec<(i64, NewFile)> = Vec::new();
             let mut removals: Vec<ReadyRemoval> = Vec::new();
             for queued in batch {
-                let applied = if let Some(new_file) = self.ready_new_file(&queued).await? {
-                    match self.flush_removals(&mut removals).await? {
-                        Applied::Done => {
-                            group.push((queued.seq, new_file));
-                            continue;
-                        }
-                        other => other,
-                    }
-                } else {
-                    if !group.is_empty() {
-                        self.flush_new_files(&mut group).await?;
-                        // The group's upload took a while: this file's debounce may
-                        // have ended meanwhile, and it starts the next group instead
-                        // of going up alone.
-                        if let Some(new_file) = self.ready_new_file(&queued).await? {
-                            group.push((queued.seq, new_file));
-                            continue;
-                        }
-                    }
-                    if let Some(request) = self.ready_removal(&queued).await? {
-                        removals.push((queued, request));
+                let mut new_file = self.ready_new_file(&queued).await?;
+                if new_file.is_none() && !group.is_empty() {
+                    self.flush_new_files(&mut group).await?;
+                    // The group's upload took a while: this file's debounce may have
+                    // ended meanwhile, and it starts the next group instead of going
+                    // up alone.
+                    new_file = self.ready_new_file(&queued).await?;
+                }
+                let removal = match new_file {
+                    Some(_) => None,
+                    None => self.ready_removal(&queued).await?,
+                };
+                if let Some(request) = removal {
+                    removals.push((queued, request));
+                    continue;
+                }
+                // Anything but a removal ends a run of them.
+                let mut applied = self.flush_removals(&mut removals).await?;
+                if let Applied::Done = applied {
+                    if let Some(new_file) = new_file {
+                        group.push((queued.seq, new_file));
                         continue;
                     }
-                    match self.flush_removals(&mut removals).await? {
-                        Applied::Done => match self.apply(&queued).await? {
-                            Applied::Done if !self.unqueue(&[queued.seq]) => return Ok(None),
-                            applied => applied,
-                        },
-                        other => other,
+                    applied = self.apply(&queued).await?;
+                    if let Applied::Done = applied
+                        && !self.unqueue(&[queued.seq])
+                    {
+                        return Ok(None);
                     }
-                };
+                }
                 match applied {
                     Applied::Done => {}
                     Applied::Wait => {
