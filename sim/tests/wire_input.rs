@@ -50,18 +50,13 @@ impl Pair {
     }
 
     fn write(&self, path: &str, write: u64) -> Token {
-        let token = Token {
-            seed: 0,
-            device: 0,
-            write,
-            len: 100,
-        };
+        let written = token(0, write);
         let op = Op::Write {
             path: path.into(),
-            token,
+            token: written,
         };
         self.writer.apply(&op).unwrap();
-        token
+        written
     }
 
     /// Waits until the reader shows exactly the writer's tree, and returns it.
@@ -103,6 +98,21 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
         assert!(start.elapsed() < DEADLINE, "{what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// What device `device` writes as its `write`-th write: 100 bytes.
+fn token(device: usize, write: u64) -> Token {
+    Token {
+        seed: 0,
+        device,
+        write,
+        len: 100,
+    }
+}
+
+/// How far `device` has followed the change feed.
+fn cursor(device: &SimDevice) -> u64 {
+    device.vfs.mount_status().unwrap().cursor
 }
 
 fn holds(tree: &Tree, path: &str, token: Token) -> bool {
@@ -278,10 +288,8 @@ fn a_listing_ahead_of_the_feed_brings_a_moved_files_new_version() {
         })
         .unwrap();
     let new = Token {
-        seed: 0,
-        device: 0,
-        write: 2,
         len: 300,
+        ..token(0, 2)
     };
     pair.writer
         .apply(&Op::Write {
@@ -313,14 +321,8 @@ fn a_rename_onto_a_name_taken_here_leaves_the_edited_file_named() {
         lose_request: 100,
         ..FaultMode::default()
     });
-    let token = |write| Token {
-        seed: 0,
-        device: 1,
-        write,
-        len: 100,
-    };
-    let edit = token(2);
-    let made_here = token(3);
+    let edit = token(1, 2);
+    let made_here = token(1, 3);
     pair.reader
         .apply(&Op::Write {
             path: "d/a".into(),
@@ -333,7 +335,6 @@ fn a_rename_onto_a_name_taken_here_leaves_the_edited_file_named() {
             token: made_here,
         })
         .unwrap();
-    let cursor = |device: &SimDevice| device.vfs.mount_status().unwrap().cursor;
     let before = cursor(&pair.writer);
     pair.writer
         .apply(&Op::Rename {
@@ -366,13 +367,7 @@ fn a_rename_onto_a_name_taken_here_leaves_the_edited_file_named() {
 #[test]
 fn a_sent_rename_keeps_its_name_while_the_feed_replays_older_history() {
     let pair = Pair::start(17);
-    let cursor = |device: &SimDevice| device.vfs.mount_status().unwrap().cursor;
-    let mine = Token {
-        seed: 0,
-        device: 1,
-        write: 1,
-        len: 100,
-    };
+    let mine = token(1, 1);
     pair.reader
         .apply(&Op::Write {
             path: "d/a".into(),
@@ -434,19 +429,13 @@ fn an_edit_to_a_file_moved_and_deleted_elsewhere_is_kept() {
         lose_request: 100,
         ..FaultMode::default()
     });
-    let edit = Token {
-        seed: 0,
-        device: 1,
-        write: 2,
-        len: 100,
-    };
+    let edit = token(1, 2);
     pair.reader
         .apply(&Op::Write {
             path: "d/a".into(),
             token: edit,
         })
         .unwrap();
-    let cursor = |device: &SimDevice| device.vfs.mount_status().unwrap().cursor;
     pair.writer
         .apply(&Op::Rename {
             from: "d/a".into(),
