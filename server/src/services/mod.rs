@@ -18,6 +18,7 @@ use loft_remote::proto;
 use tokio::sync::watch as watch_channel;
 
 use crate::chunk_store::ChunkStore;
+use crate::error::ServerError;
 use crate::journal_hub::JournalHub;
 use crate::meta::MetaStore;
 use crate::search::indexer::Indexer;
@@ -39,9 +40,9 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 const MAX_BATCH: usize = 1024;
 
 /// Refuses a batch call of more than [`MAX_BATCH`] `what`.
-fn batch_size_ok(len: usize, what: &str) -> Result<(), crate::error::ServerError> {
+fn batch_size_ok(len: usize, what: &str) -> Result<(), ServerError> {
     if len > MAX_BATCH {
-        return Err(crate::error::ServerError::invalid(format!(
+        return Err(ServerError::invalid(format!(
             "a batch holds at most {MAX_BATCH} {what}, not {len}"
         )));
     }
