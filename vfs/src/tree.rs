@@ -585,7 +585,7 @@ impl Vfs {
             || atime.is_some()
             || mtime.is_some();
         if any {
-            self.tx(|db| {
+            let queued = self.tx(|db| {
                 let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
                 if let Some(mode) = change.mode {
                     node.mode = mode & 0o7777;
@@ -614,8 +614,8 @@ impl Vfs {
                 db.update_node(&node)?;
                 if atime.is_none() && goes_in_its_creation(db, &node)? {
                     // tar's `futimens`, `fchown` and `fchmod` of each new file: no
-                    // call to the server each.
-                    return Ok(());
+                    // call to the server each, and nothing for the sync engine to do.
+                    return Ok(false);
                 }
                 db.queue(
                     &Op::SetAttr {
@@ -628,9 +628,11 @@ impl Vfs {
                     },
                     stamp,
                 )?;
-                Ok(())
+                Ok(true)
             })?;
-            self.wake.notify_one();
+            if queued {
+                self.wake.notify_one();
+            }
         }
         self.getattr(ino)
     }
