@@ -370,6 +370,28 @@ impl FloorFs {
         Ok(())
     }
 
+    /// Calls `add` with each entry of the listing `fh` from position `offset` on (its
+    /// name, inode, what is known of it and the position after it) until `add` returns
+    /// true: the reply is full. An entry removed since `opendir` is left out.
+    fn list(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        mut add: impl FnMut(&OsStr, u64, Known, u64) -> bool,
+    ) -> Result<(), Errno> {
+        let tree = self.tree.lock().unwrap();
+        let listing = tree.listings.get(&fh.0).ok_or(Errno::EBADF)?;
+        for (index, (name, ino)) in listing.iter().enumerate().skip(offset as usize) {
+            let Some(known) = tree.known(*ino) else {
+                continue;
+            };
+            if add(name, *ino, known, index as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn open_file(&self, ino: u64) -> Result<Arc<File>, Errno> {
         let tree = self.tree.lock().unwrap();
         let open = tree.open.get(&ino).ok_or(Errno::EBADF)?;
@@ -866,20 +888,13 @@ impl Filesystem for FloorFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let tree = self.tree.lock().unwrap();
-        let Some(listing) = tree.listings.get(&fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        for (index, (name, ino)) in listing.iter().enumerate().skip(offset as usize) {
-            // An entry removed since `opendir` is left out.
-            let Some(inode) = tree.inodes.get(ino) else {
-                continue;
-            };
-            if reply.add(INodeNo(*ino), index as u64 + 1, inode.attr.kind, name) {
-                break;
-            }
+        let listed = self.list(fh, offset, |name, ino, (attr, _), next| {
+            reply.add(INodeNo(ino), next, attr.kind, name)
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -890,27 +905,14 @@ impl Filesystem for FloorFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let tree = self.tree.lock().unwrap();
-        let Some(listing) = tree.listings.get(&fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        for (index, (name, ino)) in listing.iter().enumerate().skip(offset as usize) {
-            let Some(known) = tree.known(*ino) else {
-                continue;
-            };
+        let listed = self.list(fh, offset, |name, ino, known, next| {
             let attr = current(known);
-            if reply.add(
-                INodeNo(*ino),
-                index as u64 + 1,
-                name,
-                &TTL,
-                &attr,
-                Generation(0),
-            ) {
-                break;
-            }
+            reply.add(INodeNo(ino), next, name, &TTL, &attr, Generation(0))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(error),
         }
-        reply.ok();
     }
 
     fn releasedir(
