@@ -202,7 +202,8 @@ async fn serve_until(
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(32 << 20))
-        .initial_connection_window_size(Some(64 << 20));
+        .initial_connection_window_size(Some(64 << 20))
+        .max_frame_size(Some(1 << 20));
     if let Some(tls) = &config.tls {
         let identity = Identity::from_pem(std::fs::read(&tls.cert)?, std::fs::read(&tls.key)?);
         builder = builder
