@@ -169,14 +169,16 @@ impl ChunkStore {
         &'a self,
         id: &'a ChunkId,
         compressed: bool,
-        data: &'a [u8],
+        data: Bytes,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut object = Vec::with_capacity(data.len() + 1);
-            object.push(if compressed { ZSTD } else { RAW });
-            object.extend_from_slice(data);
+            // The format byte and the chunk go as two parts of one object, so the
+            // chunk's bytes are written from the buffer they arrived in, not copied
+            // behind the format byte first.
+            let format = Bytes::from_static(if compressed { &[ZSTD] } else { &[RAW] });
+            let object = PutPayload::from_iter([format, data]);
             let key = key(id);
-            self.store.put(&key, PutPayload::from(object)).await?;
+            self.store.put(&key, object).await?;
             if let Some(root) = &self.local_root {
                 let path = root.join(key.as_ref());
                 tokio::task::spawn_blocking(move || -> std::io::Result<()> {

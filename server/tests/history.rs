@@ -80,7 +80,7 @@ async fn upload(f: &Fixture, caller: &Caller, pool: &[usize]) {
     for &index in pool {
         let data = payload(index);
         let id = ChunkId::of(&data);
-        f.chunks.put(&id, false, &data).await.unwrap();
+        f.chunks.put(&id, false, data.clone().into()).await.unwrap();
         let record = ChunkRecord {
             id,
             length: data.len() as u32,

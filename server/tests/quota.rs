@@ -81,7 +81,10 @@ async fn upload(f: &Fixture, meta: &dyn MetaStore, caller: &Caller, data: &[u8])
         return;
     }
     let id = ChunkId::of(data);
-    f.chunks.put(&id, false, data).await.unwrap();
+    f.chunks
+        .put(&id, false, bytes::Bytes::copy_from_slice(data))
+        .await
+        .unwrap();
     let record = ChunkRecord {
         id,
         length: data.len() as u32,

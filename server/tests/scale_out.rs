@@ -552,7 +552,11 @@ async fn check_reports_and_repairs_orphans(backend: Kind) {
     let stores = common::stores(backend).await;
     let opened = stores.backend().await;
     let id = loft_remote::content::ChunkId::of(b"orphan");
-    opened.chunks.put(&id, false, b"orphan").await.unwrap();
+    opened
+        .chunks
+        .put(&id, false, bytes::Bytes::from_static(b"orphan"))
+        .await
+        .unwrap();
     let flags = stores.flags();
     let run = |args: &[&str]| {
         let output = loft_server(args, &flags);

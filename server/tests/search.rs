@@ -98,7 +98,10 @@ async fn write(
     data: &[u8],
 ) -> (u64, u64) {
     let id = ChunkId::of(data);
-    f.chunks.put(&id, false, data).await.unwrap();
+    f.chunks
+        .put(&id, false, bytes::Bytes::copy_from_slice(data))
+        .await
+        .unwrap();
     let record = ChunkRecord {
         id,
         length: data.len() as u32,

@@ -133,16 +133,16 @@ async fn store(
     });
     let mut builder = ManifestBuilder::new();
     while let Some((id, length, encoded)) = chunks.recv().await {
-        gateway
-            .chunks
-            .put(&id, encoded.compressed, &encoded.data)
-            .await?;
         let record = ChunkRecord {
             id,
             length: length as u32,
             stored_length: encoded.data.len() as u32,
             compressed: encoded.compressed,
         };
+        gateway
+            .chunks
+            .put(&id, encoded.compressed, encoded.data.into())
+            .await?;
         gateway.meta.record_chunk(&grant.caller, record).await?;
         builder
             .push(id, length)

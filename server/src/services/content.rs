@@ -72,7 +72,10 @@ async fn store_one(state: &State, caller: &Caller, upload: proto::ChunkUpload) -
         .unwrap_or(false)
         && state.chunks.contains(&id).await?;
     if !had {
-        state.chunks.put(&id, compressed, &upload.data).await?;
+        state
+            .chunks
+            .put(&id, compressed, upload.data.clone())
+            .await?;
     }
     let record = ChunkRecord {
         id,
