@@ -100,11 +100,65 @@ pub fn chunk_boundaries(data: &[u8]) -> Vec<(usize, usize)> {
 }
 
 /// Streams a reader's bytes as [`Chunk`]s, holding at most a few `MAX_CHUNK`s in
-/// memory whatever the file size, and hashes the whole file on the way.
+/// memory whatever the file size, and hashes the whole file on the way: a [`Cutter`]
+/// and a [`ChunkHasher`] on one thread.
 ///
 /// Iteration stops after the first error. Once it has ended, [`Chunker::finish`]
 /// gives the file's [`FileDigest`].
 pub struct Chunker<R: Read> {
+    cutter: Cutter<R>,
+    /// Fed with each chunk as it is yielded, so the digest always describes
+    /// exactly the chunks handed out.
+    hasher: ChunkHasher,
+}
+
+impl<R: Read> Chunker<R> {
+    /// A chunker over `reader`, which is read to its end.
+    pub fn new(reader: R) -> Self {
+        Chunker {
+            cutter: Cutter::new(reader),
+            hasher: ChunkHasher::new(),
+        }
+    }
+
+    /// Digest of the bytes chunked so far: the whole file once iteration has
+    /// returned `None`.
+    pub fn digest(&self) -> FileDigest {
+        self.hasher.digest()
+    }
+
+    /// Ends chunking and returns the digest of the chunks yielded (see
+    /// [`Chunker::digest`]).
+    pub fn finish(self) -> FileDigest {
+        self.digest()
+    }
+}
+
+impl<R: Read> Iterator for Chunker<R> {
+    type Item = Result<Chunk, ContentError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.cutter.next()?.map(|cut| self.hasher.hash(cut)))
+    }
+}
+
+// Once it has returned `None` (after the end or an error), it keeps doing so.
+impl<R: Read> FusedIterator for Chunker<R> {}
+
+/// A chunk cut but not yet hashed.
+pub struct Cut {
+    /// Where the chunk starts in the file.
+    pub offset: u64,
+    /// The chunk's plaintext.
+    pub data: Vec<u8>,
+}
+
+/// The cutting half of a [`Chunker`]: yields the file's chunks in order without
+/// hashing them, so that a pipeline can hash them on another thread (cutting and
+/// hashing each take about as long).
+///
+/// Iteration stops after the first error.
+pub struct Cutter<R: Read> {
     reader: R,
     /// Data read but not yet cut is `buf[pos..]`.
     buf: Vec<u8>,
@@ -114,15 +168,12 @@ pub struct Chunker<R: Read> {
     eof: bool,
     done: bool,
     masks: (u64, u64),
-    /// Fed with each chunk as it is yielded, so the digest always describes
-    /// exactly the chunks handed out.
-    hasher: blake3::Hasher,
 }
 
-impl<R: Read> Chunker<R> {
-    /// A chunker over `reader`, which is read to its end.
+impl<R: Read> Cutter<R> {
+    /// A cutter over `reader`, which is read to its end.
     pub fn new(reader: R) -> Self {
-        Chunker {
+        Cutter {
             reader,
             buf: Vec::new(),
             pos: 0,
@@ -130,23 +181,7 @@ impl<R: Read> Chunker<R> {
             eof: false,
             done: false,
             masks: masks(),
-            hasher: blake3::Hasher::new(),
         }
-    }
-
-    /// Digest of the bytes chunked so far: the whole file once iteration has
-    /// returned `None`.
-    pub fn digest(&self) -> FileDigest {
-        FileDigest {
-            size: self.offset,
-            content_hash: *self.hasher.finalize().as_bytes(),
-        }
-    }
-
-    /// Ends chunking and returns the digest of the chunks yielded (see
-    /// [`Chunker::digest`]).
-    pub fn finish(self) -> FileDigest {
-        self.digest()
     }
 
     /// Makes sure `buf[pos..]` holds a full cut window, or the rest of the file.
@@ -184,8 +219,8 @@ impl<R: Read> Chunker<R> {
     }
 }
 
-impl<R: Read> Iterator for Chunker<R> {
-    type Item = Result<Chunk, ContentError>;
+impl<R: Read> Iterator for Cutter<R> {
+    type Item = Result<Cut, ContentError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -202,21 +237,59 @@ impl<R: Read> Iterator for Chunker<R> {
             return None;
         }
         let len = next_cut(window, self.masks);
-        let data = window[..len].to_vec();
-        self.pos += len;
-        self.hasher.update(&data);
-        let chunk = Chunk {
-            id: ChunkId::of(&data),
+        let cut = Cut {
             offset: self.offset,
-            data,
+            data: window[..len].to_vec(),
         };
+        self.pos += len;
         self.offset += len as u64;
-        Some(Ok(chunk))
+        Some(Ok(cut))
     }
 }
 
 // Once it has returned `None` (after the end or an error), it keeps doing so.
-impl<R: Read> FusedIterator for Chunker<R> {}
+impl<R: Read> FusedIterator for Cutter<R> {}
+
+/// The hashing half of a [`Chunker`]: gives each [`Cut`], taken in file order, its
+/// chunk id, and keeps the whole file's digest.
+pub struct ChunkHasher {
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl Default for ChunkHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkHasher {
+    pub fn new() -> Self {
+        ChunkHasher {
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        }
+    }
+
+    /// The chunk `cut` is: the next one of the file.
+    pub fn hash(&mut self, cut: Cut) -> Chunk {
+        self.hasher.update(&cut.data);
+        self.size += cut.data.len() as u64;
+        Chunk {
+            id: ChunkId::of(&cut.data),
+            offset: cut.offset,
+            data: cut.data,
+        }
+    }
+
+    /// Size and whole-content BLAKE3 of the chunks hashed so far.
+    pub fn digest(&self) -> FileDigest {
+        FileDigest {
+            size: self.size,
+            content_hash: *self.hasher.finalize().as_bytes(),
+        }
+    }
+}
 
 #[cfg(test)]
 pub(crate) mod tests {

@@ -15,7 +15,7 @@ mod codec;
 mod manifest;
 
 pub use chunk_id::ChunkId;
-pub use chunker::{Chunk, Chunker, FileDigest, chunk_boundaries};
+pub use chunker::{Chunk, ChunkHasher, Chunker, Cut, Cutter, FileDigest, chunk_boundaries};
 pub use codec::{Encoded, decode, encode, encode_owned, verify};
 pub use manifest::{ChunkIndex, ChunkRef, Covering, Manifest, ManifestBuilder};
 
