@@ -287,12 +287,16 @@ impl FloorFs {
         mode: u32,
         body: Body,
     ) -> Result<(FileAttr, Option<File>), Errno> {
-        let mut tree = self.tree.lock().unwrap();
-        if tree.entries(parent.0)?.contains_key(name) {
-            return Err(Errno::EEXIST);
-        }
-        let ino = tree.next_ino;
-        tree.next_ino += 1;
+        let ino = {
+            let mut tree = self.tree.lock().unwrap();
+            if tree.entries(parent.0)?.contains_key(name) {
+                return Err(Errno::EEXIST);
+            }
+            tree.next_ino += 1;
+            tree.next_ino - 1
+        };
+        // The local file is made outside the tree's lock, so other requests do not
+        // wait behind an ext4 create; the name is checked again after.
         let local = match body {
             Body::File => Some(
                 OpenOptions::new()
@@ -304,6 +308,15 @@ impl FloorFs {
             ),
             _ => None,
         };
+        let mut tree = self.tree.lock().unwrap();
+        let taken = tree.entries(parent.0).map(|e| e.contains_key(name));
+        if taken != Ok(false) {
+            drop(tree);
+            if local.is_some() {
+                self.delete_local(ino);
+            }
+            return Err(taken.err().unwrap_or(Errno::EEXIST));
+        }
         let mut made = attr(ino, kind, (mode & 0o7777) as u16, req.uid(), req.gid());
         if let Body::Symlink(target) = &body {
             made.size = target.as_os_str().len() as u64;
