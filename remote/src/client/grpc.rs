@@ -543,6 +543,7 @@ fn channel_to(address: &ServerAddress, options: &ConnectOptions) -> RemoteResult
             .keep_alive_while_idle(true)
             .initial_stream_window_size(Some(32 << 20))
             .initial_connection_window_size(Some(64 << 20))
+            // Downloaded chunks arrive in a few frames, not 64 of 16 KiB each.
             .max_frame_size(1u32 << 20)
     };
     Ok(match address {
