@@ -395,7 +395,7 @@ pub(crate) mod tests {
         let data = random_bytes(11, 1000);
         let mut chunker = Chunker::new(&data[..]);
         assert_eq!(chunker.next().unwrap().unwrap().data, data);
-        assert!(chunker.buf.capacity() <= FIRST_READ);
+        assert!(chunker.cutter.buf.capacity() <= FIRST_READ);
         assert!(chunker.next().is_none());
     }
 
@@ -430,6 +430,22 @@ pub(crate) mod tests {
                 .map(|c| (c.offset, c.length))
                 .collect();
         assert_eq!(chunk_boundaries(&data), reference);
+    }
+
+    #[test]
+    fn cutting_then_hashing_is_chunking() {
+        let data = random_bytes(4, 9 * MIB + 77);
+        let (chunks, digest) = chunk_all(&data[..]);
+        let mut hasher = ChunkHasher::new();
+        let hashed: Vec<Chunk> = Cutter::new(Trickle {
+            data: &data,
+            step: 65_537,
+        })
+        .map(|cut| hasher.hash(cut.unwrap()))
+        .collect();
+        assert_eq!(hashed, chunks);
+        assert_eq!(hasher.digest(), digest);
+        assert_eq!(digest, FileDigest::of(&data));
     }
 
     #[test]
@@ -504,7 +520,7 @@ pub(crate) mod tests {
             let chunk = chunk.unwrap();
             assert_eq!(chunk.offset, total);
             assert!(chunk.data.len() <= MAX_CHUNK);
-            assert!(chunker.buf.capacity() <= BUF_CAP);
+            assert!(chunker.cutter.buf.capacity() <= BUF_CAP);
             total += chunk.data.len() as u64;
             count += 1;
         }
