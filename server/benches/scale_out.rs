@@ -285,12 +285,12 @@ async fn s3_throughput(count: usize) -> (f64, f64) {
     let store = ChunkStore::s3(&env("LOFT_TEST_S3_BUCKET"), &prefix, &settings)
         .await
         .expect("S3 chunk store");
-    let chunks: Vec<(ChunkId, Vec<u8>)> = (0..count)
+    let chunks: Vec<(ChunkId, bytes::Bytes)> = (0..count)
         .map(|i| {
             let data: Vec<u8> = (0..4 << 20)
                 .map(|b: usize| (b * 31 + i * 7) as u8)
                 .collect();
-            (ChunkId::of(&data), data)
+            (ChunkId::of(&data), bytes::Bytes::from(data))
         })
         .collect();
     let bytes = (count * (4 << 20)) as f64;
@@ -298,7 +298,7 @@ async fn s3_throughput(count: usize) -> (f64, f64) {
     futures::stream::iter(&chunks)
         .for_each_concurrent(8, |(id, data)| {
             let store = store.clone();
-            async move { store.put(id, false, data).await.expect("put") }
+            async move { store.put(id, false, data.clone()).await.expect("put") }
         })
         .await;
     let put = bytes / started.elapsed().as_secs_f64() / 1e6;
