@@ -155,7 +155,10 @@ impl Bodies {
             .truncate(true)
             .open(&path)
             .map_err(CacheError::io(&path))?;
-        file.set_len(size).map_err(CacheError::io(&path))?;
+        // Opened truncated: an empty body is made.
+        if size > 0 {
+            file.set_len(size).map_err(CacheError::io(&path))?;
+        }
         if reused {
             file.set_modified(SystemTime::now())
                 .map_err(CacheError::io(&path))?;

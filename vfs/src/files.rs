@@ -107,17 +107,29 @@ impl Vfs {
         if mode.write {
             self.check_writable(ino)?;
         }
-        self.enter_file(ino, node.body, mode.write)?;
-        match self.open_entered(node, mode) {
-            Ok(opened) => Ok(opened),
-            Err(error) => {
-                self.leave_file(ino, mode.write, false);
-                Err(error)
-            }
-        }
+        self.open_node(node, mode, None)
     }
 
-    fn open_entered(&self, mut node: Node, mode: OpenMode) -> VfsResult<Opened> {
+    /// Opens `node`, a regular file, on `body` if the caller has its body file open
+    /// already (a file `create` has just made), else on its body file.
+    pub(crate) fn open_node(
+        &self,
+        node: Node,
+        mode: OpenMode,
+        body: Option<File>,
+    ) -> VfsResult<Opened> {
+        let ino = node.ino;
+        self.enter_file(ino, node.body, mode.write)?;
+        self.open_entered(node, mode, body)
+            .inspect_err(|_| _ = self.leave_file(ino, mode.write, false))
+    }
+
+    fn open_entered(
+        &self,
+        mut node: Node,
+        mode: OpenMode,
+        body: Option<File>,
+    ) -> VfsResult<Opened> {
         let ino = node.ino;
         if mode.write {
             if !node.dirty {
@@ -127,7 +139,10 @@ impl Vfs {
             self.bump(ino);
         }
         let layout = self.layout_of(&node)?;
-        let file = self.body_file(&node)?;
+        let file = match body {
+            Some(file) => Arc::new(file),
+            None => self.body_file(&node)?,
+        };
         if layout.is_some() {
             self.mirror.write(|db| db.touch(ino, now()))?;
         }

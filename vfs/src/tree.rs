@@ -252,22 +252,21 @@ impl Vfs {
                 symlink: b"",
             },
         )?;
+        let ino = node.ino;
+        // Opened on the body file just made, with the node just written: neither is
+        // read again.
+        let mode = OpenMode {
+            write,
+            truncate: false,
+        };
         let opened = self
             .bodies
-            .create_body(node.ino, node.body, 0)
+            .create_body(ino, node.body, 0)
             .map_err(VfsError::from)
-            .and_then(|_| {
-                self.open(
-                    node.ino,
-                    OpenMode {
-                        write,
-                        truncate: false,
-                    },
-                )
-            });
+            .and_then(|body| self.open_node(node, mode, Some(body)));
         if opened.is_err() || !write {
             // No close will hand it to the sync engine.
-            self.upload_after_debounce(node.ino);
+            self.upload_after_debounce(ino);
         }
         opened
     }
