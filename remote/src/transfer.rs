@@ -72,7 +72,7 @@ pub async fn upload(
     // the other, and on one thread they were the pipeline's slowest stage.
     let stopped = || RemoteError::new(ErrorKind::Unavailable, "upload stopped");
     let (cut_sender, mut cuts) = mpsc::channel(QUEUE);
-    let cutter = tokio::task::spawn_blocking(move || -> RemoteResult<()> {
+    let cutting = tokio::task::spawn_blocking(move || -> RemoteResult<()> {
         for cut in Cutter::new(reader) {
             let cut = cut.map_err(io_error)?;
             cut_sender.blocking_send(cut).map_err(|_| stopped())?;
@@ -80,7 +80,7 @@ pub async fn upload(
         Ok(())
     });
     let (chunk_sender, mut chunks) = mpsc::channel(QUEUE);
-    let hasher = tokio::task::spawn_blocking(move || -> RemoteResult<_> {
+    let hashing = tokio::task::spawn_blocking(move || -> RemoteResult<_> {
         let mut hasher = ChunkHasher::new();
         while let Some(cut) = cuts.blocking_recv() {
             chunk_sender
@@ -149,8 +149,8 @@ pub async fn upload(
     }
     drop(upload_sender);
     // A read error ends the cuts early: the cutter's result says so.
-    cutter.await.map_err(io_error)??;
-    let digest = hasher.await.map_err(io_error)??;
+    cutting.await.map_err(io_error)??;
+    let digest = hashing.await.map_err(io_error)??;
     put.await.map_err(io_error)??;
     let manifest = builder.finish(digest).map_err(io_error)?;
     Ok((manifest, stats))
