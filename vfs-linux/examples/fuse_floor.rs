@@ -292,8 +292,9 @@ impl FloorFs {
             if tree.entries(parent.0)?.contains_key(name) {
                 return Err(Errno::EEXIST);
             }
+            let ino = tree.next_ino;
             tree.next_ino += 1;
-            tree.next_ino - 1
+            ino
         };
         // The local file is made outside the tree's lock, so other requests do not
         // wait behind an ext4 create; the name is checked again after.
