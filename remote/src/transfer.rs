@@ -23,8 +23,9 @@ const HAVE_BATCH: usize = 64;
 /// Chunks asked about in one HaveChunks call of [`upload_small`] (the server takes
 /// up to 4096).
 const HAVE_MANY: usize = 1024;
-/// Chunks (each ≤ 4 MiB) queued between pipeline stages.
-const QUEUE: usize = 4;
+/// Chunks (each ≤ 4 MiB) queued between pipeline stages: enough to keep every stage
+/// busy; each more costs the upload's peak memory a chunk per queue.
+const QUEUE: usize = 2;
 /// Chunks compressed at once.
 const ENCODERS: usize = 2;
 /// Chunks named in one GetChunks call.
