@@ -318,12 +318,18 @@ impl Vfs {
         if name.len() > NAME_MAX {
             return Err(VfsError::NameTooLong);
         }
-        self.check_writable(parent)?;
         self.ensure_listed(parent)?;
         let target = self
             .mirror
             .read(|db| db.lookup(parent, name))?
             .ok_or(VfsError::NotFound)?;
+        // What the server never had (a change it refused, or one not sent yet) may go
+        // even from a folder this user may only read: that changes nothing there.
+        if let Err(denied) = self.check_writable(parent)
+            && self.mirror.read(|db| db.remote_of(target))?.is_some()
+        {
+            return Err(denied);
+        }
         let node = self.node(target)?;
         match (directory, node.kind == Kind::Directory) {
             (true, false) => return Err(VfsError::NotDir),
