@@ -62,6 +62,10 @@ impl LoftHome {
     pub fn embedded_lock(&self) -> PathBuf {
         self.data_dir.join("server.lock")
     }
+    /// Held shared (flock) by each other process that uses the embedded server.
+    pub fn embedded_users(&self) -> PathBuf {
+        self.data_dir.join("server.users")
+    }
 
     /// Held (flock) by the live mount process of this home.
     pub fn mount_lock(&self) -> PathBuf {

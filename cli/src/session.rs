@@ -19,7 +19,7 @@ pub struct Session {
     /// The same client, for what only a gRPC client knows (which server it talks to).
     pub grpc: GrpcClient,
     /// Set when the session uses the embedded server: run by this process (kept
-    /// alive for the command), or by another one this session holds a connection to.
+    /// alive for the command), or by another one that keeps it alive for this one.
     embedded: Option<Embedded>,
 }
 
@@ -35,8 +35,8 @@ pub fn default_device_name() -> String {
 }
 
 impl Session {
-    /// Ends the session; if this process runs the embedded server, it first keeps
-    /// serving the other processes connected to it.
+    /// Ends the session; if this process runs the embedded server, it keeps serving
+    /// the other processes that use it until they are done, then stops it.
     pub async fn close(self) {
         let Session {
             client,
@@ -44,11 +44,10 @@ impl Session {
             embedded,
             ..
         } = self;
-        // This process's own connection must not count as another process's.
         drop(client);
         drop(grpc);
         if let Some(Embedded::Owner(server)) = embedded {
-            server.linger().await;
+            server.close().await;
         }
     }
 

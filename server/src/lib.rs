@@ -4,7 +4,6 @@
 pub mod auth;
 pub mod check;
 pub mod chunk_store;
-pub mod connection_gauge;
 pub mod error;
 pub mod gateway;
 pub mod journal_hub;

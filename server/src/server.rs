@@ -14,7 +14,6 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::AuthLayer;
 use crate::chunk_store::ChunkStore;
-use crate::connection_gauge::ConnectionGauge;
 use crate::error::{Result, ServerError};
 use crate::gateway::{self, GatewayConfig};
 use crate::journal_hub::JournalHub;
@@ -55,8 +54,6 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Lifetime of a login session's token.
     pub token_ttl: Duration,
-    /// Counts connections on a unix listener.
-    pub connections: ConnectionGauge,
     /// Retention of versions and trash, and how the pruning worker runs.
     pub prune: PruneConfig,
     /// How the search indexer runs.
@@ -75,7 +72,6 @@ impl ServerConfig {
             port_file: None,
             tls: None,
             token_ttl: Duration::from_secs(90 * 24 * 3600),
-            connections: ConnectionGauge::default(),
             prune: PruneConfig::default(),
             search: IndexConfig::default(),
             http: None,
@@ -249,9 +245,7 @@ async fn serve_until(
                 let _ = std::fs::remove_file(path);
                 let listener = tokio::net::UnixListener::bind(path)?;
                 tracing::info!(path = %path.display(), "listening");
-                let gauge = config.connections.clone();
-                let incoming = UnixListenerStream::new(listener)
-                    .map(move |stream| stream.map(|s| gauge.track(s)));
+                let incoming = UnixListenerStream::new(listener);
                 router
                     .serve_with_incoming_shutdown(incoming, graceful)
                     .await
