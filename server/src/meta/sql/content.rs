@@ -274,14 +274,19 @@ fn conflict_home(w: &Write<'_>, target: &NodeRow) -> Result<(u64, Vec<u8>)> {
 
 pub fn commit(w: &Write<'_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutcome> {
     op.manifest.validate()?;
-    let node = match &op.create {
-        Some(new) if op.node == 0 => super::tree::create(w, new)?.id,
+    // A file made by this commit is journaled once, as created with its content,
+    // not as an empty file and then a modification.
+    let (node, made) = match &op.create {
+        Some(new) if op.node == 0 => {
+            let (node, made) = super::tree::create_unjournaled(w, new)?;
+            (node.id, made.then_some((new.parent, new.name.as_slice())))
+        }
         Some(_) => {
             return Err(ServerError::invalid(
                 "a commit names a node or a file to create, not both",
             ));
         }
-        None => op.node,
+        None => (op.node, None),
     };
     // A trashed target is still accepted: its content must survive as a conflicted copy.
     let target = rows::load_node(w.db, node)?
@@ -307,13 +312,24 @@ pub fn commit(w: &Write<'_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutco
             )));
         }
     }
+    if let Some(at) = made
+        && (target.trashed || target.node.version != op.base_version)
+    {
+        // The content goes elsewhere (below): the new, empty file is a change of its own.
+        w.journal(ChangeKind::Created, &target.node, at, (0, b""))?;
+    }
     let mtime = op.mtime.unwrap_or(w.now);
     if !target.trashed && target.node.version == op.base_version {
         let version = insert_version(w, target.id(), op.base_version, &op.manifest)?;
         set_current(w, target.id(), version, &op.manifest, mtime)?;
         let node = rows::node(w.db, target.id())?.node;
-        let (parent, name) = any_dentry(w.db, target.id())?.unwrap_or_default();
-        w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?;
+        match made {
+            Some(at) => w.journal(ChangeKind::Created, &node, at, (0, b""))?,
+            None => {
+                let (parent, name) = any_dentry(w.db, target.id())?.unwrap_or_default();
+                w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?
+            }
+        };
         return Ok(CommitOutcome {
             node,
             version,

@@ -266,6 +266,17 @@ fn insert_inode(w: &Write<'_>, ns: u64, op: &NewNode) -> Result<u64> {
 }
 
 pub fn create(w: &Write<'_>, op: &NewNode) -> Result<proto::Node> {
+    let (node, made) = create_unjournaled(w, op)?;
+    if made {
+        w.journal(ChangeKind::Created, &node, (op.parent, &op.name), (0, b""))?;
+    }
+    Ok(node)
+}
+
+/// [`create`] without its journal entry, for a caller that journals the node once it
+/// is complete (a new file and its first version, one change). Also says whether the
+/// node was made (false: a non-exclusive create found it).
+pub fn create_unjournaled(w: &Write<'_>, op: &NewNode) -> Result<(proto::Node, bool)> {
     name_ok(&op.name)?;
     if op.kind == NodeKind::Unspecified {
         return Err(ServerError::invalid("node kind missing"));
@@ -278,7 +289,7 @@ pub fn create(w: &Write<'_>, op: &NewNode) -> Result<proto::Node> {
     let parent = access::writable_dir(w.db, w.caller, op.parent)?;
     if let Some(existing) = rows::child(w.db, op.parent, &op.name)? {
         if !op.exclusive && existing.kind() == op.kind {
-            return Ok(existing.node);
+            return Ok((existing.node, false));
         }
         return Err(ServerError::new(
             ErrorKind::AlreadyExists,
@@ -294,9 +305,7 @@ pub fn create(w: &Write<'_>, op: &NewNode) -> Result<proto::Node> {
         w.add_nlink(op.parent, 1)?;
     }
     w.touch_dir(op.parent)?;
-    let node = rows::node(w.db, id)?.node;
-    w.journal(ChangeKind::Created, &node, (op.parent, &op.name), (0, b""))?;
-    Ok(node)
+    Ok((rows::node(w.db, id)?.node, true))
 }
 
 pub fn link(w: &Write<'_>, id: u64, new_parent: u64, new_name: &[u8]) -> Result<proto::Node> {
