@@ -218,13 +218,19 @@ mod tests {
         matches!(embedded, Embedded::Owner(_))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_owner_stops_only_when_no_guest_is_left_and_a_newcomer_takes_over() {
+    /// A fresh home and the process that runs its embedded server.
+    async fn first_process() -> (tempfile::TempDir, LoftHome, EmbeddedServer) {
         let dir = tempfile::tempdir().unwrap();
         let home = LoftHome::single(dir.path().to_path_buf());
         let Embedded::Owner(owner) = ensure(&home, "solo").await.unwrap() else {
             panic!("the first process did not run the server");
         };
+        (dir, home, owner)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_owner_stops_only_when_no_guest_is_left_and_a_newcomer_takes_over() {
+        let (_dir, home, owner) = first_process().await;
         let guest = ensure(&home, "solo").await.unwrap();
         assert!(!is_owner(&guest), "a second process started its own server");
 
@@ -251,11 +257,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_process_arriving_while_the_owner_stops_waits_and_runs_the_server() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = LoftHome::single(dir.path().to_path_buf());
-        let Embedded::Owner(owner) = ensure(&home, "solo").await.unwrap() else {
-            panic!("the first process did not run the server");
-        };
+        let (_dir, home, owner) = first_process().await;
         // What the owner holds from deciding to stop until its server has stopped.
         let stopping = try_flock(&home.embedded_users(), libc::LOCK_EX)
             .unwrap()
