@@ -38,7 +38,7 @@ pub(crate) enum Applied {
 }
 
 /// The least time from the start of one sync round to the start of the next.
-const ROUND_SPACING: Duration = Duration::from_millis(25);
+const ROUND_SPACING: Duration = Duration::from_millis(5);
 
 /// How long `wait_synced` waits for an unreachable server to come back.
 const OFFLINE_GRACE: Duration = Duration::from_secs(6);
