@@ -312,14 +312,16 @@ pub fn commit(w: &Write<'_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutco
             )));
         }
     }
+    // The content becomes the target's next version; otherwise it goes elsewhere (below).
+    let on_target = !target.trashed && target.node.version == op.base_version;
     if let Some(at) = made
-        && (target.trashed || target.node.version != op.base_version)
+        && !on_target
     {
-        // The content goes elsewhere (below): the new, empty file is a change of its own.
+        // The new, empty file is a change of its own.
         w.journal(ChangeKind::Created, &target.node, at, (0, b""))?;
     }
     let mtime = op.mtime.unwrap_or(w.now);
-    if !target.trashed && target.node.version == op.base_version {
+    if on_target {
         let version = insert_version(w, target.id(), op.base_version, &op.manifest)?;
         set_current(w, target.id(), version, &op.manifest, mtime)?;
         let node = rows::node(w.db, target.id())?.node;
