@@ -26,6 +26,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use tokio::runtime::Handle;
 
 use crate::error::{Result, ServerError};
 
@@ -69,6 +70,23 @@ pub struct ChunkStore {
     store: Arc<dyn ObjectStore>,
     /// Set for the local backend, which must be fsync'd by hand.
     local_root: Option<PathBuf>,
+}
+
+/// A stored object's bytes as a chunk: a format byte, then the chunk.
+fn stored(id: &ChunkId, bytes: Bytes) -> Result<StoredChunk> {
+    match bytes.first() {
+        Some(&RAW) => Ok(StoredChunk {
+            compressed: false,
+            data: bytes.slice(1..),
+        }),
+        Some(&ZSTD) => Ok(StoredChunk {
+            compressed: true,
+            data: bytes.slice(1..),
+        }),
+        _ => Err(ServerError::internal(format!(
+            "stored chunk {id} has an unknown format"
+        ))),
+    }
 }
 
 fn key(id: &ChunkId) -> ObjectPath {
@@ -199,20 +217,24 @@ impl ChunkStore {
     pub fn get<'a>(&'a self, id: &'a ChunkId) -> BoxFuture<'a, Result<StoredChunk>> {
         Box::pin(async move {
             let bytes = self.store.get(&key(id)).await?.bytes().await?;
-            match bytes.first() {
-                Some(&RAW) => Ok(StoredChunk {
-                    compressed: false,
-                    data: bytes.slice(1..),
-                }),
-                Some(&ZSTD) => Ok(StoredChunk {
-                    compressed: true,
-                    data: bytes.slice(1..),
-                }),
-                _ => Err(ServerError::internal(format!(
-                    "stored chunk {id} has an unknown format"
-                ))),
-            }
+            stored(id, bytes)
         })
+    }
+
+    /// Reads a stored chunk on a thread outside `runtime`'s workers, for work that reads
+    /// many: a local store's file is read right here (not through a hop to the blocking
+    /// pool and back per chunk), other stores are read through `runtime`.
+    pub fn get_blocking(&self, id: &ChunkId, runtime: &Handle) -> Result<StoredChunk> {
+        match &self.local_root {
+            Some(root) => match std::fs::read(root.join(key(id).as_ref())) {
+                Ok(bytes) => stored(id, Bytes::from(bytes)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    Err(ServerError::not_found(format!("stored chunk {id}")))
+                }
+                Err(error) => Err(error.into()),
+            },
+            None => runtime.block_on(self.get(id)),
+        }
     }
 
     /// Whether the store holds the chunk.

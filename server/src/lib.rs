@@ -2,6 +2,7 @@
 //! gateway for public links.
 
 pub mod auth;
+pub mod background;
 pub mod check;
 pub mod chunk_store;
 pub mod error;

@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use loft_remote::content::{Manifest, decode};
 use loft_remote::proto::NodeKind;
+use tokio::runtime::Handle;
 use tokio::sync::{Mutex, Notify, watch};
 
 use super::text;
+use crate::background;
 use crate::chunk_store::ChunkStore;
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
@@ -106,70 +108,25 @@ impl Indexer {
             if backlog.cursors.is_empty() {
                 return Ok(written);
             }
-            let mut docs = Vec::with_capacity(backlog.sources.len());
-            for source in backlog.sources {
-                docs.push(self.document(source).await?);
-            }
+            // Reading and decoding the texts is the pass's CPU: it runs at a lower
+            // priority than serving requests, on one thread for the whole batch.
+            let chunks = self.chunks.clone();
+            let runtime = Handle::current();
+            let docs = background::run("loft-index", move || {
+                let texts = TextReader { chunks, runtime };
+                backlog
+                    .sources
+                    .into_iter()
+                    .map(|source| texts.document(source))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
             written += docs.len() as u64;
             self.meta.store_search_docs(docs, backlog.cursors).await?;
             if !self.meta.take_lease(LEASE, &self.holder, ttl).await? {
                 return Err(ServerError::internal("the search lease was lost mid-pass"));
             }
         }
-    }
-
-    /// The document of one node: its name, and its text when it is a text file.
-    async fn document(&self, source: SearchSource) -> Result<SearchDoc> {
-        let Some(name) = source.name else {
-            return Ok(SearchDoc {
-                inode: source.inode,
-                text: None,
-            });
-        };
-        let name = String::from_utf8_lossy(&name).into_owned();
-        let body = match &source.manifest {
-            Some(manifest) if source.kind == NodeKind::File && text::may_be_text(&name) => {
-                match self.head_of(manifest).await {
-                    Ok(bytes) => text::extract(&bytes).unwrap_or_default(),
-                    // A chunk that is gone (pruned meanwhile) leaves the file findable
-                    // by name; a later version indexes again.
-                    Err(error) => {
-                        tracing::warn!(%error, node = source.inode, "indexing by name only");
-                        String::new()
-                    }
-                }
-            }
-            _ => String::new(),
-        };
-        Ok(SearchDoc {
-            inode: source.inode,
-            text: Some((name, body)),
-        })
-    }
-
-    /// The first [`text::TEXT_CAP`] bytes of a version.
-    async fn head_of(&self, manifest: &Manifest) -> Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        for chunk in &manifest.chunks {
-            if bytes.len() >= text::TEXT_CAP {
-                break;
-            }
-            let stored = self.chunks.get(&chunk.id).await?;
-            if stored.compressed {
-                let length = chunk.length as usize;
-                let plain = tokio::task::spawn_blocking(move || decode(&stored.data, true, length))
-                    .await
-                    .map_err(ServerError::internal)??;
-                bytes.extend_from_slice(&plain);
-            } else {
-                bytes.extend_from_slice(&stored.data);
-            }
-            // Binary content shows in the first chunk: stop reading there.
-            if bytes.contains(&0) {
-                break;
-            }
-        }
-        Ok(bytes)
     }
 
     /// Runs passes until `stop` turns true: every `config.interval`, once the changes
@@ -209,5 +166,63 @@ impl Indexer {
                 }
             }
         })
+    }
+}
+
+/// Reads the text of versions on a thread outside the runtime's workers.
+struct TextReader {
+    chunks: ChunkStore,
+    runtime: Handle,
+}
+
+impl TextReader {
+    /// The document of one node: its name, and its text when it is a text file.
+    fn document(&self, source: SearchSource) -> SearchDoc {
+        let Some(name) = source.name else {
+            return SearchDoc {
+                inode: source.inode,
+                text: None,
+            };
+        };
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let body = match &source.manifest {
+            Some(manifest) if source.kind == NodeKind::File && text::may_be_text(&name) => {
+                match self.head_of(manifest) {
+                    Ok(bytes) => text::extract(&bytes).unwrap_or_default(),
+                    // A chunk that is gone (pruned meanwhile) leaves the file findable
+                    // by name; a later version indexes again.
+                    Err(error) => {
+                        tracing::warn!(%error, node = source.inode, "indexing by name only");
+                        String::new()
+                    }
+                }
+            }
+            _ => String::new(),
+        };
+        SearchDoc {
+            inode: source.inode,
+            text: Some((name, body)),
+        }
+    }
+
+    /// The first [`text::TEXT_CAP`] bytes of a version.
+    fn head_of(&self, manifest: &Manifest) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        for chunk in &manifest.chunks {
+            if bytes.len() >= text::TEXT_CAP {
+                break;
+            }
+            let stored = self.chunks.get_blocking(&chunk.id, &self.runtime)?;
+            if stored.compressed {
+                bytes.extend_from_slice(&decode(&stored.data, true, chunk.length as usize)?);
+            } else {
+                bytes.extend_from_slice(&stored.data);
+            }
+            // Binary content shows in the first chunk: stop reading there.
+            if bytes.contains(&0) {
+                break;
+            }
+        }
+        Ok(bytes)
     }
 }
