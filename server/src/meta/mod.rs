@@ -440,6 +440,8 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Records a chunk that is now durable in the chunk store, uploaded by the caller.
     /// Returns false if the store already had it.
     async fn record_chunk(&self, caller: &Caller, chunk: ChunkRecord) -> Result<bool>;
+    /// Records several such chunks in one transaction: all of them, or none.
+    async fn record_chunks(&self, caller: &Caller, chunks: Vec<ChunkRecord>) -> Result<()>;
     async fn manifest(&self, caller: &Caller, node: u64, version: u64) -> Result<Manifest>;
     async fn commit(&self, caller: &Caller, op: CommitOp) -> Result<CommitOutcome>;
     /// Several commits in one transaction: all of them, or none.

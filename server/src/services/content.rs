@@ -19,6 +19,8 @@ use crate::meta::{Caller, ChunkRecord};
 const MAX_IDS: usize = 4096;
 /// Uploads verified and stored at once per stream (hashing runs on the blocking pool).
 const UPLOAD_PARALLELISM: usize = 4;
+/// Stored chunks recorded per metadata transaction.
+const RECORD_BATCH: usize = 64;
 /// Chunks read ahead of the client per download stream.
 const DOWNLOAD_READ_AHEAD: usize = 8;
 
@@ -33,9 +35,13 @@ fn chunk_id(bytes: &[u8]) -> Result<ChunkId> {
     ChunkId::from_slice(bytes).map_err(ServerError::from)
 }
 
-/// Verifies one uploaded chunk against its id, stores it durably, then records it.
-/// Nothing is stored for a chunk whose bytes do not match.
-async fn store_one(state: &State, caller: &Caller, upload: proto::ChunkUpload) -> Result<Stored> {
+/// Verifies one uploaded chunk against its id and stores it durably; the caller
+/// records it. Nothing is stored for a chunk whose bytes do not match.
+async fn store_one(
+    state: &State,
+    caller: &Caller,
+    upload: proto::ChunkUpload,
+) -> Result<(Stored, ChunkRecord)> {
     let id = chunk_id(&upload.id)?;
     let length = upload.length as usize;
     if length == 0 || length > MAX_CHUNK {
@@ -83,8 +89,8 @@ async fn store_one(state: &State, caller: &Caller, upload: proto::ChunkUpload) -
         stored_length: upload.data.len() as u32,
         compressed,
     };
-    state.meta.record_chunk(caller, record).await?;
-    Ok(if had { Stored::AlreadyHad } else { Stored::New })
+    let stored = if had { Stored::AlreadyHad } else { Stored::New };
+    Ok((stored, record))
 }
 
 /// Reads one requested range of a chunk the caller may read (`record` is `None` when it
@@ -164,10 +170,11 @@ impl Content for ContentApi {
     ) -> std::result::Result<Response<proto::PutChunksReply>, Status> {
         let caller = caller(&request)?;
         let state = self.0.clone();
+        let storing = caller.clone();
         let mut results = request
             .into_inner()
             .map(move |message| {
-                let (state, caller) = (state.clone(), caller.clone());
+                let (state, caller) = (state.clone(), storing.clone());
                 async move {
                     let upload = message?;
                     // A store runs to completion even if the client goes away meanwhile:
@@ -179,12 +186,25 @@ impl Content for ContentApi {
                 }
             })
             .buffer_unordered(UPLOAD_PARALLELISM);
+        // Stored chunks are recorded in batches, one transaction (and one fsync of the
+        // database) per batch instead of per chunk. One stored but not yet recorded
+        // when the stream breaks is not usable by the caller: it is sent again.
         let mut reply = proto::PutChunksReply::default();
+        let mut unrecorded = Vec::with_capacity(RECORD_BATCH);
         while let Some(result) = results.next().await {
-            match result? {
+            let (stored, record) = result?;
+            match stored {
                 Stored::New => reply.stored += 1,
                 Stored::AlreadyHad => reply.already_had += 1,
             }
+            unrecorded.push(record);
+            if unrecorded.len() == RECORD_BATCH {
+                let batch = std::mem::replace(&mut unrecorded, Vec::with_capacity(RECORD_BATCH));
+                self.0.meta.record_chunks(&caller, batch).await?;
+            }
+        }
+        if !unrecorded.is_empty() {
+            self.0.meta.record_chunks(&caller, unrecorded).await?;
         }
         Ok(Response::new(reply))
     }

@@ -312,6 +312,17 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
             .await
     }
 
+    async fn record_chunks(&self, caller: &Caller, chunks: Vec<ChunkRecord>) -> Result<()> {
+        let caller = caller.clone();
+        self.write_quietly(move |db, now| {
+            for chunk in &chunks {
+                content::record_chunk(db, &caller, chunk, now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn manifest(&self, caller: &Caller, node: u64, version: u64) -> Result<Manifest> {
         let caller = caller.clone();
         self.read(move |db, _| content::manifest(db, &caller, node, version))
