@@ -12,6 +12,7 @@
 //! several S3-compatible stores ignore.
 
 use futures::future::BoxFuture;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -189,27 +190,39 @@ impl ChunkStore {
         compressed: bool,
         data: Bytes,
     ) -> BoxFuture<'a, Result<()>> {
+        self.put_checked(id, compressed, data, || Ok(()))
+    }
+
+    /// Stores an encoded chunk durably once `check` has passed; nothing is stored when
+    /// it fails. On a local store the check, the write and the fsyncs are one job on
+    /// the blocking pool, not a hop there and back for each.
+    pub fn put_checked<'a>(
+        &'a self,
+        id: &'a ChunkId,
+        compressed: bool,
+        data: Bytes,
+        check: impl FnOnce() -> Result<()> + Send + 'static,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            // The format byte and the chunk go as two parts of one object, so the
-            // chunk's bytes are written from the buffer they arrived in, not copied
-            // behind the format byte first.
-            let format = Bytes::from_static(if compressed { &[ZSTD] } else { &[RAW] });
-            let object = PutPayload::from_iter([format, data]);
-            let key = key(id);
-            self.store.put(&key, object).await?;
-            if let Some(root) = &self.local_root {
-                let path = root.join(key.as_ref());
-                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    std::fs::File::open(&path)?.sync_all()?;
-                    match path.parent() {
-                        Some(dir) => sync_dir(dir),
-                        None => Ok(()),
-                    }
-                })
-                .await
-                .map_err(|e| ServerError::internal(format!("fsync task: {e}")))??;
+            match &self.local_root {
+                Some(root) => {
+                    let path = root.join(key(id).as_ref());
+                    let id = *id;
+                    blocking(move || {
+                        check()?;
+                        write_durably(&path, &id, compressed, &data)
+                    })
+                    .await
+                }
+                None => {
+                    blocking(check).await?;
+                    // The format byte and the chunk go as two parts of one object, so
+                    // the chunk's bytes are sent from the buffer they arrived in.
+                    let object = PutPayload::from_iter([format_byte(compressed), data]);
+                    self.store.put(&key(id), object).await?;
+                    Ok(())
+                }
             }
-            Ok(())
         })
     }
 
@@ -281,6 +294,52 @@ impl ChunkStore {
             }
         })
     }
+}
+
+fn format_byte(compressed: bool) -> Bytes {
+    Bytes::from_static(if compressed { &[ZSTD] } else { &[RAW] })
+}
+
+/// Runs `job` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| ServerError::internal(format!("chunk store task: {e}")))?
+}
+
+/// Writes chunk `id` at `path` (a local store's object) so that it is on disk when
+/// this returns: into a temporary file beside it, synced, renamed into place, and the
+/// folder synced. A failure leaves no partial object.
+fn write_durably(path: &Path, id: &ChunkId, compressed: bool, data: &[u8]) -> Result<()> {
+    let failed = |error: std::io::Error| {
+        ServerError::new(
+            ErrorKind::Unavailable,
+            format!("chunk store: writing chunk {id}: {error}"),
+        )
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| ServerError::internal(format!("chunk {id} has no folder")))?;
+    // Not a chunk id, so listing the store passes it over.
+    let temp = dir.join(format!(
+        "{}.{:016x}.partial",
+        id.to_hex(),
+        rand::random::<u64>()
+    ));
+    let written = (|| {
+        let mut file = std::fs::File::create_new(&temp)?;
+        file.write_all(&format_byte(compressed))?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(failed(error));
+    }
+    sync_dir(dir).map_err(failed)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -10,7 +10,7 @@ use loft_remote::proto::{self, content_server::Content};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::State;
+use super::{State, chunk_records};
 use crate::auth::caller;
 use crate::error::{Result, ServerError};
 use crate::meta::{Caller, ChunkRecord};
@@ -19,8 +19,6 @@ use crate::meta::{Caller, ChunkRecord};
 const MAX_IDS: usize = 4096;
 /// Uploads verified and stored at once per stream (hashing runs on the blocking pool).
 const UPLOAD_PARALLELISM: usize = 4;
-/// Stored chunks recorded per metadata transaction.
-const RECORD_BATCH: usize = 64;
 /// Chunks read ahead of the client per download stream.
 const DOWNLOAD_READ_AHEAD: usize = 8;
 
@@ -54,21 +52,20 @@ async fn store_one(
             "chunk {id}: data does not match its length"
         )));
     }
-    let data = upload.data.clone();
     let compressed = upload.compressed;
-    tokio::task::spawn_blocking(move || {
-        if compressed {
-            verify(&id, &decode(&data, true, length)?)
+    let data = upload.data.clone();
+    let check = move || -> Result<()> {
+        let checked = if compressed {
+            decode(&data, true, length).and_then(|plain| verify(&id, &plain))
         } else {
             verify(&id, &data)
-        }
-    })
-    .await
-    .map_err(ServerError::internal)?
-    .map_err(|e| ServerError::invalid(format!("chunk {id} rejected: {e}")))?;
+        };
+        checked.map_err(|e| ServerError::invalid(format!("chunk {id} rejected: {e}")))
+    };
     // Whether someone else stores this chunk must not show, neither in the reply nor in
     // the time it takes: unless the caller could already use it, its bytes are written
-    // (content-addressed, so an overwrite writes the same bytes).
+    // (content-addressed, so an overwrite writes the same bytes). Either way they are
+    // checked against the id.
     let had = state
         .meta
         .usable_chunks(caller, &[id])
@@ -77,10 +74,14 @@ async fn store_one(
         .copied()
         .unwrap_or(false)
         && state.chunks.contains(&id).await?;
-    if !had {
+    if had {
+        tokio::task::spawn_blocking(check)
+            .await
+            .map_err(ServerError::internal)??;
+    } else {
         state
             .chunks
-            .put(&id, compressed, upload.data.clone())
+            .put_checked(&id, compressed, upload.data.clone(), check)
             .await?;
     }
     let record = ChunkRecord {
@@ -170,42 +171,39 @@ impl Content for ContentApi {
     ) -> std::result::Result<Response<proto::PutChunksReply>, Status> {
         let caller = caller(&request)?;
         let state = self.0.clone();
-        let storing = caller.clone();
+        let (records, recorded) = chunk_records::start(state.meta.clone(), caller.clone());
         let mut results = request
             .into_inner()
             .map(move |message| {
-                let (state, caller) = (state.clone(), storing.clone());
+                let (state, caller, records) = (state.clone(), caller.clone(), records.clone());
                 async move {
                     let upload = message?;
-                    // A store runs to completion even if the client goes away meanwhile:
-                    // a chunk written but not recorded would be sent again on resume.
-                    tokio::spawn(async move { store_one(&state, &caller, upload).await })
-                        .await
-                        .map_err(|e| Status::from(ServerError::internal(e)))?
-                        .map_err(Status::from)
+                    // A store runs to completion even if the client goes away meanwhile,
+                    // and the recorder records it: a chunk written but not recorded
+                    // would be sent again on resume.
+                    tokio::spawn(async move {
+                        let (stored, record) = store_one(&state, &caller, upload).await?;
+                        let _ = records.send(record);
+                        Ok::<_, ServerError>(stored)
+                    })
+                    .await
+                    .map_err(|e| Status::from(ServerError::internal(e)))?
+                    .map_err(Status::from)
                 }
             })
             .buffer_unordered(UPLOAD_PARALLELISM);
-        // Stored chunks are recorded in batches, one transaction (and one fsync of the
-        // database) per batch instead of per chunk. One stored but not yet recorded
-        // when the stream breaks is not usable by the caller: it is sent again.
         let mut reply = proto::PutChunksReply::default();
-        let mut unrecorded = Vec::with_capacity(RECORD_BATCH);
         while let Some(result) = results.next().await {
-            let (stored, record) = result?;
-            match stored {
+            match result? {
                 Stored::New => reply.stored += 1,
                 Stored::AlreadyHad => reply.already_had += 1,
             }
-            unrecorded.push(record);
-            if unrecorded.len() == RECORD_BATCH {
-                let batch = std::mem::replace(&mut unrecorded, Vec::with_capacity(RECORD_BATCH));
-                self.0.meta.record_chunks(&caller, batch).await?;
-            }
         }
-        if !unrecorded.is_empty() {
-            self.0.meta.record_chunks(&caller, unrecorded).await?;
-        }
+        // The last sender goes with the stream: the recorder then finishes.
+        drop(results);
+        recorded
+            .await
+            .map_err(|e| Status::from(ServerError::internal(e)))??;
         Ok(Response::new(reply))
     }
 

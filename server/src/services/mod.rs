@@ -2,6 +2,7 @@
 //! [`crate::chunk_store::ChunkStore`]; every permission decision is made in the store.
 
 mod auth;
+mod chunk_records;
 mod commit;
 mod content;
 mod links;
