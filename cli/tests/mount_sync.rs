@@ -171,6 +171,62 @@ fn attributes_set_on_new_files_reach_the_other_mount() {
     b.unmount();
 }
 
+/// The value of xattr `name` of `path`, or the errno of `getxattr`.
+fn xattr_of(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let c_name = std::ffi::CString::new(name).unwrap();
+    let mut value = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings; `value` is valid for its length.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    value.truncate(n as usize);
+    Ok(value)
+}
+
+#[test]
+fn a_device_listing_a_folder_reads_the_xattrs_its_files_have_and_no_others() {
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    fs::create_dir(a.path().join("tagged")).unwrap();
+    for k in 0..4 {
+        fs::write(a.path().join(format!("tagged/f{k}")), b"x").unwrap();
+    }
+    let status = std::process::Command::new("setfattr")
+        .args(["-n", "user.color", "-v", "blue"])
+        .arg(a.path().join("tagged/f2"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    a.sync();
+    a.unmount();
+
+    // The desktop has not seen the folder: it lists it from the server now.
+    let b = desktop.mount(&[]);
+    let tagged = b.path().join("tagged");
+    for k in 0..4 {
+        let path = tagged.join(format!("f{k}"));
+        let want = if k == 2 {
+            Ok(b"blue".to_vec())
+        } else {
+            Err(libc::ENODATA)
+        };
+        assert_eq!(xattr_of(&path, "user.color"), want, "f{k}");
+        assert_eq!(xattr_of(&path, "security.capability"), Err(libc::ENODATA));
+    }
+    b.unmount();
+}
+
 #[test]
 fn remote_changes_rehydrate_pinned_files_and_drop_stale_chunks_of_others() {
     let server = TestServer::start();

@@ -11,7 +11,9 @@ use common::Kind;
 use loft_remote::content::Manifest;
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::{ChangeKind, NodeKind};
-use loft_server::meta::{Caller, CommitOp, MetaStore, NewNode, RemoveOp, RenameOp, now_nanos};
+use loft_server::meta::{
+    Caller, CommitOp, MetaStore, NewNode, RemoveOp, RenameOp, XattrMode, now_nanos,
+};
 
 struct Fixture {
     _stores: common::Stores,
@@ -516,8 +518,50 @@ async fn a_removal_batch_is_all_or_nothing(backend: Kind) {
     assert_eq!(removed, [b"a".to_vec(), b"b".to_vec(), b"d".to_vec()]);
 }
 
+async fn a_listing_says_which_entries_have_xattrs(backend: Kind) {
+    let f = fixture(backend).await;
+    let root = f.alice.root;
+    for name in ["bare", "tagged", "untagged"] {
+        f.meta
+            .create(&f.alice, new_node(root, name, NodeKind::File))
+            .await
+            .unwrap();
+    }
+    let listing = f.meta.list(&f.alice, root, b"", 0).await.unwrap();
+    let tagged = listing.entries[1].1.id;
+    f.meta
+        .set_xattr(&f.alice, tagged, b"user.color", b"blue", XattrMode::Any)
+        .await
+        .unwrap();
+    let untagged = listing.entries[2].1.id;
+    f.meta
+        .set_xattr(&f.alice, untagged, b"user.color", b"red", XattrMode::Any)
+        .await
+        .unwrap();
+    f.meta
+        .remove_xattr(&f.alice, untagged, b"user.color")
+        .await
+        .unwrap();
+
+    let listing = f.meta.list(&f.alice, root, b"", 0).await.unwrap();
+    let has: Vec<(&[u8], Option<bool>)> = listing
+        .entries
+        .iter()
+        .map(|(name, node)| (name.as_slice(), node.has_xattrs))
+        .collect();
+    assert_eq!(
+        has,
+        [
+            (&b"bare"[..], Some(false)),
+            (&b"tagged"[..], Some(true)),
+            (&b"untagged"[..], Some(false)),
+        ]
+    );
+}
+
 on_both_backends!(
     a_removal_batch_is_all_or_nothing,
+    a_listing_says_which_entries_have_xattrs,
     errors_are_the_posix_ones,
     directory_link_counts_follow_subdirectories,
     hard_links_share_one_node,

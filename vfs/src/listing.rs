@@ -76,6 +76,8 @@ pub(crate) fn upsert_remote(
     };
     node.pinned = pinned;
     node.listed = node.kind != Kind::Directory;
+    // A node the server says has no xattrs has none to fetch.
+    node.xattrs_listed = remote.has_xattrs == Some(false);
     let ino = db.insert_node(&node)?;
     db.set_remote(ino, remote.id)?;
     Ok(ino)

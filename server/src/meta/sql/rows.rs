@@ -85,6 +85,7 @@ pub fn node_from_row_at(row: &Row, at: usize) -> Result<NodeRow> {
         version: row.u64(at + 13)?,
         namespace: row.u64(at + 14)?,
         content_hash: row.opt_blob(at + 15)?.unwrap_or_default().into(),
+        has_xattrs: None,
     };
     Ok(NodeRow {
         node,

@@ -221,23 +221,27 @@ pub fn list(db: &dyn Db, caller: &Caller, dir: u64, after: &[u8], limit: u32) ->
         0 => LIST_DEFAULT,
         n => n.min(LIST_MAX),
     };
+    // Whether each entry has xattrs comes along: a device listing the folder then asks
+    // for the xattrs of only those that have some (`ls -l` asks for two of every file).
     let sql = format!(
-        "SELECT d.name, {} FROM dentries d JOIN inodes i ON i.id = d.inode \
+        "SELECT d.name, EXISTS(SELECT 1 FROM xattrs x WHERE x.inode = i.id), {} \
+         FROM dentries d JOIN inodes i ON i.id = d.inode \
          WHERE d.parent = ?1 AND d.name > ?2 AND i.trashed = 0 ORDER BY d.name LIMIT ?3",
         rows::node_columns(Some("i"))
     );
     let mut entries = db
         .query(&sql, args![dir, after, limit + 1])?
         .iter()
-        .map(|r| Ok((r.blob(0)?, rows::node_from_row_at(r, 1)?)))
+        .map(|r| {
+            let mut node = rows::node_from_row_at(r, 2)?.node;
+            node.has_xattrs = Some(r.bool(1)?);
+            Ok((r.blob(0)?, node))
+        })
         .collect::<Result<Vec<_>>>()?;
     let more = entries.len() > limit as usize;
     entries.truncate(limit as usize);
     Ok(Listing {
-        entries: entries
-            .into_iter()
-            .map(|(name, row)| (name, row.node))
-            .collect(),
+        entries,
         more,
         cursor: journal::head(db, row.ns())?,
     })
