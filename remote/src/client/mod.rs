@@ -100,9 +100,9 @@ pub trait RemoteClient: Send + Sync + 'static {
 
     /// Which of `ids` the server holds and the caller may use.
     async fn have_chunks(&self, ids: &[ChunkId]) -> RemoteResult<Vec<bool>>;
-    /// Uploads a stream of encoded chunks; each is stored as soon as it arrives and
-    /// recorded with the ones around it (in batches of 64), so an interrupted upload
-    /// keeps most of what got through.
+    /// Uploads a stream of encoded chunks; each is stored as soon as it arrives (and
+    /// recorded together with the ones stored around it), so an interrupted upload
+    /// keeps what got through.
     /// The producer sends into a channel, so it can chunk on another thread while the
     /// upload runs, with the channel's capacity bounding memory.
     async fn put_chunks(
