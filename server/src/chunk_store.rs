@@ -190,18 +190,19 @@ impl ChunkStore {
         compressed: bool,
         data: Bytes,
     ) -> BoxFuture<'a, Result<()>> {
-        self.put_checked(id, compressed, data, || Ok(()))
+        self.put_checked(id, compressed, data, None::<fn() -> Result<()>>)
     }
 
-    /// Stores an encoded chunk durably once `check` has passed; nothing is stored when
-    /// it fails. On a local store the check, the write and the fsyncs are one job on
-    /// the blocking pool, not a hop there and back for each.
+    /// Stores an encoded chunk durably once `check`, if any, has passed; nothing is
+    /// stored when it fails. On a local store the check, the write and the fsyncs are
+    /// one job on the blocking pool, not a hop there and back for each; a remote store
+    /// takes a hop for the check only.
     pub fn put_checked<'a>(
         &'a self,
         id: &'a ChunkId,
         compressed: bool,
         data: Bytes,
-        check: impl FnOnce() -> Result<()> + Send + 'static,
+        check: Option<impl FnOnce() -> Result<()> + Send + 'static>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             match &self.local_root {
@@ -209,13 +210,15 @@ impl ChunkStore {
                     let path = root.join(key(id).as_ref());
                     let id = *id;
                     blocking(move || {
-                        check()?;
+                        check.map_or(Ok(()), |check| check())?;
                         write_durably(&path, &id, compressed, &data)
                     })
                     .await
                 }
                 None => {
-                    blocking(check).await?;
+                    if let Some(check) = check {
+                        blocking(check).await?;
+                    }
                     // The format byte and the chunk go as two parts of one object, so
                     // the chunk's bytes are sent from the buffer they arrived in.
                     let object = PutPayload::from_iter([format_byte(compressed), data]);

@@ -81,7 +81,7 @@ async fn store_one(
     } else {
         state
             .chunks
-            .put_checked(&id, compressed, upload.data.clone(), check)
+            .put_checked(&id, compressed, upload.data.clone(), Some(check))
             .await?;
     }
     let record = ChunkRecord {
