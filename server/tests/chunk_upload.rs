@@ -7,12 +7,12 @@
 mod common;
 
 use common::Kind;
+use common::grpc::{chunk_upload, put_chunks};
 use common::world::World;
-use loft_remote::client::GrpcClient;
-use loft_remote::content::{ChunkId, encode};
+use loft_remote::RemoteClient;
+use loft_remote::content::ChunkId;
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto;
-use loft_remote::{RemoteClient, RemoteResult};
 
 /// More than the server records per transaction, and not a multiple of it.
 const CHUNKS: u32 = 150;
@@ -21,29 +21,7 @@ const CHUNKS: u32 = 150;
 fn chunk(seed: u32) -> (ChunkId, proto::ChunkUpload) {
     let plain = format!("chunk number {seed}\n").repeat(20).into_bytes();
     let id = ChunkId::of(&plain);
-    let encoded = encode(&plain);
-    let upload = proto::ChunkUpload {
-        id: id.0.to_vec().into(),
-        data: encoded.data.into(),
-        compressed: encoded.compressed,
-        length: plain.len() as u32,
-    };
-    (id, upload)
-}
-
-/// Sends `uploads` as one PutChunks stream.
-async fn put(
-    client: &GrpcClient,
-    uploads: Vec<proto::ChunkUpload>,
-) -> RemoteResult<proto::PutChunksReply> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(16);
-    let send = async move {
-        for upload in uploads {
-            let _ = sender.send(upload).await;
-        }
-    };
-    let (reply, ()) = tokio::join!(client.put_chunks(receiver), send);
-    reply
+    (id, chunk_upload(id, &plain))
 }
 
 async fn every_chunk_of_a_long_stream_is_recorded(kind: Kind) {
@@ -55,7 +33,7 @@ async fn every_chunk_of_a_long_stream_is_recorded(kind: Kind) {
         vec![false; ids.len()]
     );
 
-    let reply = put(&client, uploads.clone()).await.unwrap();
+    let reply = put_chunks(&client, uploads.clone()).await.unwrap();
     assert_eq!((reply.stored, reply.already_had), (CHUNKS, 0));
     assert_eq!(
         client.have_chunks(&ids).await.unwrap(),
@@ -63,7 +41,7 @@ async fn every_chunk_of_a_long_stream_is_recorded(kind: Kind) {
     );
 
     // The same stream again finds every chunk there already.
-    let reply = put(&client, uploads).await.unwrap();
+    let reply = put_chunks(&client, uploads).await.unwrap();
     assert_eq!((reply.stored, reply.already_had), (0, CHUNKS));
 }
 
@@ -76,13 +54,13 @@ async fn a_stream_with_a_bad_chunk_fails_and_the_bad_chunk_is_not_usable(kind: K
     uploads[bad].data = uploads[bad + 1].data.clone();
     uploads[bad].length = uploads[bad + 1].length;
 
-    let error = put(&client, uploads.clone()).await.unwrap_err();
+    let error = put_chunks(&client, uploads.clone()).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::InvalidArgument, "{error}");
     assert!(!client.have_chunks(&ids[bad..=bad]).await.unwrap()[0]);
 
     // Sent again without the bad chunk, everything else is there.
     uploads.remove(bad);
-    put(&client, uploads).await.unwrap();
+    put_chunks(&client, uploads).await.unwrap();
     let have = client.have_chunks(&ids).await.unwrap();
     let expected: Vec<bool> = (0..ids.len()).map(|i| i != bad).collect();
     assert_eq!(have, expected);

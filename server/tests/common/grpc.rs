@@ -2,7 +2,7 @@
 //! uploaded and committed.
 
 use loft_remote::client::GrpcClient;
-use loft_remote::content::{Manifest, encode};
+use loft_remote::content::{ChunkId, Manifest, encode};
 use loft_remote::proto::{self, NodeKind, Role};
 use loft_remote::{RemoteClient, RemoteResult};
 
@@ -36,27 +36,40 @@ pub fn share(node: u64, user: &str, role: Role) -> proto::ShareRequest {
 /// Uploads `data` as chunks and returns its manifest.
 pub async fn upload(client: &GrpcClient, data: &[u8]) -> RemoteResult<Manifest> {
     let manifest = Manifest::of_bytes(data);
-    let (sender, receiver) = tokio::sync::mpsc::channel(16);
     let mut offset = 0usize;
     let mut chunks = Vec::new();
     for chunk in &manifest.chunks {
         let plain = &data[offset..offset + chunk.length as usize];
         offset += chunk.length as usize;
-        let encoded = encode(plain);
-        chunks.push(proto::ChunkUpload {
-            id: chunk.id.0.to_vec().into(),
-            data: encoded.data.into(),
-            compressed: encoded.compressed,
-            length: plain.len() as u32,
-        });
+        chunks.push(chunk_upload(chunk.id, plain));
     }
+    put_chunks(client, chunks).await.map(|_| manifest)
+}
+
+/// Chunk `id` (of the bytes `plain`), encoded as a client sends it.
+pub fn chunk_upload(id: ChunkId, plain: &[u8]) -> proto::ChunkUpload {
+    let encoded = encode(plain);
+    proto::ChunkUpload {
+        id: id.0.to_vec().into(),
+        data: encoded.data.into(),
+        compressed: encoded.compressed,
+        length: plain.len() as u32,
+    }
+}
+
+/// Sends `uploads` as one PutChunks stream.
+pub async fn put_chunks(
+    client: &GrpcClient,
+    uploads: Vec<proto::ChunkUpload>,
+) -> RemoteResult<proto::PutChunksReply> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
     let send = async move {
-        for chunk in chunks {
-            let _ = sender.send(chunk).await;
+        for upload in uploads {
+            let _ = sender.send(upload).await;
         }
     };
     let (reply, ()) = tokio::join!(client.put_chunks(receiver), send);
-    reply.map(|_| manifest)
+    reply
 }
 
 pub fn commit_new(parent: u64, name: &str, manifest: &Manifest) -> proto::CommitRequest {
