@@ -160,6 +160,7 @@ where
         let limiter = self.limiter.clone();
         let metrics = self.metrics.clone();
         let address = client_address(&request);
+        metrics.grpc_call(request.uri().path());
         let refuse = move |wait| {
             metrics.grpc_rate_limited();
             Ok(rate_limited(wait).into_http())

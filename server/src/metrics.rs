@@ -6,6 +6,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The most distinct gRPC method paths counted by name (the API has fewer than 100).
+const MAX_GRPC_METHODS: usize = 200;
+
 /// The server's counters. Cheap to update from any task.
 #[derive(Default)]
 pub struct Metrics {
@@ -25,6 +28,8 @@ pub struct Metrics {
     grpc_connections: AtomicU64,
     /// gRPC calls refused by a rate limit.
     grpc_rate_limited: AtomicU64,
+    /// gRPC calls received, by method path (`/loft.Commit/CommitBatch`).
+    grpc_calls: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -58,6 +63,20 @@ impl Metrics {
         self.grpc_connections.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a gRPC call to `method` (its request path). Paths come from clients,
+    /// so past [`MAX_GRPC_METHODS`] distinct ones the rest count as `other`.
+    pub fn grpc_call(&self, method: &str) {
+        if let Ok(mut calls) = self.grpc_calls.lock() {
+            if let Some(count) = calls.get_mut(method) {
+                *count += 1;
+            } else if calls.len() < MAX_GRPC_METHODS {
+                calls.insert(method.to_string(), 1);
+            } else {
+                *calls.entry("other".to_string()).or_default() += 1;
+            }
+        }
+    }
+
     pub fn grpc_rate_limited(&self) {
         self.grpc_rate_limited.fetch_add(1, Ordering::Relaxed);
     }
@@ -76,6 +95,16 @@ impl Metrics {
                     out,
                     "loft_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
                 );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP loft_grpc_calls_total gRPC calls received by method."
+        );
+        let _ = writeln!(out, "# TYPE loft_grpc_calls_total counter");
+        if let Ok(calls) = self.grpc_calls.lock() {
+            for (method, count) in calls.iter() {
+                let _ = writeln!(out, "loft_grpc_calls_total{{method=\"{method}\"}} {count}");
             }
         }
         let counters: [(&str, &str, &AtomicU64); 7] = [
@@ -134,9 +163,24 @@ mod tests {
         metrics.http_request("download", 206);
         metrics.http_request("download", 206);
         metrics.bytes_served(10);
+        metrics.grpc_call("/loft.Commit/CommitBatch");
+        metrics.grpc_call("/loft.Commit/CommitBatch");
         let text = metrics.render();
+        assert!(text.contains("loft_grpc_calls_total{method=\"/loft.Commit/CommitBatch\"} 2\n"));
         assert!(text.contains("loft_http_requests_total{route=\"download\",status=\"206\"} 2\n"));
         assert!(text.contains("# TYPE loft_http_bytes_served_total counter\n"));
         assert!(text.contains("loft_http_bytes_served_total 10\n"));
+    }
+
+    #[test]
+    fn made_up_grpc_paths_cannot_grow_the_counters_without_bound() {
+        let metrics = Metrics::default();
+        for i in 0..MAX_GRPC_METHODS + 50 {
+            metrics.grpc_call(&format!("/made.Up/M{i}"));
+        }
+        let text = metrics.render();
+        let lines = text.matches("loft_grpc_calls_total{").count();
+        assert_eq!(lines, MAX_GRPC_METHODS + 1);
+        assert!(text.contains("loft_grpc_calls_total{method=\"other\"} 50\n"));
     }
 }
