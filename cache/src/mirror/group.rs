@@ -92,18 +92,12 @@ impl Group {
             state.since = Some(Instant::now());
             self.opened.notify_one();
         }
-        state
-            .conn
-            .execute_batch("SAVEPOINT change")
-            .map_err(|e| E::from(e.into()))?;
+        run_cached(&state.conn, "SAVEPOINT change").map_err(|e| E::from(e.into()))?;
         // A failed change returns (or a panicking one unwinds) with `undo` armed.
         let undo = Undo(&state.conn);
         let out = f(&state.conn)?;
         std::mem::forget(undo);
-        state
-            .conn
-            .execute_batch("RELEASE change")
-            .map_err(|e| E::from(e.into()))?;
+        run_cached(&state.conn, "RELEASE change").map_err(|e| E::from(e.into()))?;
         if state.due() {
             state.commit().map_err(E::from)?;
         }
@@ -124,6 +118,12 @@ impl Group {
         state.closing = true;
         self.opened.notify_one();
     }
+}
+
+/// Runs a statement kept prepared: a change's savepoint and release are parsed once,
+/// not on every change.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Rolls a change back when dropped: when it fails, or when it panics.
