@@ -27,17 +27,7 @@ impl Gateway {
 
     fn start_with(extra: &[&str]) -> Gateway {
         let files = tempfile::tempdir().expect("tempdir");
-        let port_file = files.path().join("http-port");
-        let port_arg = port_file.to_string_lossy().into_owned();
-        let mut args = vec!["--http", "127.0.0.1:0", "--http-port-file", &port_arg];
-        args.extend_from_slice(extra);
-        let server = TestServer::start_with(&args);
-        let text = wait_for("the gateway's port file", DEADLINE, || {
-            std::fs::read_to_string(&port_file)
-                .ok()
-                .filter(|t| t.ends_with('\n'))
-        });
-        let http = text.trim().parse().expect("gateway address");
+        let (server, http) = TestServer::start_with_gateway(extra);
         server.add_user("alice");
         let alice = Device::login(&server, "alice", "laptop");
         Gateway {

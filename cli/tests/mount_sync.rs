@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::mount::Mount;
 use common::{Device, TestServer, wait_for};
@@ -539,4 +539,55 @@ fn a_server_killed_in_a_stream_of_writes_comes_back_and_both_mounts_converge() {
     );
     a.unmount();
     b.unmount();
+}
+
+/// The server's count of commit calls (single and batched), from its `/metrics`.
+fn commit_calls(gateway: std::net::SocketAddr) -> u64 {
+    let url = format!("http://{gateway}/metrics");
+    let text = reqwest::blocking::get(&url)
+        .and_then(|r| r.text())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    text.lines()
+        .filter(|line| line.starts_with("loft_grpc_calls_total{method=\"/loft.v1.Commit/Commit"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A stream of small files (an unpacked archive, a build's output) goes up in a few
+/// large commits: the sync engine lets a group of ready files wait a moment
+/// (20 ms) for the files closed just after it.
+#[test]
+fn a_stream_of_small_files_goes_up_in_a_few_commits() {
+    const FILES: u64 = 400;
+    let (server, gateway) = TestServer::start_with_gateway(&[]);
+    let (laptop, desktop) = two_devices(&server);
+    // The stream lasts far longer than the debounce (50 ms): files become ready
+    // one by one while it goes on.
+    let mount = laptop.mount(&[]);
+    let stream = mount.path().join("stream");
+    fs::create_dir(&stream).unwrap();
+    mount.sync();
+    let before = commit_calls(gateway);
+    let started = Instant::now();
+    for i in 0..FILES {
+        fs::write(stream.join(format!("f{i:04}")), format!("file {i}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let lasted = started.elapsed();
+    mount.sync();
+    let commits = commit_calls(gateway) - before;
+    // Sync rounds are at least 5 ms apart, so sending what is ready at each would
+    // take up to one commit per 5 ms of the stream; groups take about one per 20 ms.
+    let most = lasted.as_millis() as u64 / 10 + 5;
+    assert!(
+        commits <= most,
+        "{FILES} small files over {lasted:?} took {commits} commit calls (at most {most})"
+    );
+    let other = desktop.mount(&[]);
+    let listed = fs::read_dir(other.path().join("stream")).unwrap().count() as u64;
+    assert_eq!(listed, FILES);
+    assert_eq!(
+        fs::read(other.path().join("stream/f0399")).unwrap(),
+        b"file 399\n"
+    );
 }

@@ -363,6 +363,23 @@ impl TestServer {
         server
     }
 
+    /// A server with its HTTP gateway (links, `/healthz`, `/metrics`) on a free port;
+    /// returns it and the gateway's address.
+    pub fn start_with_gateway(extra: &[&str]) -> (TestServer, SocketAddr) {
+        let files = tempfile::tempdir().expect("tempdir");
+        let port_file = files.path().join("http-port");
+        let port_arg = port_file.to_string_lossy().into_owned();
+        let mut args = vec!["--http", "127.0.0.1:0", "--http-port-file", &port_arg];
+        args.extend_from_slice(extra);
+        let server = TestServer::start_with(&args);
+        let text = wait_for("the gateway's port file", DEADLINE, || {
+            std::fs::read_to_string(&port_file)
+                .ok()
+                .filter(|t| t.ends_with('\n'))
+        });
+        (server, text.trim().parse().expect("gateway address"))
+    }
+
     /// Another server process on this one's stores, as an operator runs several behind
     /// one drive; `None` on the default stores (an embedded SQLite file and chunk
     /// directory belong to one process).

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, info, warn};
 
+use loft_cache::mirror::{Kind, Op, Queued};
+
 use crate::backoff::Backoff;
 use crate::core::{Vfs, lock};
 use removals::ReadyRemoval;
@@ -39,6 +41,14 @@ pub(crate) enum Applied {
 
 /// The least time from the start of one sync round to the start of the next.
 const ROUND_SPACING: Duration = Duration::from_millis(5);
+
+/// A group of new files waits up to this long past its first file's debounce for
+/// the files closed just after it, so a burst of small files goes up in a few
+/// large commits instead of many small ones.
+const GATHER_WINDOW: Duration = Duration::from_millis(20);
+
+/// A group this large goes up without waiting for more.
+const GATHER_FILES: usize = 128;
 
 /// How long `wait_synced` waits for an unreachable server to come back.
 const OFFLINE_GRACE: Duration = Duration::from_secs(6);
@@ -134,6 +144,7 @@ impl Vfs {
                 break;
             }
             let mut blocked = false;
+            let mut gathering = false;
             // Runs of new files and of removals each go up in one call. At most one
             // of the two is gathering at a time, so the journal's order holds.
             let mut group: Vec<(i64, NewFile)> = Vec::new();
@@ -141,6 +152,14 @@ impl Vfs {
             for queued in batch {
                 let mut new_file = self.ready_new_file(&queued).await?;
                 if new_file.is_none() && !group.is_empty() {
+                    if let Some(until) = self.gather_until(&group, &queued) {
+                        // The next round sends the group with the files closed
+                        // after it.
+                        group.clear();
+                        again = Some(until);
+                        gathering = true;
+                        break;
+                    }
                     self.flush_new_files(&mut group).await?;
                     // The group's upload took a while: this file's debounce may have
                     // ended meanwhile, and it starts the next group instead of going
@@ -186,6 +205,9 @@ impl Vfs {
                 again = Some(Instant::now() + Duration::from_millis(20));
                 break;
             }
+            if gathering {
+                break;
+            }
         }
         // Dirty files that exist on the server and are closed and quiet.
         let dirty = self.mirror.read(|db| db.unsent_files()).unwrap_or_default();
@@ -226,6 +248,28 @@ impl Vfs {
         let seqs: Vec<i64> = group.drain(..).map(|(seq, _)| seq).collect();
         self.unqueue(&seqs);
         Ok(())
+    }
+
+    /// When a group of ready new files should wait for `next`, a new file closed
+    /// but still in its debounce: until the group's first file has waited
+    /// [`GATHER_WINDOW`], unless the group is full. `None`: send the group now.
+    fn gather_until(&self, group: &[(i64, NewFile)], next: &Queued) -> Option<Instant> {
+        let (_, (first, _, _)) = group.first()?;
+        let Op::Create { ino, kind, .. } = &next.op else {
+            return None;
+        };
+        if group.len() >= GATHER_FILES || *kind != Kind::File as u8 {
+            return None;
+        }
+        let pending = lock(&self.pending);
+        let now = Instant::now();
+        // Closed: its debounce ends soon. A file still open may stay open for long.
+        let next_ready = pending.get(ino)?.ready_at?;
+        if next_ready > now + self.config.upload_debounce {
+            return None;
+        }
+        let until = pending.get(first)?.ready_at? + GATHER_WINDOW;
+        (until > now).then_some(until)
     }
 
     /// Takes sent operations off the outbound journal; false (logged) if it could not.
