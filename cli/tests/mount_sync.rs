@@ -171,6 +171,48 @@ fn attributes_set_on_new_files_reach_the_other_mount() {
     b.unmount();
 }
 
+/// Attribute changes queued in a row for one folder (tar sets each folder's
+/// times, owner and mode after its files) go to the server as one call each, and
+/// the other device sees the last of each.
+#[test]
+fn a_folder_s_attribute_changes_in_a_row_go_up_as_one_call() {
+    use std::os::unix::fs::MetadataExt;
+    const FOLDERS: u32 = 20;
+    let (server, gateway) = TestServer::start_with_gateway(&[]);
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    for k in 0..FOLDERS {
+        fs::create_dir_all(a.path().join(format!("unpacked/d{k}"))).unwrap();
+    }
+    a.sync();
+    let before = calls(gateway, "/loft.v1.Tree/SetAttr");
+    // Stopped, the server answers nothing: the changes queue up behind at most one
+    // the sync engine has begun to send.
+    common::signal(server.pid(), libc::SIGSTOP);
+    let stamp = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for k in 0..FOLDERS {
+        let path = a.path().join(format!("unpacked/d{k}"));
+        fs::File::open(&path).unwrap().set_modified(stamp).unwrap();
+        std::os::unix::fs::chown(&path, Some(1000 + k), Some(2000 + k)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o750)).unwrap();
+    }
+    common::signal(server.pid(), libc::SIGCONT);
+    a.sync();
+    let sent = calls(gateway, "/loft.v1.Tree/SetAttr") - before;
+    assert!(
+        sent <= u64::from(FOLDERS) + 1,
+        "{} attribute changes of {FOLDERS} folders took {sent} calls",
+        3 * FOLDERS
+    );
+    let b = desktop.mount(&[]);
+    for k in 0..FOLDERS {
+        let meta = fs::metadata(b.path().join(format!("unpacked/d{k}"))).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o750, "d{k}");
+        assert_eq!((meta.uid(), meta.gid()), (1000 + k, 2000 + k), "d{k}");
+        assert_eq!(meta.modified().unwrap(), stamp, "d{k}");
+    }
+}
+
 /// The value of xattr `name` of `path`, or the errno of `getxattr`.
 fn xattr_of(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
     use std::os::unix::ffi::OsStrExt;
@@ -541,14 +583,16 @@ fn a_server_killed_in_a_stream_of_writes_comes_back_and_both_mounts_converge() {
     b.unmount();
 }
 
-/// The server's count of commit calls (single and batched), from its `/metrics`.
-fn commit_calls(gateway: std::net::SocketAddr) -> u64 {
+/// The server's count of gRPC calls whose method path starts with `method`, from
+/// its `/metrics`.
+fn calls(gateway: std::net::SocketAddr, method: &str) -> u64 {
     let url = format!("http://{gateway}/metrics");
     let text = reqwest::blocking::get(&url)
         .and_then(|r| r.text())
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let prefix = format!("loft_grpc_calls_total{{method=\"{method}");
     text.lines()
-        .filter(|line| line.starts_with("loft_grpc_calls_total{method=\"/loft.v1.Commit/Commit"))
+        .filter(|line| line.starts_with(&prefix))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -567,7 +611,7 @@ fn a_stream_of_small_files_goes_up_in_a_few_commits() {
     let stream = mount.path().join("stream");
     fs::create_dir(&stream).unwrap();
     mount.sync();
-    let before = commit_calls(gateway);
+    let before = calls(gateway, "/loft.v1.Commit/Commit");
     let started = Instant::now();
     for i in 0..FILES {
         fs::write(stream.join(format!("f{i:04}")), format!("file {i}\n")).unwrap();
@@ -575,7 +619,7 @@ fn a_stream_of_small_files_goes_up_in_a_few_commits() {
     }
     let lasted = started.elapsed();
     mount.sync();
-    let commits = commit_calls(gateway) - before;
+    let commits = calls(gateway, "/loft.v1.Commit/Commit") - before;
     // Sync rounds are at least 5 ms apart, so sending what is ready at each would
     // take up to one commit per 5 ms of the stream; groups take about one per 20 ms.
     let most = lasted.as_millis() as u64 / 10 + 5;

@@ -130,6 +130,42 @@ impl Op {
         changed
     }
 
+    /// Folds `later`, an attribute change queued right after this one, into it when
+    /// both change the same node's attributes: what `later` sets wins. True if it
+    /// did (then sending this one alone sends both).
+    pub fn absorb_set_attr(&mut self, later: &Op) -> bool {
+        let (
+            Op::SetAttr {
+                ino,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            },
+            Op::SetAttr {
+                ino: later_ino,
+                mode: later_mode,
+                uid: later_uid,
+                gid: later_gid,
+                atime: later_atime,
+                mtime: later_mtime,
+            },
+        ) = (self, later)
+        else {
+            return false;
+        };
+        if ino != later_ino {
+            return false;
+        }
+        *mode = later_mode.or(*mode);
+        *uid = later_uid.or(*uid);
+        *gid = later_gid.or(*gid);
+        *atime = later_atime.or(*atime);
+        *mtime = later_mtime.or(*mtime);
+        true
+    }
+
     /// The entry a rename or link makes, `(parent, name)`.
     pub(crate) fn made_entry(&self) -> Option<(u64, &[u8])> {
         match self {
@@ -151,4 +187,44 @@ pub struct Queued {
     pub op: Op,
     /// When it was queued (ns since the epoch).
     pub queued: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_attr(ino: u64, mode: Option<u32>, uid: Option<u32>, mtime: Option<i64>) -> Op {
+        Op::SetAttr {
+            ino,
+            mode,
+            uid,
+            gid: None,
+            atime: None,
+            mtime,
+        }
+    }
+
+    #[test]
+    fn attribute_changes_of_one_node_fold_into_one_and_the_later_wins() {
+        // tar on a folder: chown, chmod, then the times.
+        let mut op = set_attr(7, None, Some(0), None);
+        assert!(op.absorb_set_attr(&set_attr(7, Some(0o755), None, None)));
+        assert!(op.absorb_set_attr(&set_attr(7, Some(0o700), None, Some(42))));
+        assert_eq!(op, set_attr(7, Some(0o700), Some(0), Some(42)));
+    }
+
+    #[test]
+    fn other_nodes_and_other_operations_do_not_fold() {
+        let mut op = set_attr(7, Some(0o644), None, None);
+        assert!(!op.absorb_set_attr(&set_attr(8, Some(0o600), None, None)));
+        let xattr = Op::RemoveXattr {
+            ino: 7,
+            name: b"user.a".to_vec(),
+        };
+        assert!(!op.absorb_set_attr(&xattr));
+        assert_eq!(op, set_attr(7, Some(0o644), None, None));
+        let mut removal = xattr.clone();
+        assert!(!removal.absorb_set_attr(&set_attr(7, Some(0o600), None, None)));
+        assert_eq!(removal, xattr);
+    }
 }

@@ -149,7 +149,8 @@ impl Vfs {
             // of the two is gathering at a time, so the journal's order holds.
             let mut group: Vec<(i64, NewFile)> = Vec::new();
             let mut removals: Vec<ReadyRemoval> = Vec::new();
-            for queued in batch {
+            let mut batch = batch.into_iter().peekable();
+            while let Some(mut queued) = batch.next() {
                 let mut new_file = self.ready_new_file(&queued).await?;
                 if new_file.is_none() && !group.is_empty() {
                     if let Some(until) = self.gather_until(&group, &queued) {
@@ -181,9 +182,11 @@ impl Vfs {
                         group.push((queued.seq, new_file));
                         continue;
                     }
+                    let mut sent = vec![queued.seq];
+                    sent.extend(self.fold_set_attrs(&mut queued, &mut batch));
                     applied = self.apply(&queued).await?;
                     if let Applied::Done = applied
-                        && !self.unqueue(&[queued.seq])
+                        && !self.unqueue(&sent)
                     {
                         return Ok(None);
                     }

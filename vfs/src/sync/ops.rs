@@ -1,5 +1,6 @@
 //! Sending one queued operation, with local inodes mapped to server ids.
 
+use std::iter::Peekable;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -90,6 +91,31 @@ impl Vfs {
             .remote_id(*parent)
             .await?
             .map(|parent_id| (*ino, parent_id, name.clone())))
+    }
+
+    /// Folds the attribute changes queued right after `queued` for the same node
+    /// into it (tar's `chown`, `chmod` and times of each folder: one call instead
+    /// of three) and returns their positions. Only for a node the server has, so a
+    /// folded operation is never compared with the journal's (`rewritten`).
+    pub(crate) fn fold_set_attrs(
+        &self,
+        queued: &mut Queued,
+        rest: &mut Peekable<impl Iterator<Item = Queued>>,
+    ) -> Vec<i64> {
+        let mut folded = Vec::new();
+        let Op::SetAttr { ino, .. } = queued.op else {
+            return folded;
+        };
+        if !matches!(self.mirror.read(|db| db.remote_of(ino)), Ok(Some(_))) {
+            return folded;
+        }
+        while let Some(next) = rest.peek()
+            && queued.op.absorb_set_attr(&next.op)
+        {
+            folded.push(next.seq);
+            rest.next();
+        }
+        folded
     }
 
     /// True when the journal's entry for `queued` changed after it was read.
