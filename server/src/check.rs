@@ -3,7 +3,9 @@
 //! Every chunk a version references must be stored; a stored object that no chunk
 //! record names is an orphan (an upload that failed before it was recorded, or garbage
 //! a crash left behind). Checking changes nothing; repair deletes orphans older than a
-//! grace period, so that an upload in flight (stored, not yet recorded) is never lost.
+//! grace period, so that an upload in flight (stored, not yet recorded) is never lost,
+//! and the temporary files of chunk writes a crash interrupted (leftovers), after the
+//! same grace.
 
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use loft_remote::content::ChunkId;
 
-use crate::chunk_store::{ChunkStore, ListedChunk};
+use crate::chunk_store::{ChunkStore, Leftover, ListedChunk};
 use crate::error::Result;
 use crate::meta::{MetaStore, StoredChunkRef};
 
@@ -33,6 +35,10 @@ pub struct CheckReport {
     pub orphans: Vec<ListedChunk>,
     /// Orphans deleted by a repair.
     pub deleted: usize,
+    /// Temporary files of interrupted chunk writes.
+    pub leftovers: Vec<Leftover>,
+    /// Leftovers deleted by a repair.
+    pub leftovers_deleted: usize,
 }
 
 impl CheckReport {
@@ -42,7 +48,8 @@ impl CheckReport {
     }
 }
 
-/// Checks `meta` against `chunks`; with `repair`, deletes orphans older than it.
+/// Checks `meta` against `chunks`; with `repair`, deletes orphans and leftovers
+/// older than it.
 pub fn check<'a>(
     meta: &'a dyn MetaStore,
     chunks: &'a ChunkStore,
@@ -51,11 +58,15 @@ pub fn check<'a>(
     Box::pin(async move {
         // List the store first: an object stored after the listing and recorded before the
         // metadata scan is then simply not seen, never mistaken for an orphan.
-        let listed = chunks.list().await?;
-        let mut stored: HashMap<ChunkId, ListedChunk> =
-            listed.into_iter().map(|chunk| (chunk.id, chunk)).collect();
+        let listing = chunks.list().await?;
+        let mut stored: HashMap<ChunkId, ListedChunk> = listing
+            .chunks
+            .into_iter()
+            .map(|chunk| (chunk.id, chunk))
+            .collect();
         let mut report = CheckReport {
             stored: stored.len(),
+            leftovers: listing.leftovers,
             ..CheckReport::default()
         };
         let mut after = None;
@@ -85,6 +96,12 @@ pub fn check<'a>(
                 if orphan.modified_ms <= cutoff {
                     chunks.delete(&orphan.id).await?;
                     report.deleted += 1;
+                }
+            }
+            for leftover in &report.leftovers {
+                if leftover.modified_ms <= cutoff {
+                    chunks.delete_leftover(leftover).await?;
+                    report.leftovers_deleted += 1;
                 }
             }
         }

@@ -65,6 +65,26 @@ pub struct ListedChunk {
     pub modified_ms: i64,
 }
 
+/// What a listing of the store finds: chunk objects, and the temporary files of
+/// writes a crash interrupted (a local store's; nothing else names them).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub chunks: Vec<ListedChunk>,
+    pub leftovers: Vec<Leftover>,
+}
+
+/// The temporary file of an interrupted chunk write.
+#[derive(Clone, Debug)]
+pub struct Leftover {
+    /// Its object path in the store.
+    pub path: String,
+    /// Milliseconds since the Unix epoch.
+    pub modified_ms: i64,
+}
+
+/// How the temporary file of a chunk write ends (`write_durably`).
+const LEFTOVER_SUFFIX: &str = ".partial";
+
 /// Where chunk bytes live.
 #[derive(Clone)]
 pub struct ChunkStore {
@@ -267,24 +287,42 @@ impl ChunkStore {
 
 impl ChunkStore {
     /// Every chunk object in the store.
-    pub fn list<'a>(&'a self) -> BoxFuture<'a, Result<Vec<ListedChunk>>> {
+    pub fn list<'a>(&'a self) -> BoxFuture<'a, Result<Listing>> {
         Box::pin(async move {
             let objects: Vec<_> = self
                 .store
                 .list(Some(&ObjectPath::from("chunks")))
                 .try_collect()
                 .await?;
-            Ok(objects
-                .into_iter()
-                .filter_map(|object| {
-                    let name = object.location.filename()?;
-                    let id = ChunkId::from_slice(&hex::decode(name).ok()?).ok()?;
-                    Some(ListedChunk {
-                        id,
-                        modified_ms: object.last_modified.timestamp_millis(),
-                    })
-                })
-                .collect())
+            let mut listing = Listing::default();
+            for object in objects {
+                let Some(name) = object.location.filename() else {
+                    continue;
+                };
+                let modified_ms = object.last_modified.timestamp_millis();
+                if name.ends_with(LEFTOVER_SUFFIX) {
+                    listing.leftovers.push(Leftover {
+                        path: object.location.to_string(),
+                        modified_ms,
+                    });
+                } else if let Ok(bytes) = hex::decode(name)
+                    && let Ok(id) = ChunkId::from_slice(&bytes)
+                {
+                    listing.chunks.push(ListedChunk { id, modified_ms });
+                }
+            }
+            Ok(listing)
+        })
+    }
+
+    /// Deletes the temporary file of an interrupted write.
+    pub fn delete_leftover<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let path = ObjectPath::from(leftover.path.as_str());
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(other) => Err(other.into()),
+            }
         })
     }
 
@@ -327,7 +365,7 @@ fn write_durably(path: &Path, id: &ChunkId, compressed: bool, data: &[u8]) -> Re
         .ok_or_else(|| ServerError::internal(format!("chunk {id} has no folder")))?;
     // Not a chunk id, so listing the store passes it over.
     let temp = dir.join(format!(
-        "{}.{:016x}.partial",
+        "{}.{:016x}{LEFTOVER_SUFFIX}",
         id.to_hex(),
         rand::random::<u64>()
     ));

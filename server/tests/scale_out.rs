@@ -16,6 +16,7 @@ use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
 use loft_remote::content::{Manifest, encode};
 use loft_remote::proto::{self, watch_event::Event};
 use loft_remote::{RemoteClient, RemoteResult};
+use loft_server::ChunkLocation;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loft-server");
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -546,8 +547,9 @@ fn a_missing_bucket_or_unreachable_store_fails_at_start() {
     }
 }
 
-/// `check` finds nothing wrong in a fresh store, reports an orphan object, and
-/// `--repair` deletes it only once it is older than the grace period.
+/// `check` finds nothing wrong in a fresh store, reports an orphan object (and, in a
+/// local store, the temporary file of a write a crash interrupted), and `--repair`
+/// deletes them only once they are older than the grace period.
 async fn check_reports_and_repairs_orphans(backend: Kind) {
     let stores = common::stores(backend).await;
     let opened = stores.backend().await;
@@ -557,6 +559,15 @@ async fn check_reports_and_repairs_orphans(backend: Kind) {
         .put(&id, false, bytes::Bytes::from_static(b"orphan"))
         .await
         .unwrap();
+    let hex = id.to_hex();
+    let fan_out = stores.dir.path().join("chunks").join(&hex[..2]);
+    let leftover = fan_out.join(format!("{hex}.00000000000000ff.partial"));
+    let local = fan_out.join(&hex).exists();
+    let on_disk = matches!(stores.config.chunks, Some(ChunkLocation::Local(_)));
+    assert_eq!(local, on_disk, "where the chunk went");
+    if local {
+        std::fs::write(&leftover, b"half a chunk").unwrap();
+    }
     let flags = stores.flags();
     let run = |args: &[&str]| {
         let output = loft_server(args, &flags);
@@ -568,12 +579,21 @@ async fn check_reports_and_repairs_orphans(backend: Kind) {
     let (ok, out) = run(&["check"]);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("orphan: chunk {id}")), "{out}");
+    let leftovers = usize::from(local);
+    assert_eq!(out.matches("leftover: ").count(), leftovers, "{out}");
     let (ok, out) = run(&["check", "--repair"]);
     assert!(ok && out.contains("deleted 0 orphans"), "{out}");
+    assert!(out.contains("deleted 0 leftovers"), "{out}");
     assert!(opened.chunks.contains(&id).await.unwrap());
+    assert_eq!(leftover.exists(), local);
     let (ok, out) = run(&["check", "--repair", "--grace", "0s"]);
     assert!(ok && out.contains("deleted 1 orphans"), "{out}");
+    assert!(
+        out.contains(&format!("deleted {leftovers} leftovers")),
+        "{out}"
+    );
     assert!(!opened.chunks.contains(&id).await.unwrap());
+    assert!(!leftover.exists());
     let (ok, out) = run(&["migrate"]);
     let version = format!(
         "metadata schema at version {}",

@@ -170,12 +170,13 @@ enum Command {
         storage: Storage,
     },
     /// Verify the metadata against the chunk store: every referenced chunk is stored;
-    /// stored objects without a record (orphans) are reported. Changes nothing unless
-    /// --repair is given. Exits non-zero when a referenced chunk is missing.
+    /// stored objects without a record (orphans) and temporary files of chunk writes a
+    /// crash interrupted (leftovers) are reported. Changes nothing unless --repair is
+    /// given. Exits non-zero when a referenced chunk is missing.
     Check {
         #[command(flatten)]
         storage: Storage,
-        /// Delete orphans older than --grace.
+        /// Delete orphans and leftovers older than --grace.
         #[arg(long)]
         repair: bool,
         /// Orphans younger than this may be uploads in flight and are kept.
@@ -372,8 +373,18 @@ async fn run(cli: Cli) -> Result<()> {
             for orphan in &report.orphans {
                 println!("orphan: chunk {} is stored without a record", orphan.id);
             }
+            for leftover in &report.leftovers {
+                println!(
+                    "leftover: {} is the temporary file of an interrupted chunk write",
+                    leftover.path
+                );
+            }
             if repair {
                 println!("deleted {} orphans older than {grace:?}", report.deleted);
+                println!(
+                    "deleted {} leftovers older than {grace:?}",
+                    report.leftovers_deleted
+                );
             }
             if !report.healthy() {
                 anyhow::bail!("{} referenced chunks are missing", report.missing.len());
