@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tracing::warn;
 
+use super::node_cache::NodeCache;
 use crate::{CacheError, Result};
 
 /// The longest a change waits for its commit.
@@ -25,6 +26,8 @@ pub const COMMIT_WINDOW: Duration = Duration::from_millis(5);
 /// The connection and its open group.
 pub(crate) struct Grouped {
     pub(crate) conn: Connection,
+    /// Nodes as the open transaction has them.
+    pub(crate) nodes: NodeCache,
     /// When the open transaction began; `None` when none is open.
     since: Option<Instant>,
     closing: bool,
@@ -41,6 +44,7 @@ impl Grouped {
             && let Err(error) = self.conn.execute_batch("COMMIT")
         {
             let _ = self.conn.execute_batch("ROLLBACK");
+            self.nodes.clear();
             return Err(error.into());
         }
         Ok(())
@@ -58,6 +62,7 @@ impl Group {
         let group = Arc::new(Group {
             state: Mutex::new(Grouped {
                 conn,
+                nodes: NodeCache::default(),
                 since: None,
                 closing: false,
             }),
@@ -81,7 +86,7 @@ impl Group {
     /// Runs `f` as one change: all of it or, when it fails, none.
     pub(crate) fn change<T, E: From<CacheError>>(
         &self,
-        f: impl FnOnce(&Connection) -> std::result::Result<T, E>,
+        f: impl FnOnce(&Grouped) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         let mut state = self.lock();
         if state.since.is_none() {
@@ -94,8 +99,8 @@ impl Group {
         }
         run_cached(&state.conn, "SAVEPOINT change").map_err(|e| E::from(e.into()))?;
         // A failed change returns (or a panicking one unwinds) with `undo` armed.
-        let undo = Undo(&state.conn);
-        let out = f(&state.conn)?;
+        let undo = Undo(&state);
+        let out = f(&state)?;
         std::mem::forget(undo);
         run_cached(&state.conn, "RELEASE change").map_err(|e| E::from(e.into()))?;
         if state.due() {
@@ -127,11 +132,16 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// Rolls a change back when dropped: when it fails, or when it panics.
-struct Undo<'c>(&'c Connection);
+struct Undo<'g>(&'g Grouped);
 
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
-        let _ = self.0.execute_batch("ROLLBACK TO change; RELEASE change");
+        let _ = self
+            .0
+            .conn
+            .execute_batch("ROLLBACK TO change; RELEASE change");
+        // Which nodes the change wrote is not known here: none is trusted.
+        self.0.nodes.clear();
     }
 }
 

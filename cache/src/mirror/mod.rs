@@ -5,6 +5,7 @@
 //! (`group`).
 
 mod group;
+mod node_cache;
 mod outbox;
 mod schema;
 
@@ -220,7 +221,8 @@ impl Mirror {
             true,
         )?;
         schema::migrate(&mut conn)?;
-        Db(&conn).key_old_operations()?;
+        let nodes = node_cache::NodeCache::default();
+        Db(&conn, &nodes).key_old_operations()?;
         let has_root: bool = conn.query_row(
             "SELECT EXISTS(SELECT 1 FROM nodes WHERE ino = ?1)",
             [ROOT_INO],
@@ -230,7 +232,7 @@ impl Mirror {
             let mut root = Node::new(Kind::Directory, 0o755, now);
             root.ino = ROOT_INO;
             root.nlink = 2;
-            Db(&conn).insert_node(&root)?;
+            Db(&conn, &nodes).insert_node(&root)?;
         }
         Ok(Mirror {
             group: group::Group::start(conn),
@@ -245,7 +247,7 @@ impl Mirror {
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let state = self.group.lock();
-        f(&Db(&state.conn))
+        f(&Db(&state.conn, &state.nodes))
     }
 
     /// Runs `f` as one change: kept if `f` returns `Ok`, undone otherwise; committed
@@ -254,7 +256,7 @@ impl Mirror {
         &self,
         f: impl FnOnce(&Db<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.group.change(|conn| f(&Db(conn)))
+        self.group.change(|state| f(&Db(&state.conn, &state.nodes)))
     }
 
     /// Makes every change made so far durable against power loss.
@@ -287,17 +289,24 @@ fn index_keys(op: &Op) -> (i64, Option<i64>, Option<&[u8]>) {
 }
 
 /// The mirror's operations, inside [`Mirror::read`] or [`Mirror::write`].
-pub struct Db<'c>(&'c Connection);
+pub struct Db<'c>(&'c Connection, &'c node_cache::NodeCache);
 
 impl Db<'_> {
     pub fn node(&self, ino: u64) -> Result<Option<Node>> {
+        if let Some(node) = self.1.get(ino) {
+            return Ok(Some(node));
+        }
         // A literal: the most frequent statement is neither formatted nor allocated.
         const SQL: &str = concat!("SELECT ", node_columns!(), " FROM nodes WHERE ino = ?1");
-        Ok(self
+        let node = self
             .0
             .prepare_cached(SQL)?
             .query_row([ino], node_from_row)
-            .optional()?)
+            .optional()?;
+        if let Some(node) = &node {
+            self.1.put(node);
+        }
+        Ok(node)
     }
 
     /// Inserts `node`; `node.ino == 0` assigns a fresh inode number.
@@ -312,12 +321,18 @@ impl Db<'_> {
                  ?17, ?18, ?19, ?20, ?21, ?22)",
             )?
             .execute(rusqlite::params_from_iter(node_params(ino, node)))?;
-        Ok(self.0.last_insert_rowid() as u64)
+        let ino = self.0.last_insert_rowid() as u64;
+        self.1.put(&Node {
+            ino,
+            ..node.clone()
+        });
+        Ok(ino)
     }
 
     /// Writes every column of `node`.
     pub fn update_node(&self, node: &Node) -> Result<()> {
-        self.0
+        let updated = self
+            .0
             .prepare_cached(
                 "UPDATE nodes SET kind = ?2, mode = ?3, uid = ?4, gid = ?5, rdev = ?6, \
                  size = ?7, atime = ?8, mtime = ?9, ctime = ?10, btime = ?11, nlink = ?12, \
@@ -329,12 +344,18 @@ impl Db<'_> {
                 Some(node.ino),
                 node,
             )))?;
+        if updated == 1 {
+            self.1.put(node);
+        } else {
+            self.1.forget(node.ino);
+        }
         Ok(())
     }
 
     /// Forgets a node (its xattrs and ledger rows too); its id mapping stays.
     pub fn delete_node(&self, ino: u64) -> Result<()> {
         tracing::trace!(ino, "node forgotten");
+        self.1.forget(ino);
         self.0
             .prepare_cached("DELETE FROM nodes WHERE ino = ?1")?
             .execute([ino])?;
@@ -486,6 +507,7 @@ impl Db<'_> {
                 access
             ])?;
         if added > 0 {
+            self.1.forget(held.ino);
             self.0
                 .prepare_cached("UPDATE nodes SET local_bytes = local_bytes + ?2 WHERE ino = ?1")?
                 .execute(params![held.ino, held.len])?;
@@ -500,6 +522,7 @@ impl Db<'_> {
             .prepare_cached("DELETE FROM present WHERE ino = ?1 AND body = ?2 AND idx = ?3")?
             .execute(params![held.ino, held.body, held.idx])?;
         if removed > 0 {
+            self.1.forget(held.ino);
             self.0
                 .prepare_cached(
                     "UPDATE nodes SET local_bytes = MAX(local_bytes - ?2, 0) WHERE ino = ?1",
