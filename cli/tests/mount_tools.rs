@@ -112,6 +112,49 @@ fn times_rsync_sets_right_after_close_are_kept() {
     mount.unmount();
 }
 
+/// `tar x` sets each file's and folder's times and mode after writing it (a
+/// folder's after its files). The sync engine sends folders and attribute changes
+/// ahead of the new files it gathers; what the server ends up with is still what
+/// tar set.
+#[test]
+fn an_unpacked_tarball_keeps_its_times_and_modes_on_the_server() {
+    let server = TestServer::start();
+    server.add_user("ann");
+    let device = Device::login(&server, "ann", "laptop");
+    let source = tempfile::tempdir().unwrap();
+    for d in 0..12 {
+        let dir = source.path().join(format!("d{d}/sub"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..15 {
+            std::fs::write(dir.join(format!("f{f}")), format!("{d}/{f}\n")).unwrap();
+            std::fs::write(dir.join(format!("../g{f}")), format!("{d}: {f}\n")).unwrap();
+        }
+    }
+    sh(
+        source.path(),
+        "find . -mindepth 1 -type d -exec chmod 750 {} + && \
+         find . -type f -exec chmod 640 {} + && \
+         find . -mindepth 1 -exec touch -h -d '2021-02-03 04:05:06' {} +",
+    );
+    let listing = |p: &Path| sh(p, "find . -mindepth 1 -printf '%p %m %T@\n' | sort");
+    let want = listing(source.path());
+    let tarball = source.path().join("../loft-times.tar");
+    sh(source.path(), &format!("tar -cf {} .", tarball.display()));
+    let mount = device.mount(&[]);
+    sh(
+        mount.path(),
+        &format!("mkdir x && tar -xf {} -C x", tarball.display()),
+    );
+    let _ = std::fs::remove_file(&tarball);
+    assert_eq!(listing(&mount.path().join("x")), want, "in the mount");
+    mount.sync();
+    mount.unmount();
+    std::fs::remove_dir_all(device.cache_dir()).unwrap();
+    let mount = device.mount(&[]);
+    assert_eq!(listing(&mount.path().join("x")), want, "on the server");
+    mount.unmount();
+}
+
 #[test]
 fn git_tar_make_sqlite_and_rsync_work_in_the_mount() {
     let server = TestServer::start();

@@ -161,6 +161,20 @@ impl Vfs {
                         gathering = true;
                         break;
                     }
+                    if self.goes_before_the_group(&queued.op, &group).await? {
+                        // Sent ahead of the group, which goes on gathering.
+                        let mut sent = vec![queued.seq];
+                        sent.extend(self.fold_set_attrs(&mut queued, &mut batch));
+                        match self.apply(&queued).await? {
+                            Applied::Done if self.unqueue(&sent) => continue,
+                            Applied::Done => return Ok(None),
+                            Applied::Wait => {
+                                blocked = true;
+                                break;
+                            }
+                            Applied::Rewritten => break,
+                        }
+                    }
                     self.flush_new_files(&mut group).await?;
                     // The group's upload took a while: this file's debounce may have
                     // ended meanwhile, and it starts the next group instead of going
@@ -251,6 +265,23 @@ impl Vfs {
         let seqs: Vec<i64> = group.drain(..).map(|(seq, _)| seq).collect();
         self.unqueue(&seqs);
         Ok(())
+    }
+
+    /// True when `op`, queued after `group` (new files only), may go to the server
+    /// before it: the creation of a folder (tar makes each before its files),
+    /// symlink or special file cannot depend on new files, nor can an attribute
+    /// change of a node the server already has (tar sets a folder's after its
+    /// files), unless it is a folder a file of the group goes into: creating the
+    /// file would then change the folder's time after the change set it.
+    async fn goes_before_the_group(&self, op: &Op, group: &[(i64, NewFile)]) -> Result<bool, Stop> {
+        Ok(match op {
+            Op::Create { kind, .. } => *kind != Kind::File as u8,
+            Op::SetAttr { ino, .. } => match self.remote_id(*ino).await? {
+                Some(id) => group.iter().all(|(_, (_, parent, _))| *parent != id),
+                None => false,
+            },
+            _ => false,
+        })
     }
 
     /// When a group of ready new files should wait for `next`, a new file closed
