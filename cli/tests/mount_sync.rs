@@ -586,10 +586,7 @@ fn a_server_killed_in_a_stream_of_writes_comes_back_and_both_mounts_converge() {
 /// The server's count of gRPC calls whose method path starts with `method`, from
 /// its `/metrics`.
 fn calls(gateway: std::net::SocketAddr, method: &str) -> u64 {
-    let url = format!("http://{gateway}/metrics");
-    let text = reqwest::blocking::get(&url)
-        .and_then(|r| r.text())
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let text = common::metrics(gateway);
     let prefix = format!("loft_grpc_calls_total{{method=\"{method}");
     text.lines()
         .filter(|line| line.starts_with(&prefix))

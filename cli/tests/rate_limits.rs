@@ -12,29 +12,9 @@ use common::*;
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 
-/// A server started with `extra` and its HTTP gateway; returns the gateway's address.
-fn server_with_gateway(extra: &[&str]) -> (TestServer, SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port_file = dir.path().join("http-port");
-    let port_arg = port_file.to_string_lossy().into_owned();
-    let mut args = vec!["--http", "127.0.0.1:0", "--http-port-file", &port_arg];
-    args.extend_from_slice(extra);
-    let server = TestServer::start_with(&args);
-    let text = wait_for("the gateway's port file", DEADLINE, || {
-        std::fs::read_to_string(&port_file)
-            .ok()
-            .filter(|t| t.ends_with('\n'))
-    });
-    (server, text.trim().parse().expect("gateway address"), dir)
-}
-
 /// The value of counter `name` in the gateway's `/metrics`.
 fn counter(http: SocketAddr, name: &str) -> u64 {
-    let text = Client::new()
-        .get(format!("http://{http}/metrics"))
-        .send()
-        .and_then(|r| r.text())
-        .expect("GET /metrics");
+    let text = metrics(http);
     text.lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
@@ -44,7 +24,8 @@ fn counter(http: SocketAddr, name: &str) -> u64 {
 
 #[test]
 fn the_client_waits_out_the_per_user_limit() {
-    let (server, http, dir) = server_with_gateway(&["--rate-limit", "user=2,ip=off"]);
+    let (server, http) = TestServer::start_with_gateway(&["--rate-limit", "user=2,ip=off"]);
+    let dir = tempfile::tempdir().expect("tempdir");
     server.add_user("alice");
     let alice = Device::login(&server, "alice", "laptop");
     let local = dir.path().join("note.txt");
@@ -66,7 +47,7 @@ fn the_client_waits_out_the_per_user_limit() {
 
 #[test]
 fn the_gateway_answers_429_past_the_address_limit() {
-    let (_server, http, _dir) = server_with_gateway(&["--rate-limit", "user=off,ip=3"]);
+    let (_server, http) = TestServer::start_with_gateway(&["--rate-limit", "user=off,ip=3"]);
     let client = Client::new();
     let refused = (0..50)
         .map(|_| {

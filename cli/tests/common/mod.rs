@@ -152,6 +152,14 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Op
     }
 }
 
+/// The text of a server gateway's `/metrics`.
+pub fn metrics(gateway: SocketAddr) -> String {
+    let url = format!("http://{gateway}/metrics");
+    reqwest::blocking::get(&url)
+        .and_then(|r| r.text())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// Waits for `child` to exit; `None` if it is still running after `deadline`.
 pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
