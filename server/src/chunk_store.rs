@@ -286,7 +286,7 @@ impl ChunkStore {
 }
 
 impl ChunkStore {
-    /// Every chunk object in the store.
+    /// Every chunk object in the store, and the temporary files of interrupted writes.
     pub fn list<'a>(&'a self) -> BoxFuture<'a, Result<Listing>> {
         Box::pin(async move {
             let objects: Vec<_> = self

@@ -146,7 +146,8 @@ impl Vfs {
             let mut blocked = false;
             let mut gathering = false;
             // Runs of new files and of removals each go up in one call. At most one
-            // of the two is gathering at a time, so the journal's order holds.
+            // of the two is gathering at a time, so the journal's order holds, but
+            // for what `goes_before_the_group` lets pass a group of new files.
             let mut group: Vec<(i64, NewFile)> = Vec::new();
             let mut removals: Vec<ReadyRemoval> = Vec::new();
             let mut batch = batch.into_iter().peekable();
