@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::Kind;
 use futures::StreamExt;
 use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
-use loft_remote::content::{Manifest, encode};
+use loft_remote::content::Manifest;
 use loft_remote::proto::{self, watch_event::Event};
 use loft_remote::{RemoteClient, RemoteResult};
 use loft_server::ChunkLocation;
@@ -116,39 +116,6 @@ async fn client(server: &Server, device: &str) -> (GrpcClient, proto::Session) {
     (client, reply.session.unwrap())
 }
 
-/// Uploads `data` as chunks and returns its manifest.
-async fn upload(client: &GrpcClient, data: &[u8]) -> Manifest {
-    let manifest = Manifest::of_bytes(data);
-    let (sender, receiver) = tokio::sync::mpsc::channel(16);
-    let chunks: Vec<_> = manifest
-        .chunks
-        .iter()
-        .scan(0usize, |offset, chunk| {
-            let start = *offset;
-            *offset += chunk.length as usize;
-            Some((chunk.id, &data[start..*offset]))
-        })
-        .map(|(id, plain)| {
-            let encoded = encode(plain);
-            proto::ChunkUpload {
-                id: id.0.to_vec().into(),
-                data: encoded.data.into(),
-                compressed: encoded.compressed,
-                length: plain.len() as u32,
-            }
-        })
-        .collect();
-    let put = client.put_chunks(receiver);
-    let send = async move {
-        for chunk in chunks {
-            sender.send(chunk).await.unwrap();
-        }
-    };
-    let (reply, ()) = tokio::join!(put, send);
-    reply.unwrap();
-    manifest
-}
-
 fn commit_request(
     node: u64,
     base: u64,
@@ -237,7 +204,7 @@ async fn two_servers_on_one_database_serve_one_drive() {
 
     // A commit through A reaches B's stream, and B serves the bytes A uploaded.
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let manifest = upload(&client_a, &data).await;
+    let manifest = common::grpc::upload(&client_a, &data).await.unwrap();
     let reply = client_a
         .commit(commit_request(0, 0, root, "hello.bin", &manifest))
         .await
@@ -251,8 +218,12 @@ async fn two_servers_on_one_database_serve_one_drive() {
     // The same base committed through both servers at once: one wins, the other
     // becomes exactly one conflicted copy.
     let base = reply.version;
-    let one = upload(&client_a, b"from the laptop").await;
-    let two = upload(&client_b, b"from the desktop").await;
+    let one = common::grpc::upload(&client_a, b"from the laptop")
+        .await
+        .unwrap();
+    let two = common::grpc::upload(&client_b, b"from the desktop")
+        .await
+        .unwrap();
     let (r1, r2) = tokio::join!(
         client_a.commit(commit_request(node.id, base, 0, "", &one)),
         client_b.commit(commit_request(node.id, base, 0, "", &two)),
@@ -318,7 +289,7 @@ async fn a_server_survives_a_postgresql_restart() {
         })
         .await
         {
-            Ok(Ok(())) => break upload(&client_a, &data).await,
+            Ok(Ok(())) => break common::grpc::upload(&client_a, &data).await.unwrap(),
             _ if start.elapsed() < Duration::from_secs(30) => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
@@ -403,19 +374,8 @@ async fn an_unreachable_chunk_store_fails_uploads_cleanly() {
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     proxy.set_cut(true);
     let manifest = Manifest::of_bytes(&data);
-    let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    let encoded = encode(&data);
-    sender
-        .send(proto::ChunkUpload {
-            id: manifest.chunks[0].id.0.to_vec().into(),
-            data: encoded.data.into(),
-            compressed: encoded.compressed,
-            length: data.len() as u32,
-        })
-        .await
-        .unwrap();
-    drop(sender);
-    let failed = client.put_chunks(receiver).await;
+    let upload = common::grpc::chunk_upload(manifest.chunks[0].id, &data);
+    let failed = common::grpc::put_chunks(&client, vec![upload]).await;
     assert!(failed.is_err(), "an upload into a cut store succeeded");
     let refused = client
         .commit(commit_request(0, 0, session.root, "cut.bin", &manifest))
@@ -426,7 +386,7 @@ async fn an_unreachable_chunk_store_fails_uploads_cleanly() {
     );
 
     proxy.set_cut(false);
-    let manifest = upload(&client, &data).await;
+    let manifest = common::grpc::upload(&client, &data).await.unwrap();
     client
         .commit(commit_request(0, 0, session.root, "cut.bin", &manifest))
         .await
