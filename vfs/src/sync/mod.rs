@@ -164,8 +164,7 @@ impl Vfs {
                     }
                     if self.goes_before_the_group(&queued.op, &group).await? {
                         // Sent ahead of the group, which goes on gathering.
-                        let mut sent = vec![queued.seq];
-                        sent.extend(self.fold_set_attrs(&mut queued, &mut batch));
+                        let sent = self.fold_set_attrs(&mut queued, &mut batch);
                         match self.apply(&queued).await? {
                             Applied::Done if self.unqueue(&sent) => continue,
                             Applied::Done => return Ok(None),
@@ -197,8 +196,7 @@ impl Vfs {
                         group.push((queued.seq, new_file));
                         continue;
                     }
-                    let mut sent = vec![queued.seq];
-                    sent.extend(self.fold_set_attrs(&mut queued, &mut batch));
+                    let sent = self.fold_set_attrs(&mut queued, &mut batch);
                     applied = self.apply(&queued).await?;
                     if let Applied::Done = applied
                         && !self.unqueue(&sent)

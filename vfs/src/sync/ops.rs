@@ -95,27 +95,28 @@ impl Vfs {
 
     /// Folds the attribute changes queued right after `queued` for the same node
     /// into it (tar's `chown`, `chmod` and times of each folder: one call instead
-    /// of three) and returns their positions. Only for a node the server has, so a
+    /// of three). Returns the journal positions that sending `queued` now covers:
+    /// its own, then those folded into it. Only for a node the server has, so a
     /// folded operation is never compared with the journal's (`rewritten`).
     pub(crate) fn fold_set_attrs(
         &self,
         queued: &mut Queued,
         rest: &mut Peekable<impl Iterator<Item = Queued>>,
     ) -> Vec<i64> {
-        let mut folded = Vec::new();
+        let mut sent = vec![queued.seq];
         let Op::SetAttr { ino, .. } = queued.op else {
-            return folded;
+            return sent;
         };
         if !matches!(self.mirror.read(|db| db.remote_of(ino)), Ok(Some(_))) {
-            return folded;
+            return sent;
         }
         while let Some(next) = rest.peek()
             && queued.op.absorb_set_attr(&next.op)
         {
-            folded.push(next.seq);
+            sent.push(next.seq);
             rest.next();
         }
-        folded
+        sent
     }
 
     /// True when the journal's entry for `queued` changed after it was read.
