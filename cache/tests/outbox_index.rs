@@ -14,6 +14,7 @@ fn rename(ino: u64, new_parent: u64, new_name: &[u8]) -> Op {
         new_name: new_name.to_vec(),
         no_replace: false,
         exchange: false,
+        replaced: false,
     }
 }
 

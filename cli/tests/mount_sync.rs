@@ -632,3 +632,75 @@ fn a_stream_of_small_files_goes_up_in_a_few_commits() {
         b"file 399\n"
     );
 }
+
+/// A new file that gets its name after it is written (git's `link` then `unlink` of
+/// each object, rsync's rename of its temporary copy) is created on the server under
+/// its final name, with the other new files: no call links, renames or removes it.
+/// A save that renames a new file over one the server has still makes a new version
+/// of that file, which keeps its history.
+#[test]
+fn new_files_named_after_they_are_written_go_up_under_their_final_names() {
+    const FILES: usize = 30;
+    let (server, gateway) = TestServer::start_with_gateway(&[]);
+    let (laptop, desktop) = two_devices(&server);
+    // A long debounce, so each file's naming is queued long before the file is
+    // ready to send, however loaded the machine.
+    let a = laptop.mount(&["--upload-debounce", "1s"]);
+    let objects = a.path().join("objects");
+    fs::create_dir(&objects).unwrap();
+    fs::write(a.path().join("notes.txt"), b"first\n").unwrap();
+    a.sync();
+    let named = [
+        "/loft.v1.Tree/Link",
+        "/loft.v1.Tree/Remove",
+        "/loft.v1.Tree/Rename",
+    ];
+    let before = named.map(|method| calls(gateway, method));
+    for i in 0..FILES {
+        let temporary = objects.join(format!("tmp_obj_{i}"));
+        fs::write(&temporary, format!("object {i}\n")).unwrap();
+        fs::hard_link(&temporary, objects.join(format!("object{i}"))).unwrap();
+        fs::remove_file(&temporary).unwrap();
+        let temporary = objects.join(format!(".copy{i}.Xa3f9"));
+        fs::write(&temporary, format!("copy {i}\n")).unwrap();
+        fs::rename(&temporary, objects.join(format!("copy{i}"))).unwrap();
+    }
+    // gedit's way: a new file beside it, renamed over it.
+    let saved = a.path().join(".goutputstream-ZX81Q1");
+    fs::write(&saved, b"second\n").unwrap();
+    fs::rename(&saved, a.path().join("notes.txt")).unwrap();
+    a.sync();
+    let sent = named.map(|method| calls(gateway, method));
+    assert_eq!(
+        [
+            sent[0] - before[0],
+            sent[1] - before[1],
+            sent[2] - before[2]
+        ],
+        [0, 0, 1],
+        "calls to link, remove and rename: only the save over notes.txt renames"
+    );
+    let b = desktop.mount(&[]);
+    let mut names: Vec<String> = fs::read_dir(b.path().join("objects"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..FILES)
+        .flat_map(|i| [format!("object{i}"), format!("copy{i}")])
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    for i in 0..FILES {
+        let object = b.path().join(format!("objects/object{i}"));
+        assert_eq!(
+            fs::read(object).unwrap(),
+            format!("object {i}\n").as_bytes()
+        );
+        let copy = b.path().join(format!("objects/copy{i}"));
+        assert_eq!(fs::read(copy).unwrap(), format!("copy {i}\n").as_bytes());
+    }
+    assert_eq!(fs::read(b.path().join("notes.txt")).unwrap(), b"second\n");
+    let history = desktop.json(&["versions", "/notes.txt", "--json"]);
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+}

@@ -524,6 +524,7 @@ impl Vfs {
                         new_name: new_name.to_vec(),
                         no_replace,
                         exchange,
+                        replaced: target.is_some(),
                     },
                     stamp,
                 )?;

@@ -34,6 +34,11 @@ pub enum Op {
         new_name: Vec<u8>,
         no_replace: bool,
         exchange: bool,
+        /// Whether an entry was at the new name here and the rename took its place.
+        /// Journals written before this was recorded say nothing; such renames are
+        /// taken to have replaced one.
+        #[serde(default = "replaced_unless_recorded")]
+        replaced: bool,
     },
     /// Unlink (`directory` false) or rmdir (`directory` true) of the entry naming
     /// `ino` (0 in journals written before removals named their node: whatever the
@@ -62,6 +67,10 @@ pub enum Op {
         ino: u64,
         name: Vec<u8>,
     },
+}
+
+fn replaced_unless_recorded() -> bool {
+    true
 }
 
 impl Op {
@@ -211,6 +220,13 @@ mod tests {
         assert!(op.absorb_set_attr(&set_attr(7, Some(0o755), None, None)));
         assert!(op.absorb_set_attr(&set_attr(7, Some(0o700), None, Some(42))));
         assert_eq!(op, set_attr(7, Some(0o700), Some(0), Some(42)));
+    }
+
+    #[test]
+    fn a_rename_queued_before_replacements_were_recorded_counts_as_one() {
+        let old = r#"{"Rename":{"ino":7,"parent":1,"name":[97],"new_parent":1,"new_name":[98],"no_replace":false,"exchange":false}}"#;
+        let op: Op = serde_json::from_str(old).unwrap();
+        assert!(matches!(op, Op::Rename { replaced: true, .. }), "{op:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod ops;
 mod removals;
 mod stranded;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -22,6 +23,9 @@ use removals::ReadyRemoval;
 
 /// A new file to create with its content: `(ino, parent's server id, name)`.
 pub(crate) type NewFile = (u64, u64, Vec<u8>);
+
+/// A new file in a group, with the journal positions its creation covers.
+type GroupedFile = (Vec<i64>, NewFile);
 
 /// Why a sync round stopped early.
 pub(crate) enum Stop {
@@ -148,10 +152,10 @@ impl Vfs {
             // Runs of new files and of removals each go up in one call. At most one
             // of the two is gathering at a time, so the journal's order holds, but
             // for what `goes_before_the_group` lets pass a group of new files.
-            let mut group: Vec<(i64, NewFile)> = Vec::new();
+            let mut group: Vec<GroupedFile> = Vec::new();
             let mut removals: Vec<ReadyRemoval> = Vec::new();
-            let mut batch = batch.into_iter().peekable();
-            while let Some(mut queued) = batch.next() {
+            let mut batch = VecDeque::from(batch);
+            while let Some(mut queued) = batch.pop_front() {
                 let mut new_file = self.ready_new_file(&queued).await?;
                 if new_file.is_none() && !group.is_empty() {
                     if let Some(until) = self.gather_until(&group, &queued) {
@@ -192,8 +196,11 @@ impl Vfs {
                 // Anything but a removal ends a run of them.
                 let mut applied = self.flush_removals(&mut removals).await?;
                 if let Applied::Done = applied {
-                    if let Some(new_file) = new_file {
-                        group.push((queued.seq, new_file));
+                    if let Some(mut new_file) = new_file {
+                        let sent = self
+                            .fold_naming_into_creation(&queued, &mut new_file, &mut batch)
+                            .await?;
+                        group.push((sent, new_file));
                         continue;
                     }
                     let sent = self.fold_set_attrs(&mut queued, &mut batch);
@@ -252,16 +259,13 @@ impl Vfs {
 
     /// Creates a group of new files on the server in one commit batch and takes
     /// their operations off the journal.
-    async fn flush_new_files(
-        self: &Arc<Self>,
-        group: &mut Vec<(i64, NewFile)>,
-    ) -> Result<(), Stop> {
+    async fn flush_new_files(self: &Arc<Self>, group: &mut Vec<GroupedFile>) -> Result<(), Stop> {
         if group.is_empty() {
             return Ok(());
         }
         let files: Vec<_> = group.iter().map(|(_, file)| file.clone()).collect();
         self.upload_new_batch(&files).await?;
-        let seqs: Vec<i64> = group.drain(..).map(|(seq, _)| seq).collect();
+        let seqs: Vec<i64> = group.drain(..).flat_map(|(seqs, _)| seqs).collect();
         self.unqueue(&seqs);
         Ok(())
     }
@@ -272,7 +276,7 @@ impl Vfs {
     /// change of a node the server already has (tar sets a folder's after its
     /// files), unless it is a folder a file of the group goes into: creating the
     /// file would then change the folder's time after the change set it.
-    async fn goes_before_the_group(&self, op: &Op, group: &[(i64, NewFile)]) -> Result<bool, Stop> {
+    async fn goes_before_the_group(&self, op: &Op, group: &[GroupedFile]) -> Result<bool, Stop> {
         Ok(match op {
             Op::Create { kind, .. } => *kind != Kind::File as u8,
             Op::SetAttr { ino, .. } => match self.remote_id(*ino).await? {
@@ -286,7 +290,7 @@ impl Vfs {
     /// When a group of ready new files should wait for `next`, a new file closed
     /// but still in its debounce: until the group's first file has waited
     /// [`GATHER_WINDOW`], unless the group is full. `None`: send the group now.
-    fn gather_until(&self, group: &[(i64, NewFile)], next: &Queued) -> Option<Instant> {
+    fn gather_until(&self, group: &[GroupedFile], next: &Queued) -> Option<Instant> {
         let (_, (first, _, _)) = group.first()?;
         let Op::Create { ino, kind, .. } = &next.op else {
             return None;

@@ -1,6 +1,6 @@
 //! Sending one queued operation, with local inodes mapped to server ids.
 
-use std::iter::Peekable;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use loft_remote::proto;
 use tracing::{debug, warn};
 
 use super::removals::remove_request;
-use super::{Applied, Stop};
+use super::{Applied, NewFile, Stop};
 use crate::core::{KernelNote, Vfs, lock};
 use crate::error::retry_later;
 use crate::feed::{
@@ -101,7 +101,7 @@ impl Vfs {
     pub(crate) fn fold_set_attrs(
         &self,
         queued: &mut Queued,
-        rest: &mut Peekable<impl Iterator<Item = Queued>>,
+        rest: &mut VecDeque<Queued>,
     ) -> Vec<i64> {
         let mut sent = vec![queued.seq];
         let Op::SetAttr { ino, .. } = queued.op else {
@@ -110,13 +110,82 @@ impl Vfs {
         if !matches!(self.mirror.read(|db| db.remote_of(ino)), Ok(Some(_))) {
             return sent;
         }
-        while let Some(next) = rest.peek()
+        while let Some(next) = rest.front()
             && queued.op.absorb_set_attr(&next.op)
         {
             sent.push(next.seq);
-            rest.next();
+            rest.pop_front();
         }
         sent
+    }
+
+    /// Folds the naming of a new file into its creation. `queued` creates the file
+    /// under a temporary name, and the operations right after it give the file its
+    /// final name and take the temporary one away: git's `link` then `unlink` of each
+    /// object it writes, or a `rename` that replaced nothing (rsync's and many
+    /// programs' write-then-rename). The file is then created where it ends up, as
+    /// one more file of the group, instead of three calls or two. Returns the
+    /// journal positions creating `new_file` now covers, its own first.
+    ///
+    /// Only operations that follow the creation directly are folded, so nothing
+    /// else queued can have seen the temporary name. A rename that replaced an
+    /// entry is never folded: on the server it makes a new version of the file it
+    /// replaces, which keeps that file's history and shares.
+    pub(crate) async fn fold_naming_into_creation(
+        &self,
+        queued: &Queued,
+        new_file: &mut NewFile,
+        rest: &mut VecDeque<Queued>,
+    ) -> Result<Vec<i64>, Stop> {
+        let mut sent = vec![queued.seq];
+        let Op::Create {
+            ino, parent, name, ..
+        } = &queued.op
+        else {
+            return Ok(sent);
+        };
+        let removes_temporary = |op: &Op| {
+            matches!(op, Op::Remove { ino: gone, parent: from, name: old, directory: false }
+                if gone == ino && from == parent && old == name)
+        };
+        let (final_parent, final_name, folded) = match (rest.front(), rest.get(1)) {
+            (
+                Some(Queued {
+                    op:
+                        Op::Rename {
+                            ino: moved,
+                            parent: from,
+                            name: old,
+                            new_parent,
+                            new_name,
+                            exchange: false,
+                            replaced: false,
+                            ..
+                        },
+                    ..
+                }),
+                _,
+            ) if moved == ino && from == parent && old == name => (*new_parent, new_name, 1),
+            (
+                Some(Queued {
+                    op:
+                        Op::Link {
+                            ino: linked,
+                            parent: to,
+                            name: new_name,
+                        },
+                    ..
+                }),
+                Some(unlink),
+            ) if linked == ino && removes_temporary(&unlink.op) => (*to, new_name, 2),
+            _ => return Ok(sent),
+        };
+        let Some(parent_id) = self.remote_id(final_parent).await? else {
+            return Ok(sent);
+        };
+        *new_file = (*ino, parent_id, final_name.clone());
+        sent.extend(rest.drain(..folded).map(|op| op.seq));
+        Ok(sent)
     }
 
     /// True when the journal's entry for `queued` changed after it was read.
@@ -425,6 +494,7 @@ impl Vfs {
                 new_name,
                 no_replace,
                 exchange,
+                ..
             } => {
                 let (parent_id, new_parent_id) = ids!(*parent, *new_parent);
                 // The node itself, so that a name another device gave to another
