@@ -383,6 +383,7 @@ async fn commit_of_chunks_never_uploaded_fails() {
         base_version: 0,
         manifest: Some(manifest),
         mtime: None,
+        atime: None,
         ..Default::default()
     };
     let error = assert_kind(

@@ -89,6 +89,7 @@ async fn concurrent_commits_on_one_base_keep_both_contents() {
             base_version,
             manifest: Some(proto::Manifest::from(&manifests[i])),
             mtime: None,
+            atime: None,
             ..Default::default()
         };
         async move { client.commit(request).await.expect("commit") }

@@ -704,3 +704,53 @@ fn new_files_named_after_they_are_written_go_up_under_their_final_names() {
     let history = desktop.json(&["versions", "/notes.txt", "--json"]);
     assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
 }
+
+/// `cp -a` sets each new file's access and modification times while it is open:
+/// both go with the file's creation, so the copy goes up in groups of new files
+/// with no call of its own per file, and the other device sees both times.
+#[test]
+fn a_copy_that_keeps_access_times_goes_up_with_its_creations() {
+    use std::os::unix::fs::MetadataExt;
+    const FILES: u64 = 40;
+    let (server, gateway) = TestServer::start_with_gateway(&[]);
+    let (laptop, desktop) = two_devices(&server);
+    let source = tempfile::tempdir().unwrap();
+    let accessed = std::time::UNIX_EPOCH + Duration::from_secs(1_650_000_000);
+    let modified = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    for k in 0..FILES {
+        let file = fs::File::create(source.path().join(format!("f{k}"))).unwrap();
+        (&file).write_all(format!("file {k}\n").as_bytes()).unwrap();
+        let times = fs::FileTimes::new()
+            .set_accessed(accessed + Duration::from_secs(k))
+            .set_modified(modified + Duration::from_secs(k));
+        file.set_times(times).unwrap();
+    }
+    let a = laptop.mount(&[]);
+    let copy = a.path().join("copy");
+    let before = calls(gateway, "/loft.v1.Tree/SetAttr");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(source.path())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    a.sync();
+    // The folder's own times come after its files: one call for it.
+    let sent = calls(gateway, "/loft.v1.Tree/SetAttr") - before;
+    assert!(
+        sent <= 1,
+        "{sent} attribute calls for a copy of {FILES} files"
+    );
+    let b = desktop.mount(&[]);
+    for k in 0..FILES {
+        let meta = fs::metadata(b.path().join(format!("copy/f{k}"))).unwrap();
+        let want_atime = 1_650_000_000 + k as i64;
+        let want_mtime = 1_600_000_000 + k as i64;
+        assert_eq!(
+            (meta.atime(), meta.mtime()),
+            (want_atime, want_mtime),
+            "f{k}"
+        );
+    }
+}

@@ -62,6 +62,7 @@ fn commit_request(node: u64, manifest: &Manifest) -> proto::CommitRequest {
         base_version: 0,
         manifest: Some(proto::Manifest::from(manifest)),
         mtime: None,
+        atime: None,
         ..Default::default()
     }
 }

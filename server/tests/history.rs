@@ -138,6 +138,7 @@ async fn commit(
                 base_version: base,
                 manifest: manifest_of(pool),
                 mtime: None,
+                atime: None,
             },
         )
         .await
@@ -324,6 +325,7 @@ async fn trash_restores_to_the_old_path_or_beside_it(backend: Kind) {
                 base_version: 0,
                 manifest: manifest_of(&[0]),
                 mtime: None,
+                atime: None,
             },
         )
         .await
@@ -350,6 +352,7 @@ async fn trash_restores_to_the_old_path_or_beside_it(backend: Kind) {
                 base_version: 0,
                 manifest: manifest_of(&[1]),
                 mtime: None,
+                atime: None,
             },
         )
         .await
@@ -696,6 +699,7 @@ async fn a_trashed_folder_counts_the_files_below_it(backend: Kind) {
                     base_version: 0,
                     manifest: manifest_of(pool),
                     mtime: None,
+                    atime: None,
                 },
             )
             .await

@@ -39,6 +39,7 @@ fn create_op(caller: &Caller, name: String, manifest: &Manifest) -> CommitOp {
         base_version: 0,
         manifest: manifest.clone(),
         mtime: None,
+        atime: None,
     }
 }
 

@@ -106,6 +106,7 @@ async fn commit(
                 base_version: base,
                 manifest,
                 mtime: None,
+                atime: None,
             },
         )
         .await
@@ -448,6 +449,7 @@ async fn a_commit_can_create_its_file(backend: Kind) {
         base_version: 0,
         manifest,
         mtime: None,
+        atime: None,
     };
     let created = f.meta.commit(&f.alice, op(manifest.clone())).await.unwrap();
     assert!(created.conflict_name.is_none());

@@ -137,6 +137,7 @@ async fn create_through(
             base_version: 0,
             manifest: manifest_of(data),
             mtime: None,
+            atime: None,
         },
     )
     .await
@@ -160,6 +161,7 @@ async fn overwrite(
                 base_version: base,
                 manifest: manifest_of(data),
                 mtime: None,
+                atime: None,
             },
         )
         .await
@@ -281,6 +283,7 @@ async fn a_refused_commit_changes_nothing(backend: Kind) {
             base_version: 0,
             manifest: manifest_of(&small),
             mtime: None,
+            atime: None,
         },
         CommitOp {
             node: 0,
@@ -288,6 +291,7 @@ async fn a_refused_commit_changes_nothing(backend: Kind) {
             base_version: 0,
             manifest: manifest_of(&large),
             mtime: None,
+            atime: None,
         },
     ];
     assert_eq!(
@@ -390,6 +394,7 @@ async fn concurrent_commits_cannot_pass_the_quota_together(backend: Kind) {
                         base_version: 0,
                         manifest: manifest_of(&data),
                         mtime: None,
+                        atime: None,
                     },
                 )
                 .await

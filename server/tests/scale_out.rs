@@ -128,6 +128,7 @@ fn commit_request(
         base_version: base,
         manifest: Some(m.into()),
         mtime: None,
+        atime: None,
         parent,
         name: name.as_bytes().to_vec().into(),
         mode: 0o644,

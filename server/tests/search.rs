@@ -128,6 +128,7 @@ async fn write(
                 base_version: base,
                 manifest,
                 mtime: None,
+                atime: None,
             },
         )
         .await

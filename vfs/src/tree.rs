@@ -618,9 +618,10 @@ impl Vfs {
                 }
                 node.ctime = stamp;
                 db.update_node(&node)?;
-                if atime.is_none() && goes_in_its_creation(db, &node)? {
-                    // tar's `futimens`, `fchown` and `fchmod` of each new file: no
-                    // call to the server each, and nothing for the sync engine to do.
+                if goes_in_its_creation(db, &node)? {
+                    // tar's `futimens`, `fchown` and `fchmod` of each new file (and
+                    // `cp -a`'s, which sets the access time too): no call to the
+                    // server each, and nothing for the sync engine to do.
                     return Ok(false);
                 }
                 db.queue(
@@ -730,8 +731,8 @@ impl Vfs {
     }
 }
 
-/// True when a change of `node`'s mode, owner or modification time reaches the server
-/// with its creation: a new file whose first commit is still to be sent carries them
+/// True when a change of `node`'s mode, owner or times reaches the server with its
+/// creation: a new file whose first commit is still to be sent carries them
 /// as they are then (and a commit already on its way is checked against them when its
 /// answer comes, `sync::commit`).
 fn goes_in_its_creation(db: &Db<'_>, node: &Node) -> VfsResult<bool> {

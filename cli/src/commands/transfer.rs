@@ -88,6 +88,7 @@ pub async fn put(session: &Session, local: &Path, remote: &OsStr, json: bool) ->
                     mode: metadata.permissions().mode() & 0o7777,
                     uid: metadata.uid(),
                     gid: metadata.gid(),
+                    atime: None,
                 })
                 .await?;
             Ok::<_, RemoteError>((reply, stats))

@@ -179,6 +179,7 @@ async fn store(
             base_version: 0,
             manifest: manifest.clone(),
             mtime: None,
+            atime: None,
         };
         match gateway.meta.commit(&grant.caller, op).await {
             Ok(_) => return Ok(candidate),

@@ -146,6 +146,8 @@ pub struct CommitOp {
     pub base_version: u64,
     pub manifest: Manifest,
     pub mtime: Option<Nanos>,
+    /// A file created by the commit gets this access time (its mtime when `None`).
+    pub atime: Option<Nanos>,
 }
 
 /// Where committed content ended up.

@@ -93,6 +93,7 @@ fn commit_op(r: proto::CommitRequest) -> Result<CommitOp, ServerError> {
         base_version: r.base_version,
         manifest,
         mtime: r.mtime.as_ref().map(from_timestamp),
+        atime: r.atime.as_ref().map(from_timestamp),
     })
 }
 

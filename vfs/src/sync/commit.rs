@@ -246,15 +246,16 @@ impl Vfs {
             self.finish_clean(ino, generation, &manifest, node.version);
             return None;
         }
-        let (node_id, parent, name) = match target {
-            Target::Existing(id) => (id, 0, Vec::new()),
-            Target::New { parent, name } => (0, parent, name.to_vec()),
+        let (node_id, parent, name, atime) = match target {
+            Target::Existing(id) => (id, 0, Vec::new(), None),
+            Target::New { parent, name } => (0, parent, name.to_vec(), Some(node.atime)),
         };
         let request = proto::CommitRequest {
             node: node_id,
             base_version: node.version,
             manifest: Some(proto::Manifest::from(&manifest)),
             mtime: Some(timestamp(node.mtime)),
+            atime: atime.map(timestamp),
             parent,
             name: name.into(),
             mode: node.mode,
@@ -464,13 +465,14 @@ fn send_attributes_changed_since(
         changed(node.gid, sent.gid),
     );
     let mtime = (sent.mtime != Some(timestamp(node.mtime))).then_some(node.mtime);
-    if mode.is_some() || uid.is_some() || gid.is_some() || mtime.is_some() {
+    let atime = (sent.atime != Some(timestamp(node.atime))).then_some(node.atime);
+    if mode.is_some() || uid.is_some() || gid.is_some() || mtime.is_some() || atime.is_some() {
         let change = Op::SetAttr {
             ino,
             mode,
             uid,
             gid,
-            atime: None,
+            atime,
             mtime,
         };
         db.queue(&change, now())?;

@@ -279,6 +279,12 @@ pub fn commit(w: &Write<'_>, op: &CommitOp, cutoff: Nanos) -> Result<CommitOutco
     let (node, made) = match &op.create {
         Some(new) if op.node == 0 => {
             let (node, made) = super::tree::create_unjournaled(w, new)?;
+            if made && let Some(atime) = op.atime {
+                w.db.execute(
+                    "UPDATE inodes SET atime = ?1 WHERE id = ?2",
+                    args![atime, node.id],
+                )?;
+            }
             (node.id, made.then_some((new.parent, new.name.as_slice())))
         }
         Some(_) => {
