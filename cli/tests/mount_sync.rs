@@ -754,3 +754,32 @@ fn a_copy_that_keeps_access_times_goes_up_with_its_creations() {
         );
     }
 }
+
+/// A save through a temporary file whose name the ignore rules keep local (`*.swp`)
+/// renamed over the file: on the server the file gets a new version, with the
+/// temporary file's mode, and keeps its history.
+#[test]
+fn a_save_through_an_ignored_temporary_file_keeps_the_history() {
+    use std::os::unix::fs::MetadataExt;
+    let (server, gateway) = TestServer::start_with_gateway(&[]);
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    write_synced(&a, "notes.txt", b"first\n");
+    let removes = calls(gateway, "/loft.v1.Tree/Remove");
+    let saved = a.path().join(".notes.txt.swp");
+    fs::write(&saved, b"second\n").unwrap();
+    fs::set_permissions(&saved, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::rename(&saved, a.path().join("notes.txt")).unwrap();
+    a.sync();
+    assert_eq!(calls(gateway, "/loft.v1.Tree/Remove"), removes);
+    let history = desktop.json(&["versions", "/notes.txt", "--json"]);
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+    let b = desktop.mount(&[]);
+    let file = b.path().join("notes.txt");
+    assert_eq!(fs::read(&file).unwrap(), b"second\n");
+    assert_eq!(fs::metadata(&file).unwrap().mode() & 0o7777, 0o600);
+    // And the file goes on as usual from either device.
+    fs::write(&file, b"third\n").unwrap();
+    b.sync();
+    wait_content(&a.path().join("notes.txt"), b"third\n");
+}

@@ -401,12 +401,15 @@ impl Vfs {
         self.check_same_share(parent, new_parent)?;
         self.ensure_listed(parent)?;
         self.ensure_listed(new_parent)?;
+        let existing = self.mirror.read(|db| db.lookup(new_parent, new_name))?;
         // A directory replaced must be known to be empty.
-        if let Some(existing) = self.mirror.read(|db| db.lookup(new_parent, new_name))?
+        if let Some(existing) = existing
             && self.node(existing)?.kind == Kind::Directory
         {
             self.ensure_listed(existing)?;
         }
+        // Checked here: `files` is never taken inside a mirror transaction.
+        let existing_open = existing.is_some_and(|ino| self.is_open(ino));
         // A local-only node moved where nothing is ignored starts syncing.
         let publish = match self.mirror.read(|db| db.lookup(parent, name))? {
             Some(source) => {
@@ -488,7 +491,18 @@ impl Vfs {
                 }
             }
             let into_local_only = dir_node(db, new_parent)?.local_only;
-            if publish && source_node.local_only && !exchange {
+            let place_taken = match replaced.as_ref() {
+                Some(old) if publish && !exchange && !existing_open => {
+                    place_to_take(db, &source_node, old)?
+                }
+                _ => None,
+            };
+            if let Some((remote, old)) = place_taken {
+                // An editor's save through a temporary file the ignore rules keep
+                // local: the file becomes the next version of the one it replaced on
+                // the server, whose history and shares carry on.
+                take_place_of(db, source, remote, old, stamp)?;
+            } else if publish && source_node.local_only && !exchange {
                 // The server learns of it as a new entry, replacing what it had there.
                 if let Some(old) = replaced.as_ref().filter(|n| !n.local_only) {
                     db.push(
@@ -729,6 +743,49 @@ impl Vfs {
             tracing::warn!(ino = handle.ino, "forgetting a removed directory: {error}");
         }
     }
+}
+
+/// The server id of `old`, a file a rename of the local-only file `source` has just
+/// replaced, when `source` can take its place on the server (a new version of it):
+/// `old` is a file the server has and this was its last name.
+fn place_to_take<'n>(
+    db: &Db<'_>,
+    source: &Node,
+    old: &'n Node,
+) -> VfsResult<Option<(u64, &'n Node)>> {
+    if source.kind != Kind::File || !source.local_only || old.kind != Kind::File {
+        return Ok(None);
+    }
+    if old.local_only || old.nlink > 0 {
+        return Ok(None);
+    }
+    Ok(db.remote_of(old.ino)?.map(|remote| (remote, old)))
+}
+
+/// Makes the local-only file `ino` the server's file `remote` (whose node here was
+/// `old`): its content goes up as that file's next version, and its mode and owner
+/// follow if they differ.
+fn take_place_of(db: &Db<'_>, ino: u64, remote: u64, old: &Node, stamp: Nanos) -> VfsResult<()> {
+    let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
+    db.set_remote(ino, remote)?;
+    node.local_only = false;
+    node.dirty = true;
+    node.version = old.version;
+    db.update_node(&node)?;
+    if (node.mode, node.uid, node.gid) != (old.mode, old.uid, old.gid) {
+        db.queue(
+            &Op::SetAttr {
+                ino,
+                mode: Some(node.mode),
+                uid: Some(node.uid),
+                gid: Some(node.gid),
+                atime: None,
+                mtime: None,
+            },
+            stamp,
+        )?;
+    }
+    Ok(())
 }
 
 /// True when a change of `node`'s mode, owner or times reaches the server with its
