@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 
+use bytes::Bytes;
 use zstd::bulk::{Compressor, Decompressor};
 
 use super::{ChunkId, ContentError, MAX_CHUNK};
@@ -42,7 +43,7 @@ thread_local! {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
     /// A zstd frame if `compressed`, else the plaintext itself.
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// Whether `data` is zstd-compressed.
     pub compressed: bool,
 }
@@ -58,11 +59,11 @@ fn keep_limit(len: usize) -> usize {
 pub fn encode(plain: &[u8]) -> Encoded {
     match compress(plain) {
         Some(data) => Encoded {
-            data,
+            data: data.into(),
             compressed: true,
         },
         None => Encoded {
-            data: plain.to_vec(),
+            data: Bytes::copy_from_slice(plain),
             compressed: false,
         },
     }
@@ -70,10 +71,10 @@ pub fn encode(plain: &[u8]) -> Encoded {
 
 /// Like [`encode`], but takes the plaintext by value, so that a chunk stored
 /// raw is not copied.
-pub fn encode_owned(plain: Vec<u8>) -> Encoded {
+pub fn encode_owned(plain: Bytes) -> Encoded {
     match compress(&plain) {
         Some(data) => Encoded {
-            data,
+            data: data.into(),
             compressed: true,
         },
         None => Encoded {
@@ -204,7 +205,7 @@ mod tests {
 
     fn round_trip(plain: &[u8]) -> Encoded {
         let encoded = encode(plain);
-        assert_eq!(encode_owned(plain.to_vec()), encoded);
+        assert_eq!(encode_owned(Bytes::copy_from_slice(plain)), encoded);
         let decoded = decode(&encoded.data, encoded.compressed, plain.len()).unwrap();
         assert_eq!(decoded, plain);
         if encoded.compressed {
