@@ -141,7 +141,7 @@ async fn store(
         };
         gateway
             .chunks
-            .put(&id, encoded.compressed, encoded.data.into())
+            .put(&id, encoded.compressed, encoded.data)
             .await?;
         gateway.meta.record_chunk(&grant.caller, record).await?;
         builder
