@@ -783,3 +783,44 @@ fn a_save_through_an_ignored_temporary_file_keeps_the_history() {
     b.sync();
     wait_content(&a.path().join("notes.txt"), b"third\n");
 }
+
+/// Sets (`Some`) or removes (`None`) xattr `name` of `path` with setfattr.
+fn set_xattr(path: &Path, name: &str, value: Option<&str>) {
+    let mut command = std::process::Command::new("setfattr");
+    match value {
+        Some(value) => command.args(["-n", name, "-v", value]),
+        None => command.args(["-x", name]),
+    };
+    assert!(command.arg(path).status().unwrap().success());
+}
+
+/// An xattr set, changed or removed on one device shows on the other, which had
+/// read the file's xattrs before.
+#[test]
+fn xattrs_changed_on_one_device_show_on_the_other() {
+    let server = TestServer::start();
+    let (laptop, desktop) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    let b = desktop.mount(&[]);
+    write_synced(&a, "photo.jpg", b"jpeg");
+    let there = b.path().join("photo.jpg");
+    wait_content(&there, b"jpeg");
+    assert_eq!(xattr_of(&there, "user.rating"), Err(libc::ENODATA));
+    let here = a.path().join("photo.jpg");
+    for value in [Some("3"), Some("5"), None] {
+        set_xattr(&here, "user.rating", value);
+        a.sync();
+        let want = value.map(|v| v.as_bytes().to_vec()).ok_or(libc::ENODATA);
+        wait_for(
+            &format!("user.rating {value:?} on the other device"),
+            SYNC,
+            || (xattr_of(&there, "user.rating") == want).then_some(()),
+        );
+    }
+    // What the other device sets comes back the same way.
+    set_xattr(&there, "user.album", Some("summer"));
+    b.sync();
+    wait_for("user.album on the first device", SYNC, || {
+        (xattr_of(&here, "user.album") == Ok(b"summer".to_vec())).then_some(())
+    });
+}

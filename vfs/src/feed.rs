@@ -327,6 +327,9 @@ impl Vfs {
             Ok(ChangeKind::Modified) => {
                 if let Some(ino) = ino {
                     refresh_node(db, ino, remote, effects)?;
+                    if !own && let Some(has) = remote.has_xattrs {
+                        xattrs_changed_elsewhere(db, ino, has)?;
+                    }
                 }
             }
             Ok(ChangeKind::Created) => match db.ino_of_remote(change.parent)? {
@@ -758,6 +761,21 @@ pub(crate) fn refresh_node(
     }
     db.update_node(&node)?;
     effects.notes.push(KernelNote::Inode(ino));
+    Ok(())
+}
+
+/// Another device changed the xattrs of `ino` (`has`: whether it has any now): the
+/// ones kept here are dropped, to be read from the server when next asked for,
+/// unless a change this device made to the node is still queued.
+fn xattrs_changed_elsewhere(db: &Db<'_>, ino: u64, has: bool) -> VfsResult<()> {
+    if db.queued_for(ino)? {
+        return Ok(());
+    }
+    db.clear_xattrs(ino)?;
+    if let Some(mut node) = db.node(ino)? {
+        node.xattrs_listed = !has;
+        db.update_node(&node)?;
+    }
     Ok(())
 }
 

@@ -470,6 +470,14 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Forgets every xattr of `ino`.
+    pub fn clear_xattrs(&self, ino: u64) -> Result<()> {
+        self.0
+            .prepare_cached("DELETE FROM xattrs WHERE ino = ?1")?
+            .execute([ino])?;
+        Ok(())
+    }
+
     /// Removes an xattr; false if there was none.
     pub fn remove_xattr(&self, ino: u64, name: &[u8]) -> Result<bool> {
         Ok(self

@@ -530,9 +530,14 @@ pub fn set_attr(w: &Write<'_>, change: &AttrChange) -> Result<proto::Node> {
 /// Journals a change of a node's attributes and returns its new state.
 fn modified(w: &Write<'_>, id: u64) -> Result<proto::Node> {
     let node = rows::node(w.db, id)?.node;
-    let (parent, name) = any_dentry(w.db, id)?.unwrap_or_default();
-    w.journal(ChangeKind::Modified, &node, (parent, &name), (0, b""))?;
+    journal_modified(w, &node)?;
     Ok(node)
+}
+
+fn journal_modified(w: &Write<'_>, node: &proto::Node) -> Result<()> {
+    let (parent, name) = any_dentry(w.db, node.id)?.unwrap_or_default();
+    w.journal(ChangeKind::Modified, node, (parent, &name), (0, b""))?;
+    Ok(())
 }
 
 fn xattr_name_ok(name: &[u8]) -> Result<()> {
@@ -600,7 +605,7 @@ pub fn set_xattr(w: &Write<'_>, id: u64, name: &[u8], value: &[u8], mode: XattrM
         args![id, name, value],
     )?;
     w.touch(id)?;
-    modified(w, id).map(drop)
+    xattrs_modified(w, id)
 }
 
 pub fn remove_xattr(w: &Write<'_>, id: u64, name: &[u8]) -> Result<()> {
@@ -616,5 +621,19 @@ pub fn remove_xattr(w: &Write<'_>, id: u64, name: &[u8]) -> Result<()> {
         ));
     }
     w.touch(id)?;
-    modified(w, id).map(drop)
+    xattrs_modified(w, id)
+}
+
+/// Journals a change of node `id`'s xattrs. The node it carries says whether any
+/// are left (`has_xattrs`), which tells the other devices to read them again.
+fn xattrs_modified(w: &Write<'_>, id: u64) -> Result<()> {
+    let mut node = rows::node(w.db, id)?.node;
+    node.has_xattrs = Some(
+        w.db.query_one(
+            "SELECT EXISTS(SELECT 1 FROM xattrs WHERE inode = ?1)",
+            args![id],
+        )?
+        .bool(0)?,
+    );
+    journal_modified(w, &node)
 }
