@@ -311,14 +311,14 @@ async fn chunk_bytes_must_match_their_id() {
         // A valid zstd frame of other content under the claimed id.
         proto::ChunkUpload {
             id: ChunkId::of(&claimed).0.to_vec().into(),
-            data: compressed_zeros.data.clone(),
+            data: compressed_zeros.data.clone().into(),
             compressed: true,
             length: zeros.len() as u32,
         },
         // The right bytes, but a plaintext length that does not match.
         proto::ChunkUpload {
             id: ChunkId::of(&zeros).0.to_vec().into(),
-            data: compressed_zeros.data.clone(),
+            data: compressed_zeros.data.clone().into(),
             compressed: true,
             length: zeros.len() as u32 - 1,
         },

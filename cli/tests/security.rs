@@ -45,7 +45,7 @@ async fn put_all(client: &GrpcClient, chunks: &[Vec<u8>]) -> proto::PutChunksRep
         sender
             .send(proto::ChunkUpload {
                 id: ChunkId::of(plain).0.to_vec().into(),
-                data: encoded.data,
+                data: encoded.data.into(),
                 compressed: encoded.compressed,
                 length: plain.len() as u32,
             })

@@ -163,7 +163,7 @@ fn chunk_upload(chunk: Chunk) -> proto::ChunkUpload {
     let encoded = encode_owned(chunk.data);
     proto::ChunkUpload {
         id: chunk.id.0.to_vec().into(),
-        data: encoded.data,
+        data: encoded.data.into(),
         compressed: encoded.compressed,
         length,
     }

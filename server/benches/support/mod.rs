@@ -31,7 +31,7 @@ pub async fn put_one_chunk(client: &GrpcClient, data: &[u8]) {
     sender
         .send(proto::ChunkUpload {
             id: ChunkId::of(data).0.to_vec().into(),
-            data: encoded.data,
+            data: encoded.data.into(),
             compressed: encoded.compressed,
             length: data.len() as u32,
         })

@@ -141,7 +141,7 @@ async fn store(
         };
         gateway
             .chunks
-            .put(&id, encoded.compressed, encoded.data)
+            .put(&id, encoded.compressed, encoded.data.into())
             .await?;
         gateway.meta.record_chunk(&grant.caller, record).await?;
         builder

@@ -51,7 +51,7 @@ pub fn chunk_upload(id: ChunkId, plain: &[u8]) -> proto::ChunkUpload {
     let encoded = encode(plain);
     proto::ChunkUpload {
         id: id.0.to_vec().into(),
-        data: encoded.data,
+        data: encoded.data.into(),
         compressed: encoded.compressed,
         length: plain.len() as u32,
     }
