@@ -6,14 +6,13 @@ use std::fmt;
 use std::io::{self, Read};
 use std::iter::FusedIterator;
 
-use bytes::Bytes;
 use fastcdc::v2020;
 
 use super::{AVG_CHUNK, ChunkId, ContentError, MAX_CHUNK, MIN_CHUNK};
 
-/// How much file data the streaming chunker reads at once. A cut needs a window
-/// of MAX_CHUNK bytes; the rest is slack so that copying the unconsumed tail into
-/// the next buffer (a memcpy) happens once per few chunks rather than once per
+/// How much file data the streaming chunker holds at once. A cut needs a window
+/// of MAX_CHUNK bytes; the rest is slack so that moving the unconsumed tail to the
+/// front of the buffer (a memcpy) happens once per few chunks rather than once per
 /// chunk, and so that each read asks the reader for at least MAX_CHUNK bytes. More
 /// slack saves little of that memcpy and raises the upload's peak memory (a
 /// 1 GiB upload peaked about 20 MiB higher with three windows and queues of four).
@@ -30,9 +29,8 @@ pub struct Chunk {
     pub id: ChunkId,
     /// Where the chunk starts in the file.
     pub offset: u64,
-    /// The chunk's plaintext: a slice of the buffer it was read into, shared with
-    /// the chunks cut from the same read.
-    pub data: Bytes,
+    /// The chunk's plaintext.
+    pub data: Vec<u8>,
 }
 
 impl fmt::Debug for Chunk {
@@ -153,8 +151,8 @@ impl<R: Read> FusedIterator for Chunker<R> {}
 pub struct Cut {
     /// Where the chunk starts in the file.
     pub offset: u64,
-    /// The chunk's plaintext (see [`Chunk::data`]).
-    pub data: Bytes,
+    /// The chunk's plaintext.
+    pub data: Vec<u8>,
 }
 
 /// The cutting half of a [`Chunker`]: yields the file's chunks in order without
@@ -164,9 +162,8 @@ pub struct Cut {
 /// Iteration stops after the first error.
 pub struct Cutter<R: Read> {
     reader: R,
-    /// Data read but not yet cut is `buf[pos..]`. Each cut is a slice of it, not a
-    /// copy; a read goes into a new buffer, which the tail left uncut starts.
-    buf: Bytes,
+    /// Data read but not yet cut is `buf[pos..]`.
+    buf: Vec<u8>,
     pos: usize,
     /// File offset of `buf[pos]`.
     offset: u64,
@@ -180,7 +177,7 @@ impl<R: Read> Cutter<R> {
     pub fn new(reader: R) -> Self {
         Cutter {
             reader,
-            buf: Bytes::new(),
+            buf: Vec::new(),
             pos: 0,
             offset: 0,
             eof: false,
@@ -194,33 +191,29 @@ impl<R: Read> Cutter<R> {
         if self.eof || self.buf.len() - self.pos >= MAX_CHUNK {
             return Ok(());
         }
-        // Most files are small: the first read does not set up the full buffer.
-        let first = self.offset == 0 && self.buf.is_empty();
-        let cap = if first { FIRST_READ } else { BUF_CAP };
+        if self.buf.capacity() == 0 {
+            // Most files are small: do not set up the full buffer for them.
+            self.read_up_to(FIRST_READ)?;
+            if self.eof {
+                return Ok(());
+            }
+        }
         // The tail is shorter than MAX_CHUNK, and the read below brings in at least
         // as much: a memcpy, cheap next to reading and hashing those bytes.
-        let mut next = Vec::with_capacity(cap);
-        next.extend_from_slice(&self.buf[self.pos..]);
-        self.read_up_to(&mut next, cap)?;
-        if first && !self.eof {
-            next.reserve_exact(BUF_CAP - next.len());
-            self.read_up_to(&mut next, BUF_CAP)?;
-        }
-        if self.eof {
-            // The last buffer lives as long as its chunks: only as large as they.
-            next.shrink_to_fit();
-        }
-        self.buf = Bytes::from(next);
+        self.buf.drain(..self.pos);
         self.pos = 0;
-        Ok(())
+        self.read_up_to(BUF_CAP)
     }
 
-    /// Reads into `buf` until it holds `cap` bytes or the reader is exhausted.
-    fn read_up_to(&mut self, buf: &mut Vec<u8>, cap: usize) -> io::Result<()> {
-        let room = cap.saturating_sub(buf.len());
+    /// Reads until `buf` holds `cap` bytes or the reader is exhausted.
+    fn read_up_to(&mut self, cap: usize) -> io::Result<()> {
+        let room = cap.saturating_sub(self.buf.len());
+        self.buf.reserve_exact(room);
         // `read_to_end` on `take` reads straight into the spare capacity (without
         // zeroing it for readers that support that) and retries `Interrupted`.
-        let n = (&mut self.reader).take(room as u64).read_to_end(buf)?;
+        let n = (&mut self.reader)
+            .take(room as u64)
+            .read_to_end(&mut self.buf)?;
         if n < room {
             self.eof = true;
         }
@@ -242,13 +235,13 @@ impl<R: Read> Iterator for Cutter<R> {
         let window = &self.buf[self.pos..];
         if window.is_empty() {
             self.done = true;
-            self.buf = Bytes::new();
+            self.buf = Vec::new();
             return None;
         }
         let len = next_cut(window, self.masks);
         let cut = Cut {
             offset: self.offset,
-            data: self.buf.slice(self.pos..self.pos + len),
+            data: window[..len].to_vec(),
         };
         self.pos += len;
         self.offset += len as u64;
@@ -404,7 +397,7 @@ pub(crate) mod tests {
         let data = random_bytes(11, 1000);
         let mut chunker = Chunker::new(&data[..]);
         assert_eq!(chunker.next().unwrap().unwrap().data, data);
-        assert!(chunker.cutter.buf.len() <= FIRST_READ);
+        assert!(chunker.cutter.buf.capacity() <= FIRST_READ);
         assert!(chunker.next().is_none());
     }
 
@@ -529,7 +522,7 @@ pub(crate) mod tests {
             let chunk = chunk.unwrap();
             assert_eq!(chunk.offset, total);
             assert!(chunk.data.len() <= MAX_CHUNK);
-            assert!(chunker.cutter.buf.len() <= BUF_CAP);
+            assert!(chunker.cutter.buf.capacity() <= BUF_CAP);
             total += chunk.data.len() as u64;
             count += 1;
         }

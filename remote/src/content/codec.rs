@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
 use zstd::bulk::{Compressor, Decompressor};
 
 use super::{ChunkId, ContentError, MAX_CHUNK};
@@ -43,7 +42,7 @@ thread_local! {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
     /// A zstd frame if `compressed`, else the plaintext itself.
-    pub data: Bytes,
+    pub data: Vec<u8>,
     /// Whether `data` is zstd-compressed.
     pub compressed: bool,
 }
@@ -59,11 +58,11 @@ fn keep_limit(len: usize) -> usize {
 pub fn encode(plain: &[u8]) -> Encoded {
     match compress(plain) {
         Some(data) => Encoded {
-            data: data.into(),
+            data,
             compressed: true,
         },
         None => Encoded {
-            data: Bytes::copy_from_slice(plain),
+            data: plain.to_vec(),
             compressed: false,
         },
     }
@@ -71,10 +70,10 @@ pub fn encode(plain: &[u8]) -> Encoded {
 
 /// Like [`encode`], but takes the plaintext by value, so that a chunk stored
 /// raw is not copied.
-pub fn encode_owned(plain: Bytes) -> Encoded {
+pub fn encode_owned(plain: Vec<u8>) -> Encoded {
     match compress(&plain) {
         Some(data) => Encoded {
-            data: data.into(),
+            data,
             compressed: true,
         },
         None => Encoded {
@@ -205,7 +204,7 @@ mod tests {
 
     fn round_trip(plain: &[u8]) -> Encoded {
         let encoded = encode(plain);
-        assert_eq!(encode_owned(Bytes::copy_from_slice(plain)), encoded);
+        assert_eq!(encode_owned(plain.to_vec()), encoded);
         let decoded = decode(&encoded.data, encoded.compressed, plain.len()).unwrap();
         assert_eq!(decoded, plain);
         if encoded.compressed {
