@@ -491,17 +491,16 @@ impl Vfs {
                 }
             }
             let into_local_only = dir_node(db, new_parent)?.local_only;
-            let place_taken = match replaced.as_ref() {
+            let took_place = match replaced.as_ref() {
                 Some(old) if publish && !exchange && !existing_open => {
-                    place_to_take(db, &source_node, old)?
+                    take_place_of(db, &source_node, old, stamp)?
                 }
-                _ => None,
+                _ => false,
             };
-            if let Some((remote, old)) = place_taken {
+            if took_place {
                 // An editor's save through a temporary file the ignore rules keep
-                // local: the file becomes the next version of the one it replaced on
-                // the server, whose history and shares carry on.
-                take_place_of(db, source, remote, old, stamp)?;
+                // local: the file is the next version of the one it replaced on the
+                // server, whose history and shares carry on. Nothing more to queue.
             } else if publish && source_node.local_only && !exchange {
                 // The server learns of it as a new entry, replacing what it had there.
                 if let Some(old) = replaced.as_ref().filter(|n| !n.local_only) {
@@ -745,27 +744,21 @@ impl Vfs {
     }
 }
 
-/// The server id of `old`, a file a rename of the local-only file `source` has just
-/// replaced, when `source` can take its place on the server (a new version of it):
-/// `old` is a file the server has and this was its last name.
-fn place_to_take<'n>(
-    db: &Db<'_>,
-    source: &Node,
-    old: &'n Node,
-) -> VfsResult<Option<(u64, &'n Node)>> {
+/// Makes the local-only file `source`, just renamed over `old`, the server's file
+/// `old` was, when it can: `old` is a file the server has and this was its last
+/// name. Its content then goes up as that file's next version, and its mode and
+/// owner follow if they differ. True if it did.
+fn take_place_of(db: &Db<'_>, source: &Node, old: &Node, stamp: Nanos) -> VfsResult<bool> {
     if source.kind != Kind::File || !source.local_only || old.kind != Kind::File {
-        return Ok(None);
+        return Ok(false);
     }
     if old.local_only || old.nlink > 0 {
-        return Ok(None);
+        return Ok(false);
     }
-    Ok(db.remote_of(old.ino)?.map(|remote| (remote, old)))
-}
-
-/// Makes the local-only file `ino` the server's file `remote` (whose node here was
-/// `old`): its content goes up as that file's next version, and its mode and owner
-/// follow if they differ.
-fn take_place_of(db: &Db<'_>, ino: u64, remote: u64, old: &Node, stamp: Nanos) -> VfsResult<()> {
+    let Some(remote) = db.remote_of(old.ino)? else {
+        return Ok(false);
+    };
+    let ino = source.ino;
     let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
     db.set_remote(ino, remote)?;
     node.local_only = false;
@@ -785,7 +778,7 @@ fn take_place_of(db: &Db<'_>, ino: u64, remote: u64, old: &Node, stamp: Nanos) -
             stamp,
         )?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// True when a change of `node`'s mode, owner or times reaches the server with its
