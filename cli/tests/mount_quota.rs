@@ -108,3 +108,36 @@ fn quota_is_shown_enforced_and_reported_by_the_mount() {
         "{text}"
     );
 }
+
+#[test]
+fn a_new_file_refused_for_quota_goes_up_once_there_is_room() {
+    let server = TestServer::start();
+    server.add_user("alice");
+    server.set_quota("alice", "100KiB");
+    let laptop = Device::login(&server, "alice", "laptop");
+    let mount = laptop.mount(&[]);
+
+    // Too big for the quota: made here, refused by the server, kept on this device.
+    let file = mount.path().join("report.bin");
+    let bytes = vec![3u8; 150 * KIB as usize];
+    fs::write(&file, &bytes).unwrap();
+    wait_for("the creation to be refused for quota", DEADLINE, || {
+        let status = mount.status();
+        let error = status["last_error"].as_str().unwrap_or_default();
+        error.contains("quota").then_some(())
+    });
+    // Tried again while it still does not fit, it stays refused.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(quota(&laptop), (0, Some(100 * KIB)));
+    assert_eq!(fs::read(&file).unwrap(), bytes);
+
+    // Room made: it goes up on its own and reaches another device.
+    server.set_quota("alice", "1MiB");
+    wait_for("the refused file to be created on the server", DEADLINE, || {
+        (quota(&laptop).0 == 150 * KIB).then_some(())
+    });
+    mount.sync();
+    let desktop = Device::login(&server, "alice", "desktop");
+    let other = desktop.mount(&[]);
+    assert_eq!(fs::read(other.path().join("report.bin")).unwrap(), bytes);
+}

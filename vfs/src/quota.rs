@@ -41,19 +41,39 @@ impl Vfs {
     /// and the server is reachable, else the last answer. `None`: no quota, or never
     /// heard.
     pub(crate) fn quota_usage(&self) -> Option<Usage> {
+        match self.usage_if_fresh() {
+            Some(usage) => usage,
+            None => self.rt.block_on(self.ask_usage()),
+        }
+    }
+
+    /// As [`Vfs::quota_usage`], from async code.
+    async fn quota_usage_async(&self) -> Option<Usage> {
+        match self.usage_if_fresh() {
+            Some(usage) => usage,
+            None => self.ask_usage().await,
+        }
+    }
+
+    /// The last answer while it is fresh, or while the server cannot be asked;
+    /// `None`: ask.
+    fn usage_if_fresh(&self) -> Option<Option<Usage>> {
         let known = *lock(&self.quota.known);
         if let Some((usage, Some(at))) = known
             && at.elapsed() < FRESH
         {
-            return usage;
+            return Some(usage);
         }
         if !self.counters.online.load(Ordering::Relaxed) {
-            return known.and_then(|(usage, _)| usage);
+            return Some(known.and_then(|(usage, _)| usage));
         }
-        let client = self.client.clone();
-        let asked = self.rt.block_on(async move {
-            tokio::time::timeout(ASK_TIMEOUT, async move { client.quota().await }).await
-        });
+        None
+    }
+
+    /// Asks the server and keeps its answer; the last answer if it does not give one.
+    async fn ask_usage(&self) -> Option<Usage> {
+        let asked = tokio::time::timeout(ASK_TIMEOUT, self.client.quota()).await;
+        let known = || lock(&self.quota.known).and_then(|(usage, _)| usage);
         match asked {
             Ok(Ok(reply)) => {
                 let usage = reply.quota.map(|quota| Usage {
@@ -65,9 +85,29 @@ impl Vfs {
             }
             Ok(Err(error)) => {
                 debug!("asking for the quota: {error}");
-                known.and_then(|(usage, _)| usage)
+                known()
             }
-            Err(_) => known.and_then(|(usage, _)| usage),
+            Err(_) => known(),
+        }
+    }
+
+    /// True when `ino`'s last commit was refused for quota.
+    pub(crate) fn quota_refused_file(&self, ino: u64) -> bool {
+        lock(&self.quota.refused).contains(&ino)
+    }
+
+    /// Whether a file refused for quota should be sent again: when its size fits
+    /// in what the quota leaves, as last heard (asked again after [`FRESH`]), or
+    /// when that is not known. A file that does not fit is not sent at every sync
+    /// round, only once the usage heard (the quota raised, files deleted) leaves
+    /// room for it.
+    pub(crate) async fn quota_room_for(&self, ino: u64) -> bool {
+        let Ok(node) = self.node(ino) else {
+            return true;
+        };
+        match self.quota_usage_async().await {
+            Some(usage) => usage.used.saturating_add(node.size) <= usage.quota,
+            None => true,
         }
     }
 
@@ -95,7 +135,7 @@ impl Vfs {
 
     /// EDQUOT when the server refused the last commit of `ino` for quota.
     pub(crate) fn check_commit_refused(&self, ino: u64) -> VfsResult<()> {
-        if lock(&self.quota.refused).contains(&ino) {
+        if self.quota_refused_file(ino) {
             return Err(VfsError::Quota);
         }
         Ok(())

@@ -247,10 +247,19 @@ impl Vfs {
                 // (checked once).
                 let queued = self.mirror.read(|db| db.create_queued_after(ino, 0));
                 if matches!(queued, Ok(false)) {
-                    self.strand_once(ino);
+                    if !self.quota_refused_file(ino) {
+                        self.strand_once(ino);
+                    } else if self.quota_room_for(ino).await {
+                        // Its creation was refused for quota and there is room
+                        // now: queued again, as often as it takes.
+                        lock(&self.stranded).insert(ino);
+                    }
                 }
                 continue;
             };
+            if self.quota_refused_file(ino) && !self.quota_room_for(ino).await {
+                continue;
+            }
             self.upload_existing(ino).await?;
         }
         self.rescue_stranded().await?;
