@@ -133,9 +133,11 @@ fn a_new_file_refused_for_quota_goes_up_once_there_is_room() {
 
     // Room made: it goes up on its own and reaches another device.
     server.set_quota("alice", "1MiB");
-    wait_for("the refused file to be created on the server", DEADLINE, || {
-        (quota(&laptop).0 == 150 * KIB).then_some(())
-    });
+    wait_for(
+        "the refused file to be created on the server",
+        DEADLINE,
+        || (quota(&laptop).0 == 150 * KIB).then_some(()),
+    );
     mount.sync();
     let desktop = Device::login(&server, "alice", "desktop");
     let other = desktop.mount(&[]);
