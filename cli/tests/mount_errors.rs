@@ -7,18 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use common::mount::Mount;
+use common::nobody::{AsNobody, as_nobody, c_path};
 use common::{Device, TestServer};
-
-/// The user the permission checks run as.
-const NOBODY: libc::uid_t = 65534;
 
 /// The errno of a call that must fail.
 #[track_caller]
@@ -336,68 +332,6 @@ fn exdev_across_file_systems() {
     assert_eq!(snapshot(root), before, "a failed call changed the mount");
     assert_eq!(snapshot(outside.path()), outside_before);
     check_server_has(&device, mount, &before);
-}
-
-/// What the unprivileged child does; everything is prepared before `fork`, so the child
-/// only makes system calls.
-enum AsNobody {
-    Stat(CString),
-    OpenRead(CString),
-    OpenWrite(CString),
-    Create(CString),
-    Mkdir(CString),
-    Unlink(CString),
-    Rmdir(CString),
-    Rename(CString, CString),
-    Chmod(CString),
-}
-
-fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
-/// Runs `call` in a child process as `nobody` (no supplementary groups); its errno, or
-/// `Ok(())`.
-fn as_nobody(call: &AsNobody) -> io::Result<()> {
-    // SAFETY: the child only calls async-signal-safe functions (set*id, the call, _exit)
-    // on data prepared before the fork; the parent waits for it.
-    unsafe {
-        let pid = libc::fork();
-        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-        if pid == 0 {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(NOBODY, NOBODY, NOBODY) != 0
-                || libc::setresuid(NOBODY, NOBODY, NOBODY) != 0
-            {
-                libc::_exit(255);
-            }
-            let mut stat: libc::stat = std::mem::zeroed();
-            let rc = match call {
-                AsNobody::Stat(path) => libc::stat(path.as_ptr(), &mut stat),
-                AsNobody::OpenRead(path) => libc::open(path.as_ptr(), libc::O_RDONLY),
-                AsNobody::OpenWrite(path) => libc::open(path.as_ptr(), libc::O_WRONLY),
-                AsNobody::Create(path) => libc::open(
-                    path.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                    0o644,
-                ),
-                AsNobody::Mkdir(path) => libc::mkdir(path.as_ptr(), 0o755),
-                AsNobody::Unlink(path) => libc::unlink(path.as_ptr()),
-                AsNobody::Rmdir(path) => libc::rmdir(path.as_ptr()),
-                AsNobody::Rename(from, to) => libc::rename(from.as_ptr(), to.as_ptr()),
-                AsNobody::Chmod(path) => libc::chmod(path.as_ptr(), 0o777),
-            };
-            libc::_exit(if rc < 0 { *libc::__errno_location() } else { 0 });
-        }
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-        assert!(libc::WIFEXITED(status), "the child died: {status:#x}");
-        match libc::WEXITSTATUS(status) {
-            0 => Ok(()),
-            255 => panic!("the child could not become nobody"),
-            errno => Err(io::Error::from_raw_os_error(errno)),
-        }
-    }
 }
 
 #[test]

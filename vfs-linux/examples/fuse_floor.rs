@@ -420,7 +420,10 @@ impl Filesystem for FloorFs {
         let _ = config.add_capabilities(
             InitFlags::FUSE_DO_READDIRPLUS
                 | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_PARALLEL_DIROPS,
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                // As Loft: no `security.capability` lookup before every write. (Loft
+                // drops set-id bits itself; this floor, a measure only, does not.)
+                | InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         );
         let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();

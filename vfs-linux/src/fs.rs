@@ -19,7 +19,7 @@ use fuser::{
     WriteFlags,
 };
 use loft_vfs::{
-    Attr, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError, nanos_of, system_time,
+    Attr, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError, has_setid, nanos_of, system_time,
 };
 use tracing::{info, warn};
 
@@ -158,10 +158,14 @@ impl LoftFs {
             return Ok(Serve::Passthrough);
         }
         let cached = modes.cached.get(&ino).copied().unwrap_or(0);
-        if let (Some(file), 0, true) = (
+        // A set-id file is written through this process, which drops the bits as
+        // the kernel asks (`FUSE_WRITE_KILL_SUIDGID`); by passthrough nothing would.
+        let setid = has_setid(u32::from(opened.attr.perm));
+        if let (Some(file), 0, true, false) = (
             &opened.backing,
             cached,
             self.passthrough.load(Ordering::Relaxed),
+            setid,
         ) {
             match open_backing(file) {
                 Ok(id) => {
@@ -228,7 +232,12 @@ impl Filesystem for LoftFs {
         let _ = config.add_capabilities(
             InitFlags::FUSE_DO_READDIRPLUS
                 | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_PARALLEL_DIROPS,
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                // Loft drops set-id bits itself (see `setattr` and `write`). The
+                // kernel then stops asking for `security.capability` before every
+                // write, a round trip each that made 4 KiB writes several times
+                // slower, also through passthrough.
+                | InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         );
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -259,7 +268,7 @@ impl Filesystem for LoftFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -275,6 +284,19 @@ impl Filesystem for LoftFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // With `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves the set-id bits to the file
+        // system: a change of owner drops them, and so does a change of size by a
+        // caller other than root (the kernel's test is CAP_FSETID, which fuser does
+        // not pass on).
+        let drops_setid = uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0);
+        let caller_gid = (req.uid() != 0).then_some(req.gid());
+        let mode = match mode {
+            None if drops_setid => match self.vfs.mode_without_setid(ino.0, caller_gid) {
+                Ok(mode) => mode,
+                Err(error) => return reply.error(errno(&error)),
+            },
+            mode => mode,
+        };
         let change = SetAttr {
             mode,
             uid,
@@ -499,16 +521,22 @@ impl Filesystem for LoftFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // Set by the kernel for a writer without CAP_FSETID.
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && let Err(error) = self.vfs.drop_setid(ino.0, req.gid())
+        {
+            return reply.error(errno(&error));
+        }
         match self.vfs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(error) => reply.error(errno(&error)),

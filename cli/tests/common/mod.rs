@@ -10,6 +10,7 @@
 
 pub mod differential;
 pub mod mount;
+pub mod nobody;
 
 use std::io::{BufReader, Read, Write};
 use std::net::SocketAddr;
