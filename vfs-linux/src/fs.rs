@@ -276,7 +276,7 @@ impl Filesystem for LoftFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -287,9 +287,20 @@ impl Filesystem for LoftFs {
         // With `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves the set-id bits to the file
         // system: a change of owner drops them, and so does a change of size by a
         // caller other than root (the kernel's test is CAP_FSETID, which fuser does
-        // not pass on).
-        let drops_setid = uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0);
-        let caller_gid = (req.uid() != 0).then_some(req.gid());
+        // not pass on). So does a change of nothing at all: what the kernel still
+        // sends when a caller without CAP_FSETID writes or allocates in a set-id file
+        // (`file_remove_privs`), once it has taken out the bits it leaves to Loft.
+        // Dropping them here, before the write, returns the new mode to the kernel's
+        // attribute cache in this reply.
+        let unprivileged = req.uid() != 0;
+        let empty = [mode, uid, gid].iter().all(Option::is_none)
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+            && ctime.is_none();
+        let drops_setid =
+            uid.is_some() || gid.is_some() || (unprivileged && (size.is_some() || empty));
+        let caller_gid = unprivileged.then_some(req.gid());
         let mode = match mode {
             None if drops_setid => match self.vfs.mode_without_setid(ino.0, caller_gid) {
                 Ok(mode) => mode,
