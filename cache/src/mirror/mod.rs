@@ -666,10 +666,15 @@ impl Db<'_> {
 
     /// The first `limit` queued operations, oldest first.
     pub fn queued(&self, limit: u32) -> Result<Vec<Queued>> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT seq, op, queued FROM outbox ORDER BY seq LIMIT ?1")?;
-        let rows = stmt.query_map([limit], |r| {
+        self.queued_after(i64::MIN, limit)
+    }
+
+    /// Up to `limit` queued operations after position `seq`, in order.
+    pub fn queued_after(&self, seq: i64, limit: u32) -> Result<Vec<Queued>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT seq, op, queued FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![seq, limit], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?))
         })?;
         let mut out = Vec::new();

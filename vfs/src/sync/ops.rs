@@ -144,6 +144,15 @@ impl Vfs {
         else {
             return Ok(sent);
         };
+        // The operations that may name it can lie past the end of the batch read
+        // (or have been queued after it was read): read on as far as they would go.
+        if rest.len() < 2 {
+            let last = rest.back().map_or(queued.seq, |q| q.seq);
+            let wanted = 2 - rest.len() as u32;
+            if let Ok(more) = self.mirror.read(|db| db.queued_after(last, wanted)) {
+                rest.extend(more);
+            }
+        }
         let removes_temporary = |op: &Op| {
             matches!(op, Op::Remove { ino: gone, parent: from, name: old, directory: false }
                 if gone == ino && from == parent && old == name)
