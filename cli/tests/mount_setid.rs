@@ -1,7 +1,7 @@
-//! Set-user-ID and set-group-ID bits on a root mount behave as on the local disk:
-//! a write or truncate by an unprivileged user drops them, a change of owner drops
-//! them, root's own writes keep them. Each case runs on a plain directory and on the
-//! mount, and the modes must match; a second device then sees the same modes.
+//! Set-user-ID and set-group-ID bits on a root mount behave as on the local disk: a
+//! write, truncate or allocation by an unprivileged user drops them, a change of owner
+//! drops them, root's own writes keep them. Each case runs on a plain directory and on
+//! the mount, and the modes must match; a second device then sees the same modes.
 
 mod common;
 
@@ -36,6 +36,10 @@ fn its_group_appends(path: &Path) {
     nobody_appends(path);
 }
 
+fn nobody_allocates(path: &Path) {
+    as_nobody(&AsNobody::Allocate(c_path(path))).expect("nobody allocates");
+}
+
 fn root_appends(path: &Path) {
     let mut file = OpenOptions::new().append(true).open(path).unwrap();
     file.write_all(b"root").unwrap();
@@ -67,6 +71,11 @@ const CASES: &[Case] = &[
         name: "setuid-truncated-by-nobody",
         mode: 0o4777,
         act: nobody_truncates,
+    },
+    Case {
+        name: "setuid-setgid-allocated-by-nobody",
+        mode: 0o6777,
+        act: nobody_allocates,
     },
     Case {
         name: "setuid-setgid-written-by-root",

@@ -25,6 +25,8 @@ pub enum AsNobody {
     Append(CString),
     /// Truncates to nothing.
     Truncate(CString),
+    /// Allocates the first 8 KiB (`fallocate`, mode 0).
+    Allocate(CString),
 }
 
 pub fn c_path(path: &Path) -> CString {
@@ -72,6 +74,16 @@ pub fn as_nobody(call: &AsNobody) -> io::Result<()> {
                     }
                 }
                 AsNobody::Truncate(path) => libc::truncate(path.as_ptr(), 0),
+                AsNobody::Allocate(path) => {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        fd
+                    } else {
+                        let rc = libc::fallocate(fd, 0, 0, 8192);
+                        libc::close(fd);
+                        rc
+                    }
+                }
             };
             libc::_exit(if rc < 0 { *libc::__errno_location() } else { 0 });
         }
