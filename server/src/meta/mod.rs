@@ -19,7 +19,7 @@ use crate::error::Result;
 pub use sql::access::Role;
 
 /// The metadata schema version this build migrates to, on both backends.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Nanoseconds since the Unix epoch; the unit of every time in the metadata store.
 pub type Nanos = i64;

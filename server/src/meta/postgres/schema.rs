@@ -264,6 +264,15 @@ CREATE TABLE search_cursor (
     seq BIGINT NOT NULL
 );
 "#,
+    // Each user's stored bytes, kept as they change, so a commit's quota check reads
+    // one row instead of summing every version the user owns.
+    r#"
+ALTER TABLE users ADD COLUMN used_bytes BIGINT NOT NULL DEFAULT 0;
+UPDATE users SET used_bytes = (
+    SELECT COALESCE(SUM(v.size), 0) FROM versions v
+    JOIN namespaces n ON n.id = v.ns WHERE n.owner = users.id
+);
+"#,
 ];
 const _: () = assert!(MIGRATIONS.len() == crate::meta::SCHEMA_VERSION as usize);
 

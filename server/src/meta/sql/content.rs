@@ -188,6 +188,7 @@ pub fn drop_version(db: &dyn Db, version: u64, now: Nanos) -> Result<()> {
         "DELETE FROM version_chunks WHERE version = ?1",
         args![version],
     )?;
+    quota::uncount_version(db, version)?;
     db.execute("DELETE FROM versions WHERE id = ?1", args![version])?;
     Ok(())
 }
@@ -220,6 +221,7 @@ pub fn insert_version(w: &Write<'_>, node: u64, base: u64, manifest: &Manifest) 
         ],
     )?;
     let (version, ns) = (version.u64(0)?, version.u64(1)?);
+    quota::count_version(w.db, ns, manifest.size)?;
     quota::check_after_adding(w.db, ns, manifest.size)?;
     let distinct: BTreeSet<&ChunkId> = manifest.chunks.iter().map(|c| &c.id).collect();
     for chunk in distinct {

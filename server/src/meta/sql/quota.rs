@@ -1,6 +1,9 @@
 //! Per-user quotas. A user's usage is the bytes of every version (current and kept, of
 //! live and trashed files) in the namespaces it owns: its home and each folder it shared
 //! out. Bytes are counted per version as the file's size; deduplication is not credited.
+//! Each user row keeps that sum (`used_bytes`): a version's insert adds to its owner's,
+//! its deletion takes away, both in the transaction that changes the version. (Moving
+//! versions between namespaces, as sharing a folder does, stays within one owner.)
 //!
 //! A new version reserves its bytes in the transaction that inserts it: the check runs
 //! after the insert, so the sum includes it, and a refusal rolls the whole transaction
@@ -16,12 +19,34 @@ use crate::meta::QuotaUsage;
 
 /// Bytes stored in the namespaces `user` owns.
 pub fn usage(db: &dyn Db, user: u64) -> Result<u64> {
-    db.query_one(
-        "SELECT CAST(COALESCE(SUM(v.size), 0) AS BIGINT) FROM versions v \
-         WHERE v.ns IN (SELECT id FROM namespaces WHERE owner = ?1)",
-        args![user],
-    )?
-    .u64(0)
+    let used = db
+        .query_opt("SELECT used_bytes FROM users WHERE id = ?1", args![user])?
+        .map_or(Ok(0), |row| row.i64(0))?;
+    Ok(used.max(0) as u64)
+}
+
+/// Counts a new version of `size` bytes in namespace `ns` for the namespace's owner.
+pub fn count_version(db: &dyn Db, ns: u64, size: u64) -> Result<()> {
+    if size > 0 {
+        db.execute(
+            "UPDATE users SET used_bytes = used_bytes + ?2 \
+             WHERE id = (SELECT owner FROM namespaces WHERE id = ?1)",
+            args![ns, size],
+        )?;
+    }
+    Ok(())
+}
+
+/// Takes the bytes of `version`, about to be deleted, off its namespace owner's count.
+pub fn uncount_version(db: &dyn Db, version: u64) -> Result<()> {
+    db.execute(
+        "UPDATE users SET used_bytes = used_bytes - \
+         (SELECT size FROM versions WHERE id = ?1) \
+         WHERE id = (SELECT n.owner FROM versions v JOIN namespaces n ON n.id = v.ns \
+         WHERE v.id = ?1)",
+        args![version],
+    )?;
+    Ok(())
 }
 
 /// A user's quota and usage.

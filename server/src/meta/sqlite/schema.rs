@@ -259,6 +259,15 @@ CREATE TABLE search_cursor (
     seq INTEGER NOT NULL
 );
 "#,
+    // Each user's stored bytes, kept as they change, so a commit's quota check reads
+    // one row instead of summing every version the user owns.
+    r#"
+ALTER TABLE users ADD COLUMN used_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET used_bytes = (
+    SELECT COALESCE(SUM(v.size), 0) FROM versions v
+    JOIN namespaces n ON n.id = v.ns WHERE n.owner = users.id
+);
+"#,
 ];
 const _: () = assert!(MIGRATIONS.len() == crate::meta::SCHEMA_VERSION as usize);
 
@@ -287,4 +296,44 @@ pub fn migrate(conn: &mut Connection) -> Result<(u32, u32)> {
     }
     tx.commit()?;
     Ok((current as u32, MIGRATIONS.len() as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database from before the usage counter gets each user's stored bytes when it
+    /// migrates: every version in the namespaces the user owns, none of others'.
+    #[test]
+    fn migrating_counts_what_each_user_stores() {
+        let before = MIGRATIONS.len() - 1;
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO users(id, name, password_hash, created) \
+             VALUES (1, 'ann', 'x', 0), (2, 'bob', 'x', 0), (3, 'cy', 'x', 0);
+             INSERT INTO namespaces(id, owner) VALUES (10, 1), (11, 1), (20, 2);
+             INSERT INTO versions(inode, base, size, content_hash, manifest, created, \
+             user_id, device_id, ns) VALUES \
+             (1, 0, 100, x'00', x'', 0, 1, 1, 10), (2, 0, 50, x'00', x'', 0, 2, 1, 11), \
+             (3, 0, 7, x'00', x'', 0, 2, 1, 20);",
+        )
+        .unwrap();
+        assert_eq!(
+            migrate(&mut conn).unwrap(),
+            (before as u32, MIGRATIONS.len() as u32)
+        );
+        let used: Vec<(i64, i64)> = conn
+            .prepare("SELECT id, used_bytes FROM users ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(used, vec![(1, 150), (2, 7), (3, 0)]);
+    }
 }
