@@ -1,11 +1,13 @@
-//! `loft-server check`: the metadata against the chunk store.
+//! `loft-server check`: the metadata against the chunk store, and each user's count
+//! of stored bytes against its versions.
 //!
 //! Every chunk a version references must be stored; a stored object that no chunk
 //! record names is an orphan (an upload that failed before it was recorded, or garbage
 //! a crash left behind). Checking changes nothing; repair deletes orphans older than a
 //! grace period, so that an upload in flight (stored, not yet recorded) is never lost,
 //! and the temporary files of chunk writes a crash interrupted (leftovers), after the
-//! same grace.
+//! same grace. A user's kept count of stored bytes (what quotas are checked against)
+//! that differs from the sum of its versions is reported; repair sets it to the sum.
 
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -15,7 +17,7 @@ use loft_remote::content::ChunkId;
 
 use crate::chunk_store::{ChunkStore, Leftover, ListedChunk};
 use crate::error::Result;
-use crate::meta::{MetaStore, StoredChunkRef};
+use crate::meta::{MetaStore, StoredChunkRef, UsageDrift};
 
 const PAGE: u32 = 5000;
 
@@ -39,6 +41,8 @@ pub struct CheckReport {
     pub leftovers: Vec<Leftover>,
     /// Leftovers deleted by a repair.
     pub leftovers_deleted: usize,
+    /// Users whose count of stored bytes was off (set right by a repair).
+    pub usage_drifts: Vec<UsageDrift>,
 }
 
 impl CheckReport {
@@ -87,6 +91,7 @@ pub fn check<'a>(
                 _ => break,
             }
         }
+        report.usage_drifts = meta.recount_usage(repair.is_some()).await?;
         report.orphans = stored.into_values().collect();
         report.orphans.sort_by_key(|orphan| orphan.id.0);
         if let Some(grace) = repair {

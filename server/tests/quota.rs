@@ -12,10 +12,11 @@ use common::Kind;
 use loft_remote::content::{ChunkId, ChunkRef, Manifest};
 use loft_remote::errors::ErrorKind;
 use loft_remote::proto::NodeKind;
+use loft_server::MetaLocation;
 use loft_server::chunk_store::ChunkStore;
 use loft_server::meta::{
     Caller, ChunkRecord, CommitOp, CommitOutcome, MetaStore, NewNode, QuotaUsage, RemoveOp, Role,
-    now_nanos,
+    UsageDrift, now_nanos,
 };
 
 struct Fixture {
@@ -243,6 +244,8 @@ async fn versions_trash_and_shared_folders_count(backend: Kind) {
         .await
         .unwrap();
     assert_eq!(usage(&f, &f.bob).await.used, 200);
+    // The counts kept along the way match the versions.
+    assert_eq!(f.meta.recount_usage(false).await.unwrap(), vec![]);
 }
 
 async fn a_refused_commit_changes_nothing(backend: Kind) {
@@ -421,9 +424,49 @@ async fn concurrent_commits_cannot_pass_the_quota_together(backend: Kind) {
     }
 }
 
+/// Runs one statement on the metadata database behind the store's back.
+async fn behind_the_back(f: &Fixture, sql: &str) {
+    match &f.stores.config.meta {
+        MetaLocation::Sqlite(path) => {
+            rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+        }
+        MetaLocation::Postgres(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client.batch_execute(sql).await.unwrap();
+        }
+    }
+}
+
+/// `check` finds a count of stored bytes that went wrong; a repair sets it right.
+async fn a_count_that_went_wrong_is_found_and_set_right(backend: Kind) {
+    let f = fixture(backend).await;
+    create(&f, &f.alice, f.alice.root, "a", &content(1, 1000))
+        .await
+        .unwrap();
+    assert_eq!(f.meta.recount_usage(false).await.unwrap(), vec![]);
+    behind_the_back(&f, "UPDATE users SET used_bytes = 5 WHERE name = 'alice'").await;
+    let drift = vec![UsageDrift {
+        user: "alice".into(),
+        counted: 5,
+        stored: 1000,
+    }];
+    assert_eq!(f.meta.recount_usage(false).await.unwrap(), drift);
+    assert_eq!(usage(&f, &f.alice).await.used, 5, "a check changes nothing");
+    assert_eq!(f.meta.recount_usage(true).await.unwrap(), drift);
+    assert_eq!(f.meta.recount_usage(false).await.unwrap(), vec![]);
+    assert_eq!(usage(&f, &f.alice).await.used, 1000);
+}
+
 on_both_backends!(
     versions_trash_and_shared_folders_count,
     a_refused_commit_changes_nothing,
     restoring_a_version_reserves_its_bytes,
     concurrent_commits_cannot_pass_the_quota_together,
+    a_count_that_went_wrong_is_found_and_set_right,
 );

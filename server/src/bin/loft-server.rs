@@ -379,6 +379,15 @@ async fn run(cli: Cli) -> Result<()> {
                     leftover.path
                 );
             }
+            for drift in &report.usage_drifts {
+                println!(
+                    "usage: {} is counted as storing {} bytes; its versions hold {}{}",
+                    drift.user,
+                    drift.counted,
+                    drift.stored,
+                    if repair { " (count set right)" } else { "" }
+                );
+            }
             if repair {
                 println!("deleted {} orphans older than {grace:?}", report.deleted);
                 println!(

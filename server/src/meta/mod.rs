@@ -177,6 +177,17 @@ pub struct StoredChunkRef {
     pub created: Nanos,
 }
 
+/// A user whose kept count of stored bytes differs from the sum of its versions, as
+/// `loft-server check` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageDrift {
+    pub user: String,
+    /// What the user row holds.
+    pub counted: u64,
+    /// What its versions add up to.
+    pub stored: u64,
+}
+
 /// An item in the trash, as `loft trash list` shows it.
 #[derive(Clone, Debug)]
 pub struct TrashEntry {
@@ -549,6 +560,9 @@ pub trait MetaStore: Send + Sync + 'static {
         after: Option<ChunkId>,
         limit: u32,
     ) -> Result<Vec<StoredChunkRef>>;
+    /// Users whose kept count of stored bytes differs from their versions' sum; with
+    /// `repair`, each count is set to the sum.
+    async fn recount_usage(&self, repair: bool) -> Result<Vec<UsageDrift>>;
     /// Deletes at most `limit` non-current versions created before `cutoff`.
     async fn prune_versions(&self, cutoff: Nanos, limit: u32) -> Result<u64>;
     /// Purges at most `limit` trash items deleted before `cutoff`.

@@ -32,7 +32,7 @@ use super::{
 };
 use crate::error::{Result, ServerError};
 use crate::journal_hub::JournalHub;
-use crate::meta::QuotaUsage;
+use crate::meta::{QuotaUsage, UsageDrift};
 use db::Db;
 use tree::Write;
 
@@ -540,6 +540,14 @@ impl<E: Engine> MetaStore for SqlMetaStore<E> {
     ) -> Result<Vec<StoredChunkRef>> {
         self.read(move |db, _| content::chunk_records(db, after.as_ref(), limit))
             .await
+    }
+
+    async fn recount_usage(&self, repair: bool) -> Result<Vec<UsageDrift>> {
+        if repair {
+            self.write_quietly(|db, _| quota::recount(db, true)).await
+        } else {
+            self.read(|db, _| quota::recount(db, false)).await
+        }
     }
 
     async fn prune_versions(&self, cutoff: Nanos, limit: u32) -> Result<u64> {

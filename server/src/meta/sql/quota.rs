@@ -15,7 +15,7 @@ use loft_remote::errors::ErrorKind;
 
 use super::db::{Db, Dialect, args};
 use crate::error::{Result, ServerError};
-use crate::meta::QuotaUsage;
+use crate::meta::{QuotaUsage, UsageDrift};
 
 /// Bytes stored in the namespaces `user` owns.
 pub fn usage(db: &dyn Db, user: u64) -> Result<u64> {
@@ -100,4 +100,34 @@ pub fn check_after_adding(db: &dyn Db, ns: u64, added: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Users whose `used_bytes` differs from the sum of the versions in the namespaces they
+/// own; with `repair` (in a write transaction), each is set to that sum.
+pub fn recount(db: &dyn Db, repair: bool) -> Result<Vec<UsageDrift>> {
+    let rows = db.query(
+        "SELECT u.id, u.name, u.used_bytes, CAST(COALESCE((SELECT SUM(v.size) FROM versions v \
+         JOIN namespaces n ON n.id = v.ns WHERE n.owner = u.id), 0) AS BIGINT) \
+         FROM users u ORDER BY u.id",
+        args![],
+    )?;
+    let mut drifts = Vec::new();
+    for row in &rows {
+        let (counted, stored) = (row.i64(2)?, row.u64(3)?);
+        if u64::try_from(counted).ok() == Some(stored) {
+            continue;
+        }
+        if repair {
+            db.execute(
+                "UPDATE users SET used_bytes = ?2 WHERE id = ?1",
+                args![row.u64(0)?, stored],
+            )?;
+        }
+        drifts.push(UsageDrift {
+            user: row.text(1)?,
+            counted: counted.max(0) as u64,
+            stored,
+        });
+    }
+    Ok(drifts)
 }
