@@ -3,6 +3,7 @@
 //! dirty, and the last close hands it to the sync engine.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -409,26 +410,55 @@ impl Vfs {
 
     /// `fallocate` mode 0 (`posix_fallocate`): makes sure the file is at least
     /// `offset + len` long. Other modes (hole punching, keep-size) are not offered.
+    /// `fallocate` of a file open for writing, whose bytes are all in its body: mode 0
+    /// (reserve, growing the file), `FALLOC_FL_KEEP_SIZE` (reserve past the end),
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` (deallocate: the range reads as
+    /// zeros) and `FALLOC_FL_ZERO_RANGE` (with or without `KEEP_SIZE`). The body file
+    /// does it; the new content goes up as the file's next version. Other modes
+    /// (collapse, insert, unshare) are not supported.
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> VfsResult<()> {
         let handle = self.handle(fh)?;
-        if mode != 0 {
+        let supported =
+            libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !supported != 0 {
             return Err(VfsError::NotSupported);
         }
         if !handle.write {
             return Err(VfsError::BadHandle);
         }
-        self.check_disk_reserve()?;
+        let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
         let end = offset.saturating_add(len);
-        let current = handle.file.metadata()?.len();
-        let available = self.bodies.available_space()?;
-        if end.saturating_sub(current) > available.saturating_sub(self.config.disk_reserve) {
-            return Err(VfsError::NoSpace(format!(
-                "cannot reserve {} bytes: {available} available",
-                end - current
-            )));
+        if !punch {
+            // What may be allocated: up to the end of the range.
+            self.check_disk_reserve()?;
+            let current = handle.file.metadata()?.len();
+            let available = self.bodies.available_space()?;
+            if end.saturating_sub(current) > available.saturating_sub(self.config.disk_reserve) {
+                return Err(VfsError::NoSpace(format!(
+                    "cannot reserve {} bytes: {available} available",
+                    end - current
+                )));
+            }
         }
-        if current < end {
-            handle.file.set_len(end)?;
+        if mode == 0 {
+            // Growing the body is all a reservation needs here: its blocks are
+            // allocated as they are written, against the disk reserve checked above.
+            if handle.file.metadata()?.len() < end {
+                handle.file.set_len(end)?;
+                self.bump(handle.ino);
+            }
+            return Ok(());
+        }
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(VfsError::Invalid("fallocate range out of bounds"));
+        };
+        // SAFETY: the descriptor is the handle's open body file; fallocate reads no
+        // memory of ours.
+        let done = unsafe { libc::fallocate(handle.file.as_raw_fd(), mode, offset, len) };
+        if done != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        if mode != libc::FALLOC_FL_KEEP_SIZE {
             self.bump(handle.ino);
         }
         Ok(())
