@@ -110,7 +110,7 @@ impl Bodies {
         if spares.names.len() >= SPARES_KEPT {
             return Ok(false);
         }
-        match truncate(path) {
+        match empty_for_reuse(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
             Err(e) => return Err(CacheError::io(path)(e)),
             Ok(()) => {}
@@ -230,16 +230,22 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// Cuts the file at `path` to nothing, keeping its inode.
-fn truncate(path: &Path) -> io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `c_path` is NUL-terminated; truncate reads it and touches no memory of ours.
-    if unsafe { libc::truncate(c_path.as_ptr(), 0) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// Cuts the file at `path` to nothing, keeping its inode, and clears the write-back
+/// error its page cache may still carry for the file it was.
+///
+/// The kernel keeps a file's last write-back error in its inode (`errseq`) and, while
+/// nobody has seen it, reports it to the first `fsync` of each descriptor opened after
+/// it: a direct write that collides with cached pages leaves `EIO` there, for one. A
+/// file made from this spare would then fail its first `fsync` with an error that
+/// belongs to a file already deleted. Waiting on the (empty) file's write-back through
+/// a descriptor of ours reports the error to us instead, which marks it seen.
+fn empty_for_reuse(path: &Path) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).truncate(true).open(path)?;
+    // SAFETY: sync_file_range on a descriptor we own; no memory is involved. An error
+    // it returns is the old file's (the spare, empty, has nothing to write back), and
+    // returning it has marked it seen.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WAIT_AFTER) };
+    Ok(())
 }
 
 /// Bytes available to unprivileged users on the file system holding `path`.
