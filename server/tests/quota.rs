@@ -461,6 +461,16 @@ async fn a_count_that_went_wrong_is_found_and_set_right(backend: Kind) {
     assert_eq!(f.meta.recount_usage(true).await.unwrap(), drift);
     assert_eq!(f.meta.recount_usage(false).await.unwrap(), vec![]);
     assert_eq!(usage(&f, &f.alice).await.used, 1000);
+
+    // A count below zero is reported as it is.
+    behind_the_back(&f, "UPDATE users SET used_bytes = -7 WHERE name = 'alice'").await;
+    let drift = vec![UsageDrift {
+        user: "alice".into(),
+        counted: -7,
+        stored: 1000,
+    }];
+    assert_eq!(f.meta.recount_usage(true).await.unwrap(), drift);
+    assert_eq!(usage(&f, &f.alice).await.used, 1000);
 }
 
 on_both_backends!(

@@ -8,10 +8,9 @@ use loft_cache::mirror::Kind;
 
 use crate::core::Vfs;
 use crate::error::VfsResult;
-use crate::tree::SetAttr;
+use crate::tree::{S_ISGID, SetAttr};
 
 const S_ISUID: u32 = 0o4000;
-const S_ISGID: u32 = 0o2000;
 const S_IXGRP: u32 = 0o0010;
 
 /// `mode` without the set-id bits a change by `caller_gid` drops: set-user-ID

@@ -43,7 +43,7 @@ pub(crate) fn check_name(name: &[u8]) -> VfsResult<()> {
     Ok(())
 }
 
-const S_ISGID: u32 = 0o2000;
+pub(crate) const S_ISGID: u32 = 0o2000;
 
 /// How long a new file waits for the close that hands it to the sync engine (the
 /// close sets the real debounce); a crash forgets it, and recovery uploads the file.

@@ -182,8 +182,8 @@ pub struct StoredChunkRef {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageDrift {
     pub user: String,
-    /// What the user row holds.
-    pub counted: u64,
+    /// What the user row holds (negative, too, when the count went wrong).
+    pub counted: i64,
     /// What its versions add up to.
     pub stored: u64,
 }

@@ -125,7 +125,7 @@ pub fn recount(db: &dyn Db, repair: bool) -> Result<Vec<UsageDrift>> {
         }
         drifts.push(UsageDrift {
             user: row.text(1)?,
-            counted: counted.max(0) as u64,
+            counted,
             stored,
         });
     }
