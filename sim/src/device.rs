@@ -9,10 +9,17 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use loft_remote::RemoteClient;
 use loft_remote::client::{ConnectOptions, GrpcClient, ServerAddress};
-use loft_vfs::{Kind, OpenMode, ROOT_INO, SetAttr, Vfs, VfsConfig, VfsError};
+use loft_vfs::{Caller, Kind, OpenMode, ROOT_INO, SetAttr, Vfs, VfsConfig, VfsError};
 use tempfile::TempDir;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+
+/// Root creating nodes with modes already final (no umask).
+const ROOT: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    umask: 0,
+};
 use tracing::Instrument;
 
 use crate::content::Token;
@@ -130,7 +137,7 @@ impl SimDevice {
             }
             Op::Mkdir { path } => {
                 let (parent, name) = self.parent_of(path)?;
-                self.vfs.mkdir(parent, name.as_bytes(), 0o755, 0, 0)?;
+                self.vfs.mkdir(parent, name.as_bytes(), 0o755, ROOT)?;
                 Ok(None)
             }
             Op::Rmdir { path } => {
@@ -168,7 +175,7 @@ impl SimDevice {
             parent = match self.vfs.lookup(parent, part.as_bytes()) {
                 Ok(attr) => attr.ino,
                 Err(VfsError::NotFound) => {
-                    self.vfs.mkdir(parent, part.as_bytes(), 0o755, 0, 0)?.ino
+                    self.vfs.mkdir(parent, part.as_bytes(), 0o755, ROOT)?.ino
                 }
                 Err(error) => return Err(error.into()),
             };
@@ -191,7 +198,7 @@ impl SimDevice {
             Err(VfsError::NotFound) => {
                 let created = self
                     .vfs
-                    .create(parent, name.as_bytes(), 0o644, 0, 0, true)?;
+                    .create(parent, name.as_bytes(), 0o644, ROOT, true)?;
                 (created.attr.ino, created.fh)
             }
             Err(error) => return Err(error.into()),

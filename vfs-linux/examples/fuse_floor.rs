@@ -423,7 +423,11 @@ impl Filesystem for FloorFs {
                 | InitFlags::FUSE_PARALLEL_DIROPS
                 // As Loft: no `security.capability` lookup before every write. (Loft
                 // drops set-id bits itself; this floor, a measure only, does not.)
-                | InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+                | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+                // As Loft: the kernel enforces and caches POSIX ACLs (this floor has
+                // none) and leaves the umask to the file system.
+                | InitFlags::FUSE_POSIX_ACL
+                | InitFlags::FUSE_DONT_MASK,
         );
         let passthrough = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok();
@@ -545,10 +549,11 @@ impl Filesystem for FloorFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let mode = mode & !umask;
         let (kind, body) = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => (FileType::RegularFile, Body::File),
             libc::S_IFIFO => (FileType::NamedPipe, Body::Special),
@@ -575,9 +580,10 @@ impl Filesystem for FloorFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
+        let mode = mode & !umask;
         let body = Body::Directory {
             parent: parent.0,
             entries: HashMap::new(),
@@ -743,10 +749,11 @@ impl Filesystem for FloorFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let mode = mode & !umask;
         let (attr, local) =
             match self.make(req, parent, name, FileType::RegularFile, mode, Body::File) {
                 Ok(made) => made,

@@ -19,7 +19,8 @@ use fuser::{
     WriteFlags,
 };
 use loft_vfs::{
-    Attr, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError, has_setid, nanos_of, system_time,
+    Attr, Caller, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError, has_setid, nanos_of,
+    system_time,
 };
 use tracing::{info, warn};
 
@@ -54,7 +55,18 @@ struct Modes {
 pub(crate) struct LoftFs {
     vfs: Arc<Vfs>,
     passthrough: AtomicBool,
+    /// The kernel enforces POSIX ACLs (`FUSE_POSIX_ACL`).
+    acls: AtomicBool,
     modes: Mutex<Modes>,
+}
+
+/// The creator of a node: the caller of `req` with its `umask`.
+fn caller(req: &Request, umask: u32) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        umask,
+    }
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -139,6 +151,7 @@ impl LoftFs {
         LoftFs {
             vfs,
             passthrough: AtomicBool::new(passthrough),
+            acls: AtomicBool::new(false),
             modes: Mutex::new(Modes::default()),
         }
     }
@@ -239,6 +252,15 @@ impl Filesystem for LoftFs {
                 // slower, also through passthrough.
                 | InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         );
+        // POSIX ACLs: the kernel enforces them and caches each inode's; Loft stores
+        // them and applies the umask itself (see `loft_vfs::acl`).
+        let acls = config
+            .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+            .is_ok();
+        if !acls {
+            info!("kernel does not offer POSIX ACLs");
+        }
+        self.acls.store(acls, Ordering::Relaxed);
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(2).is_ok();
@@ -335,7 +357,7 @@ impl Filesystem for LoftFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -353,7 +375,7 @@ impl Filesystem for LoftFs {
             kind,
             mode & 0o7777,
             u64::from(rdev),
-            (req.uid(), req.gid()),
+            caller(req, umask),
         );
         self.entry(reply, result);
     }
@@ -364,12 +386,12 @@ impl Filesystem for LoftFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let result = self
             .vfs
-            .mkdir(parent.0, bytes(name), mode & 0o7777, req.uid(), req.gid());
+            .mkdir(parent.0, bytes(name), mode & 0o7777, caller(req, umask));
         self.entry(reply, result);
     }
 
@@ -469,7 +491,7 @@ impl Filesystem for LoftFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -478,8 +500,7 @@ impl Filesystem for LoftFs {
             parent.0,
             bytes(name),
             mode & 0o7777,
-            req.uid(),
-            req.gid(),
+            caller(req, umask),
             write,
         ) {
             Ok(opened) => opened,
@@ -684,7 +705,7 @@ impl Filesystem for LoftFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -692,7 +713,17 @@ impl Filesystem for LoftFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.empty(reply, self.vfs.setxattr(ino.0, bytes(name), value, flags));
+        let name = bytes(name);
+        if name.starts_with(b"system.posix_acl_") && !self.acls.load(Ordering::Relaxed) {
+            // The kernel would not enforce it: stored but not enforced would be worse
+            // than refused.
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        let caller_gid = (req.uid() != 0).then_some(req.gid());
+        self.empty(
+            reply,
+            self.vfs.setxattr(ino.0, name, value, flags, caller_gid),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

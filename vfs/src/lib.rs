@@ -11,6 +11,7 @@
 //! the call returns; the server learns of it shortly after. Reads of placeholders
 //! fetch only the chunks covering the range, plus read-ahead when sequential.
 
+mod acl;
 mod attr;
 mod backoff;
 mod config;
@@ -45,4 +46,4 @@ pub use ignore::{DEFAULT_IGNORES, IGNORE_FILE};
 pub use loft_cache::mirror::{Kind, ROOT_INO};
 pub use setid::has_setid;
 pub use status::{FileState, FsStats, MountStatus, PathStatus};
-pub use tree::{SetAttr, TimeSet};
+pub use tree::{Caller, SetAttr, TimeSet};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use loft_cache::mirror::{Db, Kind, Node, Op, ROOT_INO};
 use loft_remote::names::NAME_MAX;
 
+use crate::acl;
 use crate::attr::{Attr, Nanos, now};
 use crate::core::{DirHandle, Opened, Vfs, lock};
 use crate::error::{VfsError, VfsResult};
@@ -50,9 +51,20 @@ pub(crate) const S_ISGID: u32 = 0o2000;
 const UNTIL_CLOSED: Duration = Duration::from_secs(24 * 3600);
 
 /// What a new node is.
+/// Who creates a node: its owner, and the umask that applies unless the folder has a
+/// default ACL (0 when the caller has applied it already).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+}
+
 pub(crate) struct NewNode<'a> {
     pub kind: Kind,
     pub mode: u32,
+    /// The caller's umask, applied unless the folder has a default ACL.
+    pub umask: u32,
     pub uid: u32,
     pub gid: u32,
     pub rdev: u64,
@@ -105,13 +117,22 @@ impl Vfs {
         self.check_writable(parent)?;
         self.ensure_listed(parent)?;
         let local_only = self.is_ignored(parent, name, new.kind == Kind::Directory)?;
+        let symlink = new.kind == Kind::Symlink;
+        if !symlink {
+            self.ensure_xattrs(parent)?;
+        }
         let stamp = now();
         let node = self.tx(|db| {
             let mut dir = dir_node(db, parent)?;
             if db.lookup(parent, name)?.is_some() {
                 return Err(VfsError::Exists);
             }
-            let mut node = Node::new(new.kind, new.mode & 0o7777, stamp);
+            let inherited = if symlink {
+                acl::Inherited::nothing(new.mode)
+            } else {
+                acl::inherit(db, parent, new.mode, new.umask, new.kind == Kind::Directory)?
+            };
+            let mut node = Node::new(new.kind, inherited.mode & 0o7777, stamp);
             node.uid = new.uid;
             node.gid = new.gid;
             if dir.mode & S_ISGID != 0 {
@@ -141,28 +162,28 @@ impl Vfs {
             db.add_entry(parent, name, node.ino)?;
             touch_dir(db, &mut dir, stamp, i32::from(new.kind == Kind::Directory))?;
             db.queue(&Op::create_of(&node, parent, name.to_vec()), stamp)?;
+            if let Some(access) = &inherited.access {
+                acl::store(db, node.ino, acl::ACCESS, Some(access), stamp)?;
+            }
+            if let Some(default) = &inherited.default {
+                acl::store(db, node.ino, acl::DEFAULT, Some(default), stamp)?;
+            }
             Ok(node)
         })?;
         self.wake.notify_one();
         Ok(node)
     }
 
-    pub fn mkdir(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> VfsResult<Attr> {
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> VfsResult<Attr> {
         let node = self.make_node(
             parent,
             name,
             NewNode {
                 kind: Kind::Directory,
                 mode,
-                uid,
-                gid,
+                umask: caller.umask,
+                uid: caller.uid,
+                gid: caller.gid,
                 rdev: 0,
                 symlink: b"",
             },
@@ -171,7 +192,6 @@ impl Vfs {
     }
 
     /// mknod: regular files, fifos, sockets and device nodes.
-    /// `owner`: the caller's uid and gid.
     pub fn mknod(
         &self,
         parent: u64,
@@ -179,9 +199,8 @@ impl Vfs {
         kind: Kind,
         mode: u32,
         rdev: u64,
-        owner: (u32, u32),
+        caller: Caller,
     ) -> VfsResult<Attr> {
-        let (uid, gid) = owner;
         if kind == Kind::Directory || kind == Kind::Symlink {
             return Err(VfsError::Invalid("mknod of a directory or symlink"));
         }
@@ -191,8 +210,9 @@ impl Vfs {
             NewNode {
                 kind,
                 mode,
-                uid,
-                gid,
+                umask: caller.umask,
+                uid: caller.uid,
+                gid: caller.gid,
                 rdev,
                 symlink: b"",
             },
@@ -221,6 +241,7 @@ impl Vfs {
             NewNode {
                 kind: Kind::Symlink,
                 mode: 0o777,
+                umask: 0,
                 uid,
                 gid,
                 rdev: 0,
@@ -236,8 +257,7 @@ impl Vfs {
         parent: u64,
         name: &[u8],
         mode: u32,
-        uid: u32,
-        gid: u32,
+        caller: Caller,
         write: bool,
     ) -> VfsResult<Opened> {
         let node = self.make_node(
@@ -246,8 +266,9 @@ impl Vfs {
             NewNode {
                 kind: Kind::File,
                 mode,
-                uid,
-                gid,
+                umask: caller.umask,
+                uid: caller.uid,
+                gid: caller.gid,
                 rdev: 0,
                 symlink: b"",
             },
@@ -588,6 +609,10 @@ impl Vfs {
 
     pub fn setattr(&self, ino: u64, change: SetAttr) -> VfsResult<Attr> {
         self.check_writable(ino)?;
+        if change.mode.is_some() {
+            // A chmod rewrites the access ACL, if any.
+            self.ensure_xattrs(ino)?;
+        }
         if let Some(size) = change.size {
             self.set_size(ino, size)?;
         }
@@ -606,8 +631,10 @@ impl Vfs {
         if any {
             let queued = self.tx(|db| {
                 let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
+                let mut acl_changed = false;
                 if let Some(mode) = change.mode {
                     node.mode = mode & 0o7777;
+                    acl_changed = acl::follow_chmod(db, ino, node.mode, stamp)?;
                 }
                 if let Some(uid) = change.uid {
                     node.uid = uid;
@@ -635,7 +662,7 @@ impl Vfs {
                     // tar's `futimens`, `fchown` and `fchmod` of each new file (and
                     // `cp -a`'s, which sets the access time too): no call to the
                     // server each, and nothing for the sync engine to do.
-                    return Ok(false);
+                    return Ok(acl_changed);
                 }
                 db.queue(
                     &Op::SetAttr {
@@ -785,7 +812,7 @@ fn take_place_of(db: &Db<'_>, source: &Node, old: &Node, stamp: Nanos) -> VfsRes
 /// creation: a new file whose first commit is still to be sent carries them
 /// as they are then (and a commit already on its way is checked against them when its
 /// answer comes, `sync::commit`).
-fn goes_in_its_creation(db: &Db<'_>, node: &Node) -> VfsResult<bool> {
+pub(crate) fn goes_in_its_creation(db: &Db<'_>, node: &Node) -> VfsResult<bool> {
     Ok(node.kind == Kind::File
         && node.dirty
         && db.remote_of(node.ino)?.is_none()

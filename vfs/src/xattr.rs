@@ -5,6 +5,7 @@
 
 use loft_cache::mirror::Op;
 
+use crate::acl;
 use crate::attr::now;
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
@@ -17,9 +18,21 @@ pub(crate) const STATE: &[u8] = b"user.loft.state";
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
 
+/// EEXIST for `XATTR_CREATE` of a name that `exists`, ENODATA for `XATTR_REPLACE` of
+/// one that does not.
+pub(crate) fn check_xattr_flags(flags: i32, exists: bool) -> VfsResult<()> {
+    if flags & XATTR_CREATE != 0 && exists {
+        return Err(VfsError::Exists);
+    }
+    if flags & XATTR_REPLACE != 0 && !exists {
+        return Err(VfsError::NoAttribute);
+    }
+    Ok(())
+}
+
 impl Vfs {
     /// Fetches a node's xattrs from the server once (when it has a server id).
-    fn ensure_xattrs(&self, ino: u64) -> VfsResult<()> {
+    pub(crate) fn ensure_xattrs(&self, ino: u64) -> VfsResult<()> {
         let node = self.node(ino)?;
         if node.xattrs_listed {
             return Ok(());
@@ -91,7 +104,17 @@ impl Vfs {
         Ok(self.mirror.read(|db| db.xattr_names(ino))?)
     }
 
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> VfsResult<()> {
+    /// Sets xattr `name`. `caller_gid`: the group of an unprivileged caller (`None`
+    /// for a privileged one), which decides whether setting an ACL keeps the
+    /// set-group-ID bit.
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        caller_gid: Option<u32>,
+    ) -> VfsResult<()> {
         if name == PIN {
             return match value {
                 b"1" => self.set_pinned(ino, true),
@@ -112,8 +135,10 @@ impl Vfs {
         if name.is_empty() || name.len() > 255 {
             return Err(VfsError::Range);
         }
+        if name == acl::ACCESS || name == acl::DEFAULT {
+            return self.set_acl(ino, name, value, flags, caller_gid);
+        }
         if name.starts_with(b"system.posix_acl_") {
-            // Stored but not enforced would be worse than refused.
             return Err(VfsError::NotSupported);
         }
         self.check_writable(ino)?;
@@ -121,13 +146,7 @@ impl Vfs {
         let stamp = now();
         self.tx(|db| {
             let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
-            let exists = db.xattr(ino, name)?.is_some();
-            if flags & XATTR_CREATE != 0 && exists {
-                return Err(VfsError::Exists);
-            }
-            if flags & XATTR_REPLACE != 0 && !exists {
-                return Err(VfsError::NoAttribute);
-            }
+            check_xattr_flags(flags, db.xattr(ino, name)?.is_some())?;
             db.set_xattr(ino, name, value)?;
             node.ctime = stamp;
             db.update_node(&node)?;
