@@ -50,7 +50,6 @@ pub(crate) const S_ISGID: u32 = 0o2000;
 /// close sets the real debounce); a crash forgets it, and recovery uploads the file.
 const UNTIL_CLOSED: Duration = Duration::from_secs(24 * 3600);
 
-/// What a new node is.
 /// Who creates a node: its owner, and the umask that applies unless the folder has a
 /// default ACL (0 when the caller has applied it already).
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +59,7 @@ pub struct Caller {
     pub umask: u32,
 }
 
+/// What a new node is.
 pub(crate) struct NewNode<'a> {
     pub kind: Kind,
     pub mode: u32,

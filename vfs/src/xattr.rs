@@ -1,7 +1,7 @@
 //! Extended attributes: stored in the mirror and queued for the server, fetched from
 //! it the first time a node's are asked for. `user.loft.pin` (read-write) and
 //! `user.loft.state` (read-only) and `user.loft.ignore` (read-write) are Loft's own
-//! and never stored.
+//! and never stored. POSIX ACLs are xattrs too, with rules of their own (`acl`).
 
 use loft_cache::mirror::Op;
 
