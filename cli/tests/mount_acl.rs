@@ -194,3 +194,32 @@ fn a_malformed_acl_is_refused_and_changes_nothing() {
     fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
     assert_eq!(try_malformed(&file), expected);
 }
+
+/// `-o noacl` (as on ext4): no ACLs can be set, and the kernel applies the umask.
+#[test]
+fn a_drive_mounted_noacl_takes_no_acls() {
+    let server = TestServer::start();
+    server.add_user("ann");
+    let laptop = Device::login(&server, "ann", "laptop");
+    let mount = laptop.mount(&["-o", "noacl"]);
+    let file = mount.path().join("f");
+    fs::write(&file, b"x").unwrap();
+    let out = Command::new("setfacl")
+        .args(["-m", "u:nobody:r"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not supported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg("umask 027 && mkdir d && touch d/f && stat -c '%a' d d/f")
+        .current_dir(mount.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&made.stdout), "750\n640\n");
+}

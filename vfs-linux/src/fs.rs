@@ -147,11 +147,12 @@ enum Serve {
 }
 
 impl LoftFs {
-    pub(crate) fn new(vfs: Arc<Vfs>, passthrough: bool) -> LoftFs {
+    /// `acls`: ask the kernel for POSIX ACLs (it may not offer them).
+    pub(crate) fn new(vfs: Arc<Vfs>, passthrough: bool, acls: bool) -> LoftFs {
         LoftFs {
             vfs,
             passthrough: AtomicBool::new(passthrough),
-            acls: AtomicBool::new(false),
+            acls: AtomicBool::new(acls),
             modes: Mutex::new(Modes::default()),
         }
     }
@@ -254,13 +255,16 @@ impl Filesystem for LoftFs {
         );
         // POSIX ACLs: the kernel enforces them and caches each inode's; Loft stores
         // them and applies the umask itself (see `loft_vfs::acl`).
-        let acls = config
-            .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
-            .is_ok();
-        if !acls {
-            info!("kernel does not offer POSIX ACLs");
+        // Unless mounted with `noacl`.
+        if self.acls.load(Ordering::Relaxed) {
+            let acls = config
+                .add_capabilities(InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK)
+                .is_ok();
+            if !acls {
+                info!("kernel does not offer POSIX ACLs");
+            }
+            self.acls.store(acls, Ordering::Relaxed);
         }
-        self.acls.store(acls, Ordering::Relaxed);
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(2).is_ok();

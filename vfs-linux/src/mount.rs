@@ -34,7 +34,16 @@ pub struct Mounted {
     mountpoint: PathBuf,
 }
 
-fn fuse_options(options: &MountOptions) -> (Vec<MountOption>, bool) {
+/// What the `-o` options ask of the kernel's mount and of Loft.
+struct Chosen {
+    mount_options: Vec<MountOption>,
+    allow_other: bool,
+    /// POSIX ACLs (`acl`, the default; `noacl` turns them off, as on ext4).
+    acls: bool,
+}
+
+fn fuse_options(options: &MountOptions) -> Chosen {
+    let mut acls = true;
     let mut out = vec![
         MountOption::DefaultPermissions,
         MountOption::FSName("loft".into()),
@@ -55,6 +64,8 @@ fn fuse_options(options: &MountOptions) -> (Vec<MountOption>, bool) {
             | "default_permissions" => {}
             o if o.starts_with("x-") || o.starts_with("comment=") => {}
             "allow_other" => allow_other = true,
+            "acl" => acls = true,
+            "noacl" => acls = false,
             "ro" => out.push(MountOption::RO),
             "rw" => out.push(MountOption::RW),
             "noexec" => out.push(MountOption::NoExec),
@@ -76,22 +87,26 @@ fn fuse_options(options: &MountOptions) -> (Vec<MountOption>, bool) {
             o => out.push(MountOption::CUSTOM(o.into())),
         }
     }
-    (out, allow_other)
+    Chosen {
+        mount_options: out,
+        allow_other,
+        acls,
+    }
 }
 
 /// Mounts `vfs` at `mountpoint`; returns once the kernel has initialised the mount.
 pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, options: &MountOptions) -> io::Result<Mounted> {
-    let (mount_options, allow_other) = fuse_options(options);
+    let chosen = fuse_options(options);
     let mut config = Config::default();
-    config.mount_options = mount_options;
-    config.acl = if allow_other {
+    config.mount_options = chosen.mount_options;
+    config.acl = if chosen.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;
-    let fs = LoftFs::new(vfs.clone(), options.passthrough);
+    let fs = LoftFs::new(vfs.clone(), options.passthrough, chosen.acls);
     let session = fuser::Session::new(fs, mountpoint, &config)?;
     let notifier = session.notifier();
     let (sender, receiver) = mpsc::channel::<KernelNote>();
