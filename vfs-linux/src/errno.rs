@@ -21,6 +21,7 @@ pub(crate) fn errno(error: &VfsError) -> Errno {
         VfsError::Quota => libc::EDQUOT,
         VfsError::BadHandle => libc::EBADF,
         VfsError::NotSupported => libc::EOPNOTSUPP,
+        VfsError::PastEnd => libc::ENXIO,
         VfsError::Offline(_) | VfsError::Io(_) => libc::EIO,
     })
 }

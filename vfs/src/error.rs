@@ -57,6 +57,9 @@ pub enum VfsError {
     /// EOPNOTSUPP
     #[error("operation not supported")]
     NotSupported,
+    /// ENXIO: `lseek` to data or a hole at or past the end of the file.
+    #[error("no data or hole at or past this offset")]
+    PastEnd,
     /// EIO: bytes not held locally while the server is unreachable.
     #[error("offline: {0}")]
     Offline(String),

@@ -489,6 +489,38 @@ impl Vfs {
         self.check_commit_refused(handle.ino)
     }
 
+    /// `lseek` with `SEEK_DATA` (`data`) or `SEEK_HOLE`: where the next data or hole at
+    /// or after `offset` starts. A handle whose body holds every byte asks the body,
+    /// so holes written as holes show; otherwise the file is all data (what is not
+    /// local is not known to be a hole), as the kernel answers for a file system that
+    /// cannot tell. ENXIO at or past the end.
+    pub fn seek_data_or_hole(&self, fh: u64, offset: u64, data: bool) -> VfsResult<u64> {
+        let handle = self.handle(fh)?;
+        if handle.layout.is_none() {
+            let whence = if data {
+                libc::SEEK_DATA
+            } else {
+                libc::SEEK_HOLE
+            };
+            let offset = i64::try_from(offset).map_err(|_| VfsError::PastEnd)?;
+            // SAFETY: lseek on a descriptor the handle owns; no memory is involved.
+            let at = unsafe { libc::lseek(handle.file.as_raw_fd(), offset, whence) };
+            if at < 0 {
+                let error = std::io::Error::last_os_error();
+                return Err(match error.raw_os_error() {
+                    Some(libc::ENXIO) => VfsError::PastEnd,
+                    _ => error.into(),
+                });
+            }
+            return Ok(at as u64);
+        }
+        let size = self.node(handle.ino)?.size;
+        if offset >= size {
+            return Err(VfsError::PastEnd);
+        }
+        Ok(if data { offset } else { size })
+    }
+
     /// `close` of a handle (every `close(2)` of a descriptor): EDQUOT when the server
     /// refused the file's last commit for quota; the bytes stay local either way.
     pub fn flush(&self, fh: u64) -> VfsResult<()> {
