@@ -36,8 +36,11 @@ fn make_sparse(path: &Path) {
     file.sync_all().unwrap();
 }
 
-/// Where each probe lands: (offset, SEEK_DATA, SEEK_HOLE); errors as their errno.
-fn probes(path: &Path) -> Vec<(u64, Result<u64, i32>, Result<u64, i32>)> {
+/// Where `lseek` lands, or its errno.
+type Landing = Result<u64, i32>;
+
+/// Where each probe lands: (offset, SEEK_DATA, SEEK_HOLE).
+fn probes(path: &Path) -> Vec<(u64, Landing, Landing)> {
     let file = File::open(path).unwrap();
     [
         0,
