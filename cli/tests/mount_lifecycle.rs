@@ -135,6 +135,15 @@ fn mounting_a_missing_directory_or_a_file_fails_clearly() {
     let error = device.fails(&["mount", &file_arg]);
     assert!(error.contains("not a directory"), "{error}");
 
+    // An option a drive cannot honour is named, with the reason.
+    let (_parent, dir) = mount_dir();
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let error = device.fails(&["mount", &dir_arg, "-o", "relatime"]);
+    assert!(
+        error.contains("-o relatime") && error.contains("noatime"),
+        "{error}"
+    );
+
     // Nothing is left running: the home can mount for real now.
     let (_parent, dir) = mount_dir();
     let mount = mount_on(&device, &dir, &[]);

@@ -42,7 +42,8 @@ struct Chosen {
     acls: bool,
 }
 
-fn fuse_options(options: &MountOptions) -> Chosen {
+/// The `-o` options, or why one cannot be honoured.
+fn fuse_options(options: &MountOptions) -> io::Result<Chosen> {
     let mut acls = true;
     let mut out = vec![
         MountOption::DefaultPermissions,
@@ -76,6 +77,15 @@ fn fuse_options(options: &MountOptions) -> Chosen {
             "dev" => out.push(MountOption::Dev),
             "noatime" => out.push(MountOption::NoAtime),
             "atime" => out.push(MountOption::Atime),
+            "relatime" | "strictatime" => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "-o {option}: reading a file on a Loft drive does not change its \
+                         access time (it behaves as noatime)"
+                    ),
+                ));
+            }
             o if o.starts_with("fsname=") => {
                 out.retain(|m| !matches!(m, MountOption::FSName(_)));
                 out.push(MountOption::FSName(o["fsname=".len()..].into()));
@@ -87,16 +97,16 @@ fn fuse_options(options: &MountOptions) -> Chosen {
             o => out.push(MountOption::CUSTOM(o.into())),
         }
     }
-    Chosen {
+    Ok(Chosen {
         mount_options: out,
         allow_other,
         acls,
-    }
+    })
 }
 
 /// Mounts `vfs` at `mountpoint`; returns once the kernel has initialised the mount.
 pub fn mount(vfs: Arc<Vfs>, mountpoint: &Path, options: &MountOptions) -> io::Result<Mounted> {
-    let chosen = fuse_options(options);
+    let chosen = fuse_options(options)?;
     let mut config = Config::default();
     config.mount_options = chosen.mount_options;
     config.acl = if chosen.allow_other {
