@@ -33,7 +33,10 @@ pub fn spawn_and_wait(home: &LoftHome, args: &[std::ffi::OsString]) -> Result<St
         .stdout(Stdio::null())
         .stderr(log);
     if std::env::var_os("LOFT_LOG").is_none() {
-        command.env("LOFT_LOG", "info");
+        // When its session ends, fuser unmounts once more a drive that `loft
+        // unmount`, umount or fusermount3 has unmounted already, and warns each time
+        // that it could not; those warnings are left out, its errors still show.
+        command.env("LOFT_LOG", "info,fuser::mnt=error");
     }
     // SAFETY: between fork and exec this only calls async-signal-safe functions
     // (setsid, dup2) on descriptors that exist.
