@@ -17,7 +17,7 @@ use crate::attr::{Nanos, now};
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
 use crate::tree::{S_ISGID, goes_in_its_creation};
-use crate::xattr::check_xattr_flags;
+use crate::xattr::{check_xattr_flags, store_xattr};
 
 pub(crate) const ACCESS: &[u8] = b"system.posix_acl_access";
 pub(crate) const DEFAULT: &[u8] = b"system.posix_acl_default";
@@ -219,7 +219,7 @@ pub(crate) fn follow_chmod(db: &Db<'_>, ino: u64, mode: u32, stamp: Nanos) -> Vf
         return Ok(false);
     };
     acl.set_permission_bits(mode);
-    store(db, ino, ACCESS, Some(&acl.encode()), stamp)?;
+    store_xattr(db, ino, ACCESS, Some(&acl.encode()), stamp)?;
     Ok(true)
 }
 
@@ -247,14 +247,14 @@ impl Vfs {
                 if node.kind != Kind::Directory {
                     return Err(VfsError::Access);
                 }
-                store(db, ino, DEFAULT, Some(value), stamp)?;
+                store_xattr(db, ino, DEFAULT, Some(value), stamp)?;
             } else {
                 let mut mode = (node.mode & !0o777) | acl.permission_bits();
                 if caller_gid.is_some_and(|gid| gid != node.gid) {
                     mode &= !S_ISGID;
                 }
                 let kept = (!acl.is_minimal()).then_some(value);
-                store(db, ino, ACCESS, kept, stamp)?;
+                store_xattr(db, ino, ACCESS, kept, stamp)?;
                 if mode != node.mode {
                     node.mode = mode;
                     // A new file carries its mode in its creation (as `setattr`).
@@ -280,42 +280,6 @@ impl Vfs {
         self.wake.notify_one();
         Ok(())
     }
-}
-
-/// Stores `value` as xattr `name` of `ino` (removes it when `None`) and queues the
-/// change for the server.
-pub(crate) fn store(
-    db: &Db<'_>,
-    ino: u64,
-    name: &[u8],
-    value: Option<&[u8]>,
-    stamp: Nanos,
-) -> VfsResult<()> {
-    match value {
-        Some(value) => {
-            db.set_xattr(ino, name, value)?;
-            db.queue(
-                &Op::SetXattr {
-                    ino,
-                    name: name.to_vec(),
-                    value: value.to_vec(),
-                },
-                stamp,
-            )?;
-        }
-        None => {
-            if db.remove_xattr(ino, name)? {
-                db.queue(
-                    &Op::RemoveXattr {
-                        ino,
-                        name: name.to_vec(),
-                    },
-                    stamp,
-                )?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

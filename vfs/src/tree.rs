@@ -14,6 +14,7 @@ use crate::core::{DirHandle, Opened, Vfs, lock};
 use crate::error::{VfsError, VfsResult};
 use crate::files::{OpenMode, system_time};
 use crate::ignore::mark_tree;
+use crate::xattr::store_xattr;
 
 /// A time to set: a given instant or "now".
 #[derive(Clone, Copy, Debug)]
@@ -163,10 +164,10 @@ impl Vfs {
             touch_dir(db, &mut dir, stamp, i32::from(new.kind == Kind::Directory))?;
             db.queue(&Op::create_of(&node, parent, name.to_vec()), stamp)?;
             if let Some(access) = &inherited.access {
-                acl::store(db, node.ino, acl::ACCESS, Some(access), stamp)?;
+                store_xattr(db, node.ino, acl::ACCESS, Some(access), stamp)?;
             }
             if let Some(default) = &inherited.default {
-                acl::store(db, node.ino, acl::DEFAULT, Some(default), stamp)?;
+                store_xattr(db, node.ino, acl::DEFAULT, Some(default), stamp)?;
             }
             Ok(node)
         })?;

@@ -3,10 +3,10 @@
 //! `user.loft.state` (read-only) and `user.loft.ignore` (read-write) are Loft's own
 //! and never stored. POSIX ACLs are xattrs too, with rules of their own (`acl`).
 
-use loft_cache::mirror::Op;
+use loft_cache::mirror::{Db, Op};
 
 use crate::acl;
-use crate::attr::now;
+use crate::attr::{Nanos, now};
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
 use crate::ignore::IGNORE_XATTR;
@@ -28,6 +28,32 @@ pub(crate) fn check_xattr_flags(flags: i32, exists: bool) -> VfsResult<()> {
         return Err(VfsError::NoAttribute);
     }
     Ok(())
+}
+
+/// Stores `value` as xattr `name` of `ino` (removes it when `None`) and queues the
+/// change for the server. False when there was nothing to remove.
+pub(crate) fn store_xattr(
+    db: &Db<'_>,
+    ino: u64,
+    name: &[u8],
+    value: Option<&[u8]>,
+    stamp: Nanos,
+) -> VfsResult<bool> {
+    let name = name.to_vec();
+    match value {
+        Some(value) => {
+            db.set_xattr(ino, &name, value)?;
+            let value = value.to_vec();
+            db.queue(&Op::SetXattr { ino, name, value }, stamp)?;
+        }
+        None => {
+            if !db.remove_xattr(ino, &name)? {
+                return Ok(false);
+            }
+            db.queue(&Op::RemoveXattr { ino, name }, stamp)?;
+        }
+    }
+    Ok(true)
 }
 
 impl Vfs {
@@ -147,17 +173,9 @@ impl Vfs {
         self.tx(|db| {
             let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
             check_xattr_flags(flags, db.xattr(ino, name)?.is_some())?;
-            db.set_xattr(ino, name, value)?;
+            store_xattr(db, ino, name, Some(value), stamp)?;
             node.ctime = stamp;
             db.update_node(&node)?;
-            db.queue(
-                &Op::SetXattr {
-                    ino,
-                    name: name.to_vec(),
-                    value: value.to_vec(),
-                },
-                stamp,
-            )?;
             Ok(())
         })?;
         self.wake.notify_one();
@@ -173,18 +191,11 @@ impl Vfs {
         let stamp = now();
         self.tx(|db| {
             let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
-            if !db.remove_xattr(ino, name)? {
+            if !store_xattr(db, ino, name, None, stamp)? {
                 return Err(VfsError::NoAttribute);
             }
             node.ctime = stamp;
             db.update_node(&node)?;
-            db.queue(
-                &Op::RemoveXattr {
-                    ino,
-                    name: name.to_vec(),
-                },
-                stamp,
-            )?;
             Ok(())
         })?;
         self.wake.notify_one();
