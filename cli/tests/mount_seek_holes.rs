@@ -110,3 +110,40 @@ fn holes_show_where_the_bytes_are_local_and_a_placeholder_is_all_data() {
         "the bytes behind the answers"
     );
 }
+
+/// A file of mostly zeros, read onto a second device, takes little of its disk: its
+/// chunks of zeros stay holes in the local copy, and SEEK_HOLE finds them.
+#[test]
+fn a_file_of_zeros_read_onto_a_device_stays_sparse() {
+    let server = TestServer::start();
+    server.add_user("ann");
+    let laptop = Device::login(&server, "ann", "laptop");
+    let mount = laptop.mount(&[]);
+    let path = mount.path().join("image");
+    let size = 24 * MIB;
+    {
+        let file = File::create(&path).unwrap();
+        file.write_all_at(b"head", 0).unwrap();
+        file.write_all_at(b"tail", size - 4).unwrap();
+    }
+    mount.sync();
+    let expected = fs::read(&path).unwrap();
+
+    let desktop = Device::login(&server, "ann", "desktop");
+    let other = desktop.mount(&[]);
+    let there = other.path().join("image");
+    assert_eq!(fs::read(&there).unwrap(), expected, "the bytes read");
+    // Now whole on this device: a new handle answers from the local copy.
+    let file = File::open(&there).unwrap();
+    let hole = seek(&file, 0, libc::SEEK_HOLE).unwrap();
+    assert!(
+        hole < size,
+        "no hole in the local copy (SEEK_HOLE at {hole})"
+    );
+    let data = seek(&file, hole, libc::SEEK_DATA).unwrap();
+    assert!(
+        data > hole && data < size,
+        "SEEK_DATA from the hole: {data}"
+    );
+    assert_eq!(fs::read(&there).unwrap(), expected, "the bytes read again");
+}

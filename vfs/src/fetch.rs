@@ -210,7 +210,7 @@ impl Vfs {
             for (index, offset) in offsets {
                 match stream.next().await {
                     Some(Ok(plain)) => {
-                        if let Err(e) = file.write_all_at(&plain, offset) {
+                        if let Err(e) = write_chunk(&file, &plain, offset) {
                             return Err((written, VfsError::from(e)));
                         }
                         if let Err(e) =
@@ -389,5 +389,18 @@ impl Drop for BusyGuard<'_> {
         if let Some(file) = lock(&self.vfs.files).get_mut(&self.ino) {
             file.busy = file.busy.saturating_sub(1);
         }
+    }
+}
+
+/// Writes a fetched chunk into its range of a body, which is a hole (never written,
+/// or punched out when evicted). A chunk of zeros stays a hole, so a sparse file
+/// (a disk image, a preallocated database) does not fill the disk when it is read:
+/// only its last byte is written, so that the body reaches the chunk's end.
+fn write_chunk(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    let all_zeros = bytes.first() == Some(&0) && bytes.iter().all(|b| *b == 0);
+    if all_zeros {
+        file.write_all_at(&[0], offset + bytes.len() as u64 - 1)
+    } else {
+        file.write_all_at(bytes, offset)
     }
 }
