@@ -60,6 +60,12 @@ pub(crate) struct LoftFs {
     modes: Mutex<Modes>,
 }
 
+/// The group of `req`'s caller when it is unprivileged (not root), which the set-id
+/// rules need; `None` for root.
+fn unprivileged_gid(req: &Request) -> Option<u32> {
+    (req.uid() != 0).then_some(req.gid())
+}
+
 /// The creator of a node: the caller of `req` with its `umask`.
 fn caller(req: &Request, umask: u32) -> Caller {
     Caller {
@@ -318,7 +324,8 @@ impl Filesystem for LoftFs {
         // (`file_remove_privs`), once it has taken out the bits it leaves to Loft.
         // Dropping them here, before the write, returns the new mode to the kernel's
         // attribute cache in this reply.
-        let unprivileged = req.uid() != 0;
+        let caller_gid = unprivileged_gid(req);
+        let unprivileged = caller_gid.is_some();
         let empty = [mode, uid, gid].iter().all(Option::is_none)
             && size.is_none()
             && atime.is_none()
@@ -326,7 +333,6 @@ impl Filesystem for LoftFs {
             && ctime.is_none();
         let drops_setid =
             uid.is_some() || gid.is_some() || (unprivileged && (size.is_some() || empty));
-        let caller_gid = unprivileged.then_some(req.gid());
         let mode = match mode {
             None if drops_setid => match self.vfs.mode_without_setid(ino.0, caller_gid) {
                 Ok(mode) => mode,
@@ -747,7 +753,7 @@ impl Filesystem for LoftFs {
             // than refused.
             return reply.error(Errno::EOPNOTSUPP);
         }
-        let caller_gid = (req.uid() != 0).then_some(req.gid());
+        let caller_gid = unprivileged_gid(req);
         self.empty(
             reply,
             self.vfs.setxattr(ino.0, name, value, flags, caller_gid),

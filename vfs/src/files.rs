@@ -408,8 +408,6 @@ impl Vfs {
         Ok(data.len() as u32)
     }
 
-    /// `fallocate` mode 0 (`posix_fallocate`): makes sure the file is at least
-    /// `offset + len` long. Other modes (hole punching, keep-size) are not offered.
     /// `fallocate` of a file open for writing, whose bytes are all in its body: mode 0
     /// (reserve, growing the file), `FALLOC_FL_KEEP_SIZE` (reserve past the end),
     /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` (deallocate: the range reads as
@@ -428,10 +426,12 @@ impl Vfs {
         }
         let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
         let end = offset.saturating_add(len);
+        // The body's length, when the call may allocate (all but a punch).
+        let mut current = 0;
         if !punch {
             // What may be allocated: up to the end of the range.
             self.check_disk_reserve()?;
-            let current = handle.file.metadata()?.len();
+            current = handle.file.metadata()?.len();
             let available = self.bodies.available_space()?;
             if end.saturating_sub(current) > available.saturating_sub(self.config.disk_reserve) {
                 return Err(VfsError::NoSpace(format!(
@@ -443,7 +443,7 @@ impl Vfs {
         if mode == 0 {
             // Growing the body is all a reservation needs here: its blocks are
             // allocated as they are written, against the disk reserve checked above.
-            if handle.file.metadata()?.len() < end {
+            if current < end {
                 handle.file.set_len(end)?;
                 self.bump(handle.ino);
             }

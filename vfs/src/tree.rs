@@ -64,10 +64,8 @@ pub struct Caller {
 pub(crate) struct NewNode<'a> {
     pub kind: Kind,
     pub mode: u32,
-    /// The caller's umask, applied unless the folder has a default ACL.
-    pub umask: u32,
-    pub uid: u32,
-    pub gid: u32,
+    /// Its owner, and the umask that applies unless the folder has a default ACL.
+    pub caller: Caller,
     pub rdev: u64,
     pub symlink: &'a [u8],
 }
@@ -131,11 +129,17 @@ impl Vfs {
             let inherited = if symlink {
                 acl::Inherited::nothing(new.mode)
             } else {
-                acl::inherit(db, parent, new.mode, new.umask, new.kind == Kind::Directory)?
+                acl::inherit(
+                    db,
+                    parent,
+                    new.mode,
+                    new.caller.umask,
+                    new.kind == Kind::Directory,
+                )?
             };
             let mut node = Node::new(new.kind, inherited.mode & 0o7777, stamp);
-            node.uid = new.uid;
-            node.gid = new.gid;
+            node.uid = new.caller.uid;
+            node.gid = new.caller.gid;
             if dir.mode & S_ISGID != 0 {
                 node.gid = dir.gid;
                 if new.kind == Kind::Directory {
@@ -182,9 +186,7 @@ impl Vfs {
             NewNode {
                 kind: Kind::Directory,
                 mode,
-                umask: caller.umask,
-                uid: caller.uid,
-                gid: caller.gid,
+                caller,
                 rdev: 0,
                 symlink: b"",
             },
@@ -211,9 +213,7 @@ impl Vfs {
             NewNode {
                 kind,
                 mode,
-                umask: caller.umask,
-                uid: caller.uid,
-                gid: caller.gid,
+                caller,
                 rdev,
                 symlink: b"",
             },
@@ -242,9 +242,7 @@ impl Vfs {
             NewNode {
                 kind: Kind::Symlink,
                 mode: 0o777,
-                umask: 0,
-                uid,
-                gid,
+                caller: Caller { uid, gid, umask: 0 },
                 rdev: 0,
                 symlink: target,
             },
@@ -267,9 +265,7 @@ impl Vfs {
             NewNode {
                 kind: Kind::File,
                 mode,
-                umask: caller.umask,
-                uid: caller.uid,
-                gid: caller.gid,
+                caller,
                 rdev: 0,
                 symlink: b"",
             },
