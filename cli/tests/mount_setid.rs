@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::nobody::{AsNobody, NOBODY, as_nobody, c_path};
+use common::nobody::{AsNobody, NOBODY, as_nobody, as_nobody_in, c_path};
 use common::{Device, TestServer};
 
 /// One case: the file's mode before, and what happens to it.
@@ -34,6 +34,17 @@ fn its_group_appends(path: &Path) {
     std::os::unix::fs::chown(path, None, Some(NOBODY)).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o2767)).unwrap();
     nobody_appends(path);
+}
+
+/// A group nobody is in only as a supplementary group.
+const CREW: libc::gid_t = 4242;
+
+/// As `its_group_appends`, but nobody is in the file's group through a supplementary
+/// group, not its own.
+fn a_supplementary_member_appends(path: &Path) {
+    std::os::unix::fs::chown(path, None, Some(CREW)).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o2767)).unwrap();
+    as_nobody_in(&[CREW], &AsNobody::Append(c_path(path))).expect("a member appends");
 }
 
 fn nobody_allocates(path: &Path) {
@@ -66,6 +77,11 @@ const CASES: &[Case] = &[
         name: "setgid-no-group-exec-written-by-its-group",
         mode: 0o2767,
         act: its_group_appends,
+    },
+    Case {
+        name: "setgid-no-group-exec-written-by-a-supplementary-member",
+        mode: 0o2767,
+        act: a_supplementary_member_appends,
     },
     Case {
         name: "setuid-truncated-by-nobody",
@@ -126,6 +142,10 @@ fn set_id_bits_are_dropped_as_on_a_local_disk() {
     assert!(expected.contains(&("setuid-setgid-written-by-nobody", 0o777)));
     assert!(expected.contains(&("setuid-setgid-written-by-root", 0o6777)));
     assert!(expected.contains(&("setgid-no-group-exec-written-by-its-group", 0o2767)));
+    assert!(expected.contains(&(
+        "setgid-no-group-exec-written-by-a-supplementary-member",
+        0o2767
+    )));
 
     let server = TestServer::start();
     server.add_user("ann");

@@ -19,8 +19,8 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 use loft_vfs::{
-    Attr, Caller, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError, has_setid, nanos_of,
-    system_time,
+    Attr, Caller, Groups, Kind, OpenMode, Opened, SetAttr, TimeSet, Vfs, VfsError, has_setid,
+    nanos_of, system_time,
 };
 use tracing::{info, warn};
 
@@ -60,10 +60,49 @@ pub(crate) struct LoftFs {
     modes: Mutex<Modes>,
 }
 
-/// The group of `req`'s caller when it is unprivileged (not root), which the set-id
+/// The groups of an unprivileged caller: the one the kernel passes (its file system
+/// group) and the supplementary groups of its thread, which FUSE does not pass and
+/// which are read from /proc only when a rule asks. The caller is waiting on the
+/// request, so its thread is there to read.
+struct CallerGroups {
+    gid: u32,
+    pid: u32,
+}
+
+impl Groups for CallerGroups {
+    fn contains(&self, gid: u32) -> bool {
+        gid == self.gid || supplementary_groups(self.pid).contains(&gid)
+    }
+}
+
+/// The supplementary groups of thread `pid` (none when they cannot be read).
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn groups(req: &Request) -> CallerGroups {
+    CallerGroups {
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+/// The groups of `req`'s caller when it is unprivileged (not root), which the set-id
 /// rules need; `None` for root.
-fn unprivileged_gid(req: &Request) -> Option<u32> {
-    (req.uid() != 0).then_some(req.gid())
+fn unprivileged(req: &Request) -> Option<CallerGroups> {
+    (req.uid() != 0).then(|| groups(req))
 }
 
 /// The creator of a node: the caller of `req` with its `umask`.
@@ -324,8 +363,8 @@ impl Filesystem for LoftFs {
         // (`file_remove_privs`), once it has taken out the bits it leaves to Loft.
         // Dropping them here, before the write, returns the new mode to the kernel's
         // attribute cache in this reply.
-        let caller_gid = unprivileged_gid(req);
-        let unprivileged = caller_gid.is_some();
+        let caller = unprivileged(req);
+        let unprivileged = caller.is_some();
         let empty = [mode, uid, gid].iter().all(Option::is_none)
             && size.is_none()
             && atime.is_none()
@@ -334,7 +373,7 @@ impl Filesystem for LoftFs {
         let drops_setid =
             uid.is_some() || gid.is_some() || (unprivileged && (size.is_some() || empty));
         let mode = match mode {
-            None if drops_setid => match self.vfs.mode_without_setid(ino.0, caller_gid) {
+            None if drops_setid => match self.vfs.mode_without_setid(ino.0, caller.as_ref()) {
                 Ok(mode) => mode,
                 Err(error) => return reply.error(errno(&error)),
             },
@@ -575,7 +614,7 @@ impl Filesystem for LoftFs {
     ) {
         // Set by the kernel for a writer without CAP_FSETID.
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-            && let Err(error) = self.vfs.drop_setid(ino.0, req.gid())
+            && let Err(error) = self.vfs.drop_setid(ino.0, &groups(req))
         {
             return reply.error(errno(&error));
         }
@@ -753,10 +792,11 @@ impl Filesystem for LoftFs {
             // than refused.
             return reply.error(Errno::EOPNOTSUPP);
         }
-        let caller_gid = unprivileged_gid(req);
+        let caller = unprivileged(req);
         self.empty(
             reply,
-            self.vfs.setxattr(ino.0, name, value, flags, caller_gid),
+            self.vfs
+                .setxattr(ino.0, name, value, flags, caller.as_ref()),
         );
     }
 

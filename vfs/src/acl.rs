@@ -16,6 +16,7 @@ use loft_cache::mirror::{Db, Kind, Op};
 use crate::attr::{Nanos, now};
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
+use crate::setid::Groups;
 use crate::tree::{S_ISGID, goes_in_its_creation};
 use crate::xattr::{check_xattr_flags, store_xattr};
 
@@ -227,14 +228,14 @@ impl Vfs {
     /// Sets the access or default list of `ino` (`name` is [`ACCESS`] or
     /// [`DEFAULT`]). An access list sets the mode's permission bits and is not kept
     /// when they say all it says; it drops the set-group-ID bit when the caller (an
-    /// unprivileged one, `caller_gid`) is not of the file's group.
+    /// unprivileged one, `Some`) is not in the file's group.
     pub(crate) fn set_acl(
         &self,
         ino: u64,
         name: &[u8],
         value: &[u8],
         flags: i32,
-        caller_gid: Option<u32>,
+        caller: Option<&impl Groups>,
     ) -> VfsResult<()> {
         let acl = Acl::parse(value)?;
         self.check_writable(ino)?;
@@ -250,7 +251,7 @@ impl Vfs {
                 store_xattr(db, ino, DEFAULT, Some(value), stamp)?;
             } else {
                 let mut mode = (node.mode & !0o777) | acl.permission_bits();
-                if caller_gid.is_some_and(|gid| gid != node.gid) {
+                if caller.is_some_and(|groups| !groups.contains(node.gid)) {
                     mode &= !S_ISGID;
                 }
                 let kept = (!acl.is_minimal()).then_some(value);

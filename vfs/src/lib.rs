@@ -44,6 +44,6 @@ pub use error::{VfsError, VfsResult};
 pub use files::{OpenMode, nanos_of, system_time};
 pub use ignore::{DEFAULT_IGNORES, IGNORE_FILE};
 pub use loft_cache::mirror::{Kind, ROOT_INO};
-pub use setid::has_setid;
+pub use setid::{Groups, has_setid};
 pub use status::{FileState, FsStats, MountStatus, PathStatus};
 pub use tree::{Caller, SetAttr, TimeSet};

@@ -13,13 +13,26 @@ use crate::tree::{S_ISGID, SetAttr};
 const S_ISUID: u32 = 0o4000;
 const S_IXGRP: u32 = 0o0010;
 
-/// `mode` without the set-id bits a change by `caller_gid` drops: set-user-ID
-/// always; set-group-ID when the group may execute the file, or when the caller is
-/// unprivileged (`Some`) and not of the file's group `gid` (without group execute
+/// The groups of an unprivileged caller, for the rules that depend on whether it is in
+/// a file's group. The platform adapter knows where to find them; a bare gid is a
+/// caller in that one group.
+pub trait Groups {
+    fn contains(&self, gid: u32) -> bool;
+}
+
+impl Groups for u32 {
+    fn contains(&self, gid: u32) -> bool {
+        *self == gid
+    }
+}
+
+/// `mode` without the set-id bits a change by `caller` drops: set-user-ID always;
+/// set-group-ID when the group may execute the file, or when the caller is
+/// unprivileged (`Some`) and not in the file's group `gid` (without group execute
 /// the bit marks mandatory locking, which the group's own members keep).
-fn without_setid(mode: u32, gid: u32, caller_gid: Option<u32>) -> u32 {
+fn without_setid(mode: u32, gid: u32, caller: Option<&impl Groups>) -> u32 {
     let mode = mode & !S_ISUID;
-    let outsider = caller_gid.is_some_and(|caller| caller != gid);
+    let outsider = caller.is_some_and(|groups| !groups.contains(gid));
     if mode & S_IXGRP != 0 || outsider {
         mode & !S_ISGID
     } else {
@@ -33,23 +46,26 @@ pub fn has_setid(perm: u32) -> bool {
 }
 
 impl Vfs {
-    /// `ino`'s mode without the set-id bits a change by `caller_gid` drops (`None`:
-    /// a privileged caller; `Some`: an unprivileged one and its group; the kernel
-    /// does not say which other groups it is in). `None` when it is a folder or has
-    /// none to drop.
-    pub fn mode_without_setid(&self, ino: u64, caller_gid: Option<u32>) -> VfsResult<Option<u32>> {
+    /// `ino`'s mode without the set-id bits a change by `caller` drops (`None`: a
+    /// privileged caller; `Some`: an unprivileged one and its groups). `None` when it
+    /// is a folder or has none to drop.
+    pub fn mode_without_setid(
+        &self,
+        ino: u64,
+        caller: Option<&impl Groups>,
+    ) -> VfsResult<Option<u32>> {
         let node = self.node(ino)?;
         if node.kind == Kind::Directory || !has_setid(node.mode) {
             return Ok(None);
         }
-        let mode = without_setid(node.mode, node.gid, caller_gid);
+        let mode = without_setid(node.mode, node.gid, caller);
         Ok((mode != node.mode).then_some(mode))
     }
 
-    /// Drops `ino`'s set-id bits as a write by an unprivileged caller of group
-    /// `caller_gid` does.
-    pub fn drop_setid(&self, ino: u64, caller_gid: u32) -> VfsResult<()> {
-        if let Some(mode) = self.mode_without_setid(ino, Some(caller_gid))? {
+    /// Drops `ino`'s set-id bits as a write by an unprivileged caller in `groups`
+    /// does.
+    pub fn drop_setid(&self, ino: u64, groups: &impl Groups) -> VfsResult<()> {
+        if let Some(mode) = self.mode_without_setid(ino, Some(groups))? {
             let change = SetAttr {
                 mode: Some(mode),
                 ..SetAttr::default()
@@ -66,15 +82,23 @@ mod tests {
 
     #[test]
     fn set_user_id_always_goes_set_group_id_with_group_execute_or_an_outsider() {
-        let privileged = None;
+        let privileged = None::<&u32>;
         assert_eq!(without_setid(0o4755, 0, privileged), 0o755);
         assert_eq!(without_setid(0o2755, 0, privileged), 0o755);
         assert_eq!(without_setid(0o6711, 0, privileged), 0o711);
         // Set-group-ID without group execute marks mandatory locking: the group's
         // own members keep it, others drop it.
         assert_eq!(without_setid(0o2644, 100, privileged), 0o2644);
-        assert_eq!(without_setid(0o6644, 100, Some(100)), 0o2644);
-        assert_eq!(without_setid(0o2664, 100, Some(65534)), 0o664);
+        assert_eq!(without_setid(0o6644, 100, Some(&100)), 0o2644);
+        assert_eq!(without_setid(0o2664, 100, Some(&65534)), 0o664);
+        // A member through a supplementary group is a member.
+        struct Both(u32, u32);
+        impl Groups for Both {
+            fn contains(&self, gid: u32) -> bool {
+                gid == self.0 || gid == self.1
+            }
+        }
+        assert_eq!(without_setid(0o2664, 100, Some(&Both(65534, 100))), 0o2664);
         assert!(has_setid(0o2644));
         assert!(!has_setid(0o1777));
     }

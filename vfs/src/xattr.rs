@@ -10,6 +10,7 @@ use crate::attr::{Nanos, now};
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
 use crate::ignore::IGNORE_XATTR;
+use crate::setid::Groups;
 
 pub(crate) const PIN: &[u8] = b"user.loft.pin";
 pub(crate) const STATE: &[u8] = b"user.loft.state";
@@ -130,16 +131,16 @@ impl Vfs {
         Ok(self.mirror.read(|db| db.xattr_names(ino))?)
     }
 
-    /// Sets xattr `name`. `caller_gid`: the group of an unprivileged caller (`None`
-    /// for a privileged one), which decides whether setting an ACL keeps the
-    /// set-group-ID bit.
+    /// Sets xattr `name`. `caller`: the groups of an unprivileged caller (`None` for a
+    /// privileged one), which decide whether setting an ACL keeps the set-group-ID
+    /// bit.
     pub fn setxattr(
         &self,
         ino: u64,
         name: &[u8],
         value: &[u8],
         flags: i32,
-        caller_gid: Option<u32>,
+        caller: Option<&impl Groups>,
     ) -> VfsResult<()> {
         if name == PIN {
             return match value {
@@ -162,7 +163,7 @@ impl Vfs {
             return Err(VfsError::Range);
         }
         if name == acl::ACCESS || name == acl::DEFAULT {
-            return self.set_acl(ino, name, value, flags, caller_gid);
+            return self.set_acl(ino, name, value, flags, caller);
         }
         if name.starts_with(b"system.posix_acl_") {
             return Err(VfsError::NotSupported);

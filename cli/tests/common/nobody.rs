@@ -36,13 +36,19 @@ pub fn c_path(path: &Path) -> CString {
 /// Runs `call` in a child process as `nobody` (no supplementary groups); its errno, or
 /// `Ok(())`.
 pub fn as_nobody(call: &AsNobody) -> io::Result<()> {
+    as_nobody_in(&[], call)
+}
+
+/// Runs `call` as `nobody` with supplementary groups `groups` (FUSE passes a caller's
+/// own group only; these the mount has to find itself).
+pub fn as_nobody_in(groups: &[libc::gid_t], call: &AsNobody) -> io::Result<()> {
     // SAFETY: the child only calls async-signal-safe functions (set*id, the call, _exit)
     // on data prepared before the fork; the parent waits for it.
     unsafe {
         let pid = libc::fork();
         assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
         if pid == 0 {
-            if libc::setgroups(0, std::ptr::null()) != 0
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setresgid(NOBODY, NOBODY, NOBODY) != 0
                 || libc::setresuid(NOBODY, NOBODY, NOBODY) != 0
             {
