@@ -160,6 +160,11 @@ enum Command {
         /// Quiet time after the last close before a version is uploaded.
         #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
         upload_debounce: std::time::Duration,
+        /// Nice levels below the mount's request threads at which its background work
+        /// runs (uploads, the change feed, the embedded server); 0: the same.
+        #[arg(long, value_name = "N", default_value_t = mount::BACKGROUND_NICE,
+              value_parser = clap::value_parser!(i32).range(0..=19))]
+        background_nice: i32,
         /// FUSE mount options, comma-separated (fsname=…, allow_other, ro, …).
         #[arg(short = 'o', value_name = "OPTS")]
         options: Vec<String>,
@@ -300,7 +305,17 @@ fn main() -> ExitCode {
         Some(args) => Cli::parse_from(args),
         None => Cli::parse(),
     };
-    loft_remote::binary::run_main("loft", "warn", run(cli))
+    // A mount answers the kernel on threads of its own and does the rest on the
+    // runtime, which yields to them.
+    let runtime_nice = match &cli.command {
+        Command::Mount {
+            foreground: true,
+            background_nice,
+            ..
+        } => *background_nice,
+        _ => 0,
+    };
+    loft_remote::binary::run_main("loft", "warn", runtime_nice, run(cli))
 }
 
 /// Invoked as `mount.fuse.loft SOURCE DIR [-o OPTS]` (by `mount -t fuse.loft` or
@@ -373,6 +388,7 @@ async fn run(cli: Cli) -> Result<()> {
             cache_size,
             disk_reserve,
             upload_debounce,
+            background_nice,
             options,
             foreground,
             quiet,
@@ -384,6 +400,7 @@ async fn run(cli: Cli) -> Result<()> {
                 cache_size,
                 disk_reserve,
                 upload_debounce,
+                background_nice,
                 options,
                 foreground,
             };

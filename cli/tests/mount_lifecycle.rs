@@ -2,8 +2,9 @@
 //! directory mounted twice, a second mount of one LOFT_HOME), recovery from a mount
 //! process killed with SIGKILL, coming up offline from the mirror when the server is
 //! down and sending the journal once it is back, unmounting with `fusermount3 -u`,
-//! `-o fsname=…,ro`, the `mount.fuse.loft` helper behind `mount -t fuse.loft`, and a
-//! mount by an unprivileged user (through fusermount3).
+//! `-o fsname=…,ro`, the `mount.fuse.loft` helper behind `mount -t fuse.loft`, a
+//! mount by an unprivileged user (through fusermount3), and the priorities of a mount's
+//! threads.
 
 mod common;
 
@@ -149,6 +150,66 @@ fn mounting_a_missing_directory_or_a_file_fails_clearly() {
     let mount = mount_on(&device, &dir, &[]);
     fs::write(mount.path().join("works"), b"yes").unwrap();
     mount.unmount();
+}
+
+/// The nice value of each thread of process `pid`, with the thread's name.
+fn thread_nices(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
+        // pid (name) state ppid … : the name may hold spaces, so fields count from
+        // the last ')'; nice is the 19th field, the 17th after the name.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        threads.push((name, nice));
+    }
+    threads
+}
+
+/// The nice value of the calling thread.
+fn own_nice() -> i32 {
+    // SAFETY: getpriority with PRIO_PROCESS and 0 reads the calling thread's value.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
+#[test]
+fn background_work_runs_below_the_request_threads() {
+    let server = TestServer::start();
+    server.add_user("ann");
+    let device = Device::login(&server, "ann", "laptop");
+    let own = own_nice();
+    for (extra, lowered) in [(&[][..], 10), (&["--background-nice", "0"][..], 0)] {
+        let mount = device.mount(extra);
+        // Some uploading, so the runtime has started blocking threads too.
+        fs::write(mount.path().join("file"), b"content").unwrap();
+        mount.sync();
+        let threads = thread_nices(mount.pid());
+        let nice_of = |prefix: &str| -> Vec<i32> {
+            threads
+                .iter()
+                .filter(|(name, _)| name.starts_with(prefix))
+                .map(|(_, nice)| *nice)
+                .collect()
+        };
+        let runtime = nice_of("tokio-rt-worker");
+        let requests = nice_of("fuser-");
+        assert!(!runtime.is_empty() && !requests.is_empty(), "{threads:?}");
+        let background = (own + lowered).min(19);
+        assert!(runtime.iter().all(|n| *n == background), "{threads:?}");
+        // The kernel's requests, and the mirror's commits they may wait on, keep the
+        // process's priority.
+        assert!(requests.iter().all(|n| *n == own), "{threads:?}");
+        assert!(
+            nice_of("mirror-commit").iter().all(|n| *n == own),
+            "{threads:?}"
+        );
+        mount.unmount();
+    }
+    let error = device.fails(&["mount", "/nonexistent", "--background-nice", "20"]);
+    assert!(error.contains("--background-nice"), "{error}");
 }
 
 #[test]

@@ -262,7 +262,7 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    loft_remote::binary::run_main("loft-server", "info", run(Cli::parse()))
+    loft_remote::binary::run_main("loft-server", "info", 0, run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> Result<()> {
