@@ -27,7 +27,7 @@ use record::{DirState, MountRecord, dir_state};
 /// How many nice levels below the request threads a mount's runtime runs by default:
 /// a burst of requests (`tar x`, a build) is answered first and uploaded when the CPU
 /// is free, in larger groups; measured on two cores, `tar x` of `/usr/include` took
-/// 2.96–3.61 s against 3.46–5.85 s at the same priority, and was on the server as
+/// 3.30–3.84 s against 3.88–4.90 s at the same priority, and was on the server as
 /// soon.
 pub const BACKGROUND_NICE: i32 = 10;
 
