@@ -270,6 +270,43 @@ fn a_device_listing_a_folder_reads_the_xattrs_its_files_have_and_no_others() {
 }
 
 #[test]
+fn selinux_labels_are_answered_as_unsupported() {
+    // So that `ls -l`, which asks for the label of every entry, stops asking after
+    // the first instead of costing a FUSE round trip each.
+    let server = TestServer::start();
+    let (laptop, _) = two_devices(&server);
+    let a = laptop.mount(&[]);
+    let file = a.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    assert_eq!(xattr_of(&file, "security.selinux"), Err(libc::EOPNOTSUPP));
+    let set = std::process::Command::new("setfattr")
+        .args([
+            "-n",
+            "security.selinux",
+            "-v",
+            "system_u:object_r:user_home_t:s0",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!set.status.success());
+    assert!(
+        String::from_utf8_lossy(&set.stderr).contains("Operation not supported"),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    // Other security attributes are kept as before.
+    let set = std::process::Command::new("setfattr")
+        .args(["-n", "security.loft-test", "-v", "1"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(set.success());
+    assert_eq!(xattr_of(&file, "security.loft-test"), Ok(b"1".to_vec()));
+    a.unmount();
+}
+
+#[test]
 fn remote_changes_rehydrate_pinned_files_and_drop_stale_chunks_of_others() {
     let server = TestServer::start();
     let (laptop, desktop) = two_devices(&server);

@@ -60,6 +60,13 @@ pub(crate) struct LoftFs {
     modes: Mutex<Modes>,
 }
 
+/// SELinux labels are not kept, and asking for one is answered as by a file system
+/// without them (`EOPNOTSUPP`). Where SELinux runs, the kernel labels a FUSE mount
+/// itself and does not ask. Elsewhere `ls -l` asks for the label of every entry, a
+/// FUSE round trip the kernel does not cache; told that the file system does not
+/// support it, `ls` stops asking for the rest of the drive.
+const SELINUX_LABEL: &[u8] = b"security.selinux";
+
 /// The groups of an unprivileged caller: the one the kernel passes (its file system
 /// group) and the supplementary groups of its thread, which FUSE does not pass and
 /// which are read from /proc only when a rule asks. The caller is waiting on the
@@ -787,6 +794,9 @@ impl Filesystem for LoftFs {
         reply: ReplyEmpty,
     ) {
         let name = bytes(name);
+        if name == SELINUX_LABEL {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
         if name.starts_with(b"system.posix_acl_") && !self.acls.load(Ordering::Relaxed) {
             // The kernel would not enforce it: stored but not enforced would be worse
             // than refused.
@@ -801,7 +811,11 @@ impl Filesystem for LoftFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.vfs.getxattr(ino.0, bytes(name)) {
+        let name = bytes(name);
+        if name == SELINUX_LABEL {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        match self.vfs.getxattr(ino.0, name) {
             Ok(value) => xattr_reply(reply, &value, size),
             Err(error) => reply.error(errno(&error)),
         }
@@ -838,7 +852,11 @@ impl Filesystem for LoftFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(reply, self.vfs.removexattr(ino.0, bytes(name)));
+        let name = bytes(name);
+        if name == SELINUX_LABEL {
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        self.empty(reply, self.vfs.removexattr(ino.0, name));
     }
 
     fn fallocate(
