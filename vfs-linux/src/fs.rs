@@ -99,6 +99,8 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// The groups of `req`'s caller, whoever it is (the kernel flags a write that must
+/// drop set-id bits only for a caller without CAP_FSETID).
 fn groups(req: &Request) -> CallerGroups {
     CallerGroups {
         gid: req.gid(),
