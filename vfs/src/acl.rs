@@ -17,7 +17,7 @@ use crate::attr::{Nanos, now};
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
 use crate::setid::Groups;
-use crate::tree::{S_ISGID, goes_in_its_creation};
+use crate::tree::{S_ISGID, queue_attr_change};
 use crate::xattr::{check_xattr_flags, store_xattr};
 
 pub(crate) const ACCESS: &[u8] = b"system.posix_acl_access";
@@ -258,20 +258,15 @@ impl Vfs {
                 store_xattr(db, ino, ACCESS, kept, stamp)?;
                 if mode != node.mode {
                     node.mode = mode;
-                    // A new file carries its mode in its creation (as `setattr`).
-                    if !goes_in_its_creation(db, &node)? {
-                        db.queue(
-                            &Op::SetAttr {
-                                ino,
-                                mode: Some(mode),
-                                uid: None,
-                                gid: None,
-                                atime: None,
-                                mtime: None,
-                            },
-                            stamp,
-                        )?;
-                    }
+                    let change = Op::SetAttr {
+                        ino,
+                        mode: Some(mode),
+                        uid: None,
+                        gid: None,
+                        atime: None,
+                        mtime: None,
+                    };
+                    queue_attr_change(db, &node, &change, stamp)?;
                 }
             }
             node.ctime = stamp;

@@ -14,16 +14,9 @@ const S_ISUID: u32 = 0o4000;
 const S_IXGRP: u32 = 0o0010;
 
 /// The groups of an unprivileged caller, for the rules that depend on whether it is in
-/// a file's group. The platform adapter knows where to find them; a bare gid is a
-/// caller in that one group.
+/// a file's group. The platform adapter knows where to find them.
 pub trait Groups {
     fn contains(&self, gid: u32) -> bool;
-}
-
-impl Groups for u32 {
-    fn contains(&self, gid: u32) -> bool {
-        *self == gid
-    }
 }
 
 /// `mode` without the set-id bits a change by `caller` drops: set-user-ID always;
@@ -79,6 +72,13 @@ impl Vfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller in that one group.
+    impl Groups for u32 {
+        fn contains(&self, gid: u32) -> bool {
+            *self == gid
+        }
+    }
 
     #[test]
     fn set_user_id_always_goes_set_group_id_with_group_execute_or_an_outsider() {

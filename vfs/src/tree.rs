@@ -655,24 +655,18 @@ impl Vfs {
                 }
                 node.ctime = stamp;
                 db.update_node(&node)?;
-                if goes_in_its_creation(db, &node)? {
-                    // tar's `futimens`, `fchown` and `fchmod` of each new file (and
-                    // `cp -a`'s, which sets the access time too): no call to the
-                    // server each, and nothing for the sync engine to do.
-                    return Ok(acl_changed);
-                }
-                db.queue(
-                    &Op::SetAttr {
-                        ino,
-                        mode: change.mode.map(|m| m & 0o7777),
-                        uid: change.uid,
-                        gid: change.gid,
-                        atime,
-                        mtime,
-                    },
-                    stamp,
-                )?;
-                Ok(true)
+                // tar's `futimens`, `fchown` and `fchmod` of each new file (and `cp
+                // -a`'s, which sets the access time too) go in its creation: no call
+                // to the server each, and nothing for the sync engine to do.
+                let change = Op::SetAttr {
+                    ino,
+                    mode: change.mode.map(|m| m & 0o7777),
+                    uid: change.uid,
+                    gid: change.gid,
+                    atime,
+                    mtime,
+                };
+                Ok(queue_attr_change(db, &node, &change, stamp)? || acl_changed)
             })?;
             if queued {
                 self.wake.notify_one();
@@ -805,11 +799,26 @@ fn take_place_of(db: &Db<'_>, source: &Node, old: &Node, stamp: Nanos) -> VfsRes
     Ok(true)
 }
 
+/// Queues `change`, an `Op::SetAttr` of `node` (as updated), for the server, unless it
+/// goes in the node's creation. True when queued.
+pub(crate) fn queue_attr_change(
+    db: &Db<'_>,
+    node: &Node,
+    change: &Op,
+    stamp: Nanos,
+) -> VfsResult<bool> {
+    if goes_in_its_creation(db, node)? {
+        return Ok(false);
+    }
+    db.queue(change, stamp)?;
+    Ok(true)
+}
+
 /// True when a change of `node`'s mode, owner or times reaches the server with its
 /// creation: a new file whose first commit is still to be sent carries them
 /// as they are then (and a commit already on its way is checked against them when its
 /// answer comes, `sync::commit`).
-pub(crate) fn goes_in_its_creation(db: &Db<'_>, node: &Node) -> VfsResult<bool> {
+fn goes_in_its_creation(db: &Db<'_>, node: &Node) -> VfsResult<bool> {
     Ok(node.kind == Kind::File
         && node.dirty
         && db.remote_of(node.ino)?.is_none()
