@@ -11,14 +11,13 @@
 //!   by the mode it was created with (a new folder inherits the default list too);
 //!   in a folder without one the caller's umask applies.
 
-use loft_cache::mirror::{Db, Kind, Op};
+use loft_cache::mirror::{Db, Kind, Node, Op};
 
-use crate::attr::{Nanos, now};
-use crate::core::Vfs;
+use crate::attr::Nanos;
 use crate::error::{VfsError, VfsResult};
 use crate::setid::Groups;
 use crate::tree::{S_ISGID, queue_attr_change};
-use crate::xattr::{check_xattr_flags, store_xattr};
+use crate::xattr::store_xattr;
 
 pub(crate) const ACCESS: &[u8] = b"system.posix_acl_access";
 pub(crate) const DEFAULT: &[u8] = b"system.posix_acl_default";
@@ -224,58 +223,46 @@ pub(crate) fn follow_chmod(db: &Db<'_>, ino: u64, mode: u32, stamp: Nanos) -> Vf
     Ok(true)
 }
 
-impl Vfs {
-    /// Sets the access or default list of `ino` (`name` is [`ACCESS`] or
-    /// [`DEFAULT`]). An access list sets the mode's permission bits and is not kept
-    /// when they say all it says; it drops the set-group-ID bit when the caller (an
-    /// unprivileged one, `Some`) is not in the file's group.
-    pub(crate) fn set_acl(
-        &self,
-        ino: u64,
-        name: &[u8],
-        value: &[u8],
-        flags: i32,
-        caller: Option<&impl Groups>,
-    ) -> VfsResult<()> {
-        let acl = Acl::parse(value)?;
-        self.check_writable(ino)?;
-        self.ensure_xattrs(ino)?;
-        let stamp = now();
-        self.tx(|db| {
-            let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
-            check_xattr_flags(flags, db.xattr(ino, name)?.is_some())?;
-            if name == DEFAULT {
-                if node.kind != Kind::Directory {
-                    return Err(VfsError::Access);
-                }
-                store_xattr(db, ino, DEFAULT, Some(value), stamp)?;
-            } else {
-                let mut mode = (node.mode & !0o777) | acl.permission_bits();
-                if caller.is_some_and(|groups| !groups.contains(node.gid)) {
-                    mode &= !S_ISGID;
-                }
-                let kept = (!acl.is_minimal()).then_some(value);
-                store_xattr(db, ino, ACCESS, kept, stamp)?;
-                if mode != node.mode {
-                    node.mode = mode;
-                    let change = Op::SetAttr {
-                        ino,
-                        mode: Some(mode),
-                        uid: None,
-                        gid: None,
-                        atime: None,
-                        mtime: None,
-                    };
-                    queue_attr_change(db, &node, &change, stamp)?;
-                }
-            }
-            node.ctime = stamp;
-            db.update_node(&node)?;
-            Ok(())
-        })?;
-        self.wake.notify_one();
-        Ok(())
+/// Stores `acl` (the parsed `value`) as the access or default list of `node` (`name`
+/// is [`ACCESS`] or [`DEFAULT`]), inside the caller's transaction. An access list
+/// sets the mode's permission bits and is not kept when they say all it says; it
+/// drops the set-group-ID bit when the caller (an unprivileged one, `Some`) is not in
+/// the file's group. Only a folder takes a default list.
+pub(crate) fn store_acl(
+    db: &Db<'_>,
+    node: &mut Node,
+    name: &[u8],
+    acl: &Acl,
+    value: &[u8],
+    caller: Option<&impl Groups>,
+    stamp: Nanos,
+) -> VfsResult<()> {
+    if name == DEFAULT {
+        if node.kind != Kind::Directory {
+            return Err(VfsError::Access);
+        }
+        store_xattr(db, node.ino, DEFAULT, Some(value), stamp)?;
+        return Ok(());
     }
+    let mut mode = (node.mode & !0o777) | acl.permission_bits();
+    if caller.is_some_and(|groups| !groups.contains(node.gid)) {
+        mode &= !S_ISGID;
+    }
+    let kept = (!acl.is_minimal()).then_some(value);
+    store_xattr(db, node.ino, ACCESS, kept, stamp)?;
+    if mode != node.mode {
+        node.mode = mode;
+        let change = Op::SetAttr {
+            ino: node.ino,
+            mode: Some(mode),
+            uid: None,
+            gid: None,
+            atime: None,
+            mtime: None,
+        };
+        queue_attr_change(db, node, &change, stamp)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use loft_cache::mirror::{Db, Op};
 
-use crate::acl;
+use crate::acl::{self, Acl};
 use crate::attr::{Nanos, now};
 use crate::core::Vfs;
 use crate::error::{VfsError, VfsResult};
@@ -131,7 +131,8 @@ impl Vfs {
         Ok(self.mirror.read(|db| db.xattr_names(ino))?)
     }
 
-    /// Sets xattr `name`. `caller`: the groups of an unprivileged caller (`None` for a
+    /// Sets xattr `name`; a POSIX ACL takes the steps of [`acl::store_acl`] inside the
+    /// same transaction. `caller`: the groups of an unprivileged caller (`None` for a
     /// privileged one), which decide whether setting an ACL keeps the set-group-ID
     /// bit.
     pub fn setxattr(
@@ -162,19 +163,25 @@ impl Vfs {
         if name.is_empty() || name.len() > 255 {
             return Err(VfsError::Range);
         }
-        if name == acl::ACCESS || name == acl::DEFAULT {
-            return self.set_acl(ino, name, value, flags, caller);
-        }
-        if name.starts_with(b"system.posix_acl_") {
+        let acl = if name == acl::ACCESS || name == acl::DEFAULT {
+            Some(Acl::parse(value)?)
+        } else if name.starts_with(b"system.posix_acl_") {
             return Err(VfsError::NotSupported);
-        }
+        } else {
+            None
+        };
         self.check_writable(ino)?;
         self.ensure_xattrs(ino)?;
         let stamp = now();
         self.tx(|db| {
             let mut node = db.node(ino)?.ok_or(VfsError::NotFound)?;
             check_xattr_flags(flags, db.xattr(ino, name)?.is_some())?;
-            store_xattr(db, ino, name, Some(value), stamp)?;
+            match &acl {
+                Some(acl) => acl::store_acl(db, &mut node, name, acl, value, caller, stamp)?,
+                None => {
+                    store_xattr(db, ino, name, Some(value), stamp)?;
+                }
+            }
             node.ctime = stamp;
             db.update_node(&node)?;
             Ok(())
