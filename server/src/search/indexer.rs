@@ -32,8 +32,12 @@ const BATCH: u32 = 200;
 /// How long writes must pause before the worker indexes them: a burst of commits is
 /// indexed once it ends, in whole batches, instead of taking CPU from the commits (in
 /// a burst of 5,000 small creates the indexing took a quarter to a third of the
-/// server's CPU). A search does not wait for the pause: it wakes the worker.
-const WRITE_QUIET: Duration = Duration::from_millis(200);
+/// server's CPU). Two seconds, not a fraction of one, because what a user does right
+/// after a burst (listing or building what was just unpacked) is slowed by it too: a
+/// mount's `stat` of 10,000 files just created ran at 16–19 thousand a second while a
+/// 200 ms pause let the embedded server index them, 26–28 thousand once it waited
+/// longer. A search does not wait for the pause: it wakes the worker.
+const WRITE_QUIET: Duration = Duration::from_secs(2);
 /// The longest writes that keep coming hold back the indexing of the first of them.
 const WRITE_LAG: Duration = Duration::from_secs(10);
 
