@@ -20,7 +20,7 @@ use loft_remote::errors::ErrorKind;
 use loft_remote::proto;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::clock::{SimClock, Tick};
 
@@ -156,6 +156,12 @@ pub struct Faults {
     stalls: AtomicU64,
     /// The next change delivered is the last of its stream (`end_after_next_change`).
     end_after_change: AtomicBool,
+    /// While held, listing replies wait for a permit each (`hold_listings`).
+    listings: Mutex<Option<Arc<Semaphore>>>,
+    /// The folders whose listing replies are waiting.
+    listings_waiting: Mutex<Vec<u64>>,
+    /// True while renames wait before going out (`hold_renames`).
+    renames_held: watch::Sender<bool>,
     pub counts: FaultCounts,
 }
 
@@ -169,6 +175,9 @@ impl Faults {
             forged_ready: Notify::new(),
             stalls: AtomicU64::new(0),
             end_after_change: AtomicBool::new(false),
+            listings: Mutex::new(None),
+            listings_waiting: Mutex::new(Vec::new()),
+            renames_held: watch::Sender::new(false),
             counts: FaultCounts::default(),
         })
     }
@@ -198,6 +207,60 @@ impl Faults {
     /// the server closes the stream: its end is ready as soon as the change is read.
     pub fn end_after_next_change(&self) {
         self.end_after_change.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on a listing's reply, once the server has given it, waits until
+    /// [`Faults::pass_listing`] lets it go: a listing "on its way" while other calls
+    /// reach the server.
+    pub fn hold_listings(&self) {
+        *self.listings.lock().unwrap() = Some(Arc::new(Semaphore::new(0)));
+    }
+
+    /// Lets one held listing reply go.
+    pub fn pass_listing(&self) {
+        if let Some(gate) = self.listings.lock().unwrap().as_ref() {
+            gate.add_permits(1);
+        }
+    }
+
+    /// Lets every listing reply go, now and later.
+    pub fn release_listings(&self) {
+        if let Some(gate) = self.listings.lock().unwrap().take() {
+            gate.add_permits(Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// The folders (server ids) whose listing replies are held now.
+    pub fn listings_waiting(&self) -> Vec<u64> {
+        self.listings_waiting.lock().unwrap().clone()
+    }
+
+    /// Renames wait before going out until [`Faults::release_renames`].
+    pub fn hold_renames(&self) {
+        self.renames_held.send_replace(true);
+    }
+
+    pub fn release_renames(&self) {
+        self.renames_held.send_replace(false);
+    }
+
+    async fn held_listing(&self, dir: u64) {
+        let gate = self.listings.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            self.listings_waiting.lock().unwrap().push(dir);
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
+            let mut waiting = self.listings_waiting.lock().unwrap();
+            if let Some(at) = waiting.iter().position(|d| *d == dir) {
+                waiting.remove(at);
+            }
+        }
+    }
+
+    async fn held_rename(&self) {
+        let mut held = self.renames_held.subscribe();
+        let _ = held.wait_for(|held| !*held).await;
     }
 
     fn roll(&self, percent: u8) -> bool {
@@ -415,7 +478,9 @@ impl RemoteClient for FaultyClient {
         self.call(self.inner.stat(id)).await
     }
     async fn list(&self, dir: u64, after: &[u8], limit: u32) -> RemoteResult<proto::ListReply> {
-        self.call(self.inner.list(dir, after, limit)).await
+        let reply = self.call(self.inner.list(dir, after, limit)).await;
+        self.faults.held_listing(dir).await;
+        reply
     }
     async fn create(&self, request: proto::CreateRequest) -> RemoteResult<proto::Node> {
         self.call(self.inner.create(request)).await
@@ -424,6 +489,7 @@ impl RemoteClient for FaultyClient {
         self.call(self.inner.link(node, new_parent, new_name)).await
     }
     async fn rename(&self, request: proto::RenameRequest) -> RemoteResult<proto::RenameReply> {
+        self.faults.held_rename().await;
         self.call(self.inner.rename(request)).await
     }
     async fn remove(&self, request: proto::RemoveRequest) -> RemoteResult<()> {

@@ -456,3 +456,67 @@ fn an_edit_to_a_file_moved_and_deleted_elsewhere_is_kept() {
         "the edit is lost: {tree:?}"
     );
 }
+
+/// A rename made here while the folders are listed again (after a reset), sent
+/// after the target folder's listing was asked for and carried out before that
+/// listing arrived: the listing does not have the new name, and must not take it
+/// from the file (all-faults seed 5330, where the file then went missing on this
+/// device for good).
+#[test]
+fn a_rename_carried_out_while_its_folder_is_listed_again_keeps_its_name() {
+    let pair = Pair::start(19);
+    let moved = pair.write("d/a", 1);
+    let kept = pair.write("x/kept", 2);
+    pair.agree();
+    wait_until("the reader's feed never caught up", || {
+        pair.reader.is_quiet() && cursor(&pair.reader) >= cursor(&pair.writer)
+    });
+    let x = pair
+        .runtime
+        .block_on(async {
+            use loft_remote::RemoteClient;
+            pair.reader.direct.resolve(b"/x").await
+        })
+        .unwrap()
+        .id;
+    let faults = &pair.reader.faults;
+    faults.hold_listings();
+    faults.hold_renames();
+    // The feed starts over: every folder is listed again, the root first.
+    let head = cursor(&pair.reader);
+    faults.forge(proto::WatchEvent {
+        event: Some(Event::Reset(head)),
+    });
+    wait_until("no listing was asked for", || {
+        !faults.listings_waiting().is_empty()
+    });
+    // The rename is made here and queued; it cannot go out yet.
+    pair.reader
+        .apply(&Op::Rename {
+            from: "d/a".into(),
+            to: "x/f0".into(),
+        })
+        .unwrap();
+    // Listings go one by one until x's has been asked for (after the rename was
+    // made) and answered without the new name.
+    wait_until("x was never listed again", || {
+        if faults.listings_waiting().contains(&x) {
+            return true;
+        }
+        if !faults.listings_waiting().is_empty() {
+            faults.pass_listing();
+        }
+        false
+    });
+    // The server carries the rename out and the reader's journal lets it go; then
+    // x's older listing arrives.
+    faults.release_renames();
+    wait_until("the reader never sent its rename", || {
+        pair.reader.is_quiet()
+    });
+    faults.release_listings();
+    let tree = pair.agree();
+    assert!(holds(&tree, "x/f0", moved), "{tree:?}");
+    assert!(holds(&tree, "x/kept", kept), "{tree:?}");
+    assert!(!tree.contains_key("d/a"), "{tree:?}");
+}

@@ -547,6 +547,9 @@ impl Vfs {
     /// no longer has go, new ones come, known nodes are refreshed. Local-only and
     /// dirty entries stay, and so does every name this device changed (and sent)
     /// while the listing was on its way: the listing is older than those changes.
+    /// That includes a rename made here before the listing was asked for and carried
+    /// out by the server while it was on its way (`renamed_here`): the listing may not
+    /// have it, and the rename's own change does not bring a forgotten node back.
     fn relist(self: &Arc<Self>, dir: u64) -> VfsResult<()> {
         // Each name's server id (None: created here, not sent) before asking.
         let (remote, before) = self.rx(|db| {
@@ -556,6 +559,11 @@ impl Vfs {
             }
             Ok((db.remote_of(dir)?, before))
         })?;
+        // A name this device gave `ino` that the server may not show yet: queued, or
+        // sent and not come back.
+        let given_here = |db: &Db<'_>, name: &[u8], ino: u64| -> VfsResult<bool> {
+            Ok(db.name_queued(dir, name)? || self.renamed_here.holds(ino, dir, name))
+        };
         let Some(remote) = remote else {
             return Ok(());
         };
@@ -596,7 +604,7 @@ impl Vfs {
                     if child == ino
                         && server.get(stale.as_slice()).map(|n| n.id) != Some(remote.id)
                         && now.get(&stale) == before.get(&stale)
-                        && !db.name_queued(dir, &stale)?
+                        && !given_here(db, &stale, ino)?
                     {
                         let directory = remote.kind == proto::NodeKind::Directory as i32;
                         unname(db, dir, &stale, ino, directory, &mut effects)?;
@@ -616,7 +624,7 @@ impl Vfs {
                     }
                     _ if !unchanged
                         || db.node(ino)?.is_some_and(|n| n.dirty)
-                        || db.name_queued(dir, &name)? => {}
+                        || given_here(db, &name, ino)? => {}
                     _ => remove_entry(db, dir, &name, ino, &mut effects)?,
                 }
             }
@@ -626,9 +634,9 @@ impl Vfs {
                 }
                 let ino = live_ino_of_remote(db, remote.id)?;
                 if let Some(ino) = ino
-                    && db.rename_queued_of(ino)?
+                    && (db.rename_queued_of(ino)? || self.renamed_here.elsewhere(ino, dir, name))
                 {
-                    continue; // moved here, the move not sent yet
+                    continue; // moved here, the move not sent yet or not come back
                 }
                 place(db, dir, name, ino, remote, Placing::Listing, &mut effects)?;
             }

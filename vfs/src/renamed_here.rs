@@ -53,6 +53,14 @@ impl RenamedHere {
             .is_some_and(|r| r.parent == parent && r.name == name)
     }
 
+    /// True when `ino` was moved away from `(parent, name)` by a rename whose change
+    /// has not come back yet: a listing that still names it there is older.
+    pub fn elsewhere(&self, ino: u64, parent: u64, name: &[u8]) -> bool {
+        lock(&self.0)
+            .get(&ino)
+            .is_some_and(|r| r.parent != parent || r.name != name)
+    }
+
     /// A rename or removal this device made of server node `remote` came back
     /// through the feed: what follows in the feed is newer than its renames. (A
     /// record whose change came back before the reply stays; it only keeps a name
