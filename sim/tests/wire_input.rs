@@ -59,6 +59,15 @@ impl Pair {
         written
     }
 
+    /// The server's id of the node at `path`.
+    fn server_id(&self, path: &str) -> u64 {
+        use loft_remote::RemoteClient;
+        self.runtime
+            .block_on(self.reader.direct.resolve(path.as_bytes()))
+            .unwrap()
+            .id
+    }
+
     /// Waits until the reader shows exactly the writer's tree, and returns it.
     fn agree(&self) -> Tree {
         let start = Instant::now();
@@ -220,14 +229,7 @@ fn a_change_older_than_a_reset_is_skipped() {
     // the reset already shows everything up to the head.
     let head = pair.reader.vfs.mount_status().unwrap().cursor;
     assert!(head >= 1, "the reader has applied the first write");
-    let root = pair
-        .runtime
-        .block_on(async {
-            use loft_remote::RemoteClient;
-            pair.reader.direct.resolve(b"/").await
-        })
-        .unwrap()
-        .id;
+    let root = pair.server_id("/");
     pair.reader.faults.forge(proto::WatchEvent {
         event: Some(Event::Reset(head)),
     });
@@ -471,14 +473,7 @@ fn a_rename_carried_out_while_its_folder_is_listed_again_keeps_its_name() {
     wait_until("the reader's feed never caught up", || {
         pair.reader.is_quiet() && cursor(&pair.reader) >= cursor(&pair.writer)
     });
-    let x = pair
-        .runtime
-        .block_on(async {
-            use loft_remote::RemoteClient;
-            pair.reader.direct.resolve(b"/x").await
-        })
-        .unwrap()
-        .id;
+    let x = pair.server_id("/x");
     let faults = &pair.reader.faults;
     faults.hold_listings();
     faults.hold_renames();
