@@ -226,7 +226,8 @@ impl Faults {
     /// Lets every listing reply go, now and later.
     pub fn release_listings(&self) {
         if let Some(gate) = self.listings.lock().unwrap().take() {
-            gate.add_permits(Semaphore::MAX_PERMITS / 2);
+            // A closed gate lets every waiter go.
+            gate.close();
         }
     }
 
@@ -248,6 +249,7 @@ impl Faults {
         let gate = self.listings.lock().unwrap().clone();
         if let Some(gate) = gate {
             self.listings_waiting.lock().unwrap().push(dir);
+            // `Err`: the gate was closed, every reply goes.
             if let Ok(permit) = gate.acquire().await {
                 permit.forget();
             }

@@ -559,11 +559,6 @@ impl Vfs {
             }
             Ok((db.remote_of(dir)?, before))
         })?;
-        // A name this device gave `ino` that the server may not show yet: queued, or
-        // sent and not come back.
-        let given_here = |db: &Db<'_>, name: &[u8], ino: u64| -> VfsResult<bool> {
-            Ok(db.name_queued(dir, name)? || self.renamed_here.holds(ino, dir, name))
-        };
         let Some(remote) = remote else {
             return Ok(());
         };
@@ -604,7 +599,8 @@ impl Vfs {
                     if child == ino
                         && server.get(stale.as_slice()).map(|n| n.id) != Some(remote.id)
                         && now.get(&stale) == before.get(&stale)
-                        && !given_here(db, &stale, ino)?
+                        && !db.name_queued(dir, &stale)?
+                        && !self.renamed_here.holds(ino, dir, &stale)
                     {
                         let directory = remote.kind == proto::NodeKind::Directory as i32;
                         unname(db, dir, &stale, ino, directory, &mut effects)?;
@@ -623,8 +619,7 @@ impl Vfs {
                         }
                     }
                     _ if !unchanged
-                        || db.node(ino)?.is_some_and(|n| n.dirty)
-                        || given_here(db, &name, ino)? => {}
+                        || held_here(db, dir, &name, None, Some(&self.renamed_here))? => {}
                     _ => remove_entry(db, dir, &name, ino, &mut effects)?,
                 }
             }
@@ -800,8 +795,9 @@ fn live_ino_of_remote(db: &Db<'_>, remote: u64) -> VfsResult<Option<u64>> {
 
 /// True when `(parent, name)` holds, instead of `ino`, a change made here and not
 /// sent: a node the server does not know, a dirty one, or one a queued rename or
-/// link put there; or, for older history the feed replays (`renamed`), one a rename
-/// put there whose own change has not come back yet.
+/// link put there; or, for older history the feed replays or a listing asked for
+/// before the rename reached the server (`renamed`), one a rename put there whose own
+/// change has not come back yet.
 fn held_here(
     db: &Db<'_>,
     parent: u64,
